@@ -1,0 +1,202 @@
+//! The command line (DESIGN.md §4).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Ferry backs up whole applications, restores them and moves them between clusters.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    propagate_version = true,
+    after_help = "Examples:\n  ferry demo\n  ferry app apply -f shop.yaml\n  ferry backup create shop --wait\n  ferry restore create shop-20261121-103500-3fa2 --to-app shop-copy --rewrite /srv/shop=/srv/shop-copy --wait"
+)]
+pub struct Cli {
+    /// URL of the controller.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_CONTROLLER",
+        default_value = "http://127.0.0.1:7420"
+    )]
+    pub controller: String,
+    /// Bearer token.
+    #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Team whose apps and backups to work with.
+    #[arg(long, global = true, env = "FERRY_TEAM", default_value = "default")]
+    pub team: String,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register and inspect applications.
+    #[command(subcommand)]
+    App(AppCmd),
+    /// Storage locations for archives.
+    #[command(subcommand)]
+    Storage(StorageCmd),
+    /// Workers connected to the controller.
+    #[command(subcommand)]
+    Worker(WorkerCmd),
+    /// Clusters that have live workers.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Back up applications and inspect backups.
+    #[command(subcommand)]
+    Backup(BackupCmd),
+    /// Restore backups.
+    #[command(subcommand)]
+    Restore(RestoreCmd),
+    /// The one-command tour: back up an example app, damage it, restore it, verify it.
+    #[command(after_help = "Example:\n  ferry demo")]
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCmd {
+    /// Register or update an app from its manifest.
+    #[command(after_help = "Example:\n  ferry app apply -f shop.yaml")]
+    Apply {
+        /// The app manifest (YAML); `-` reads stdin.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// List the team's apps.
+    #[command(after_help = "Example:\n  ferry app list -o json")]
+    List,
+    /// Show an app's manifest.
+    #[command(after_help = "Example:\n  ferry app get shop")]
+    Get { name: String },
+    /// Forget an app (its backups stay).
+    #[command(after_help = "Example:\n  ferry app delete shop")]
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCmd {
+    /// Add a storage location.
+    #[command(
+        after_help = "Example:\n  ferry storage add nas --local /mnt/nas/ferry --cluster dc-a"
+    )]
+    Add {
+        name: String,
+        /// A local directory, reachable by the workers of one cluster.
+        #[arg(long, value_name = "PATH", requires = "cluster")]
+        local: Option<PathBuf>,
+        /// The cluster whose workers reach the local directory.
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// List storage locations.
+    #[command(after_help = "Example:\n  ferry storage list")]
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCmd {
+    /// List live workers.
+    #[command(after_help = "Example:\n  ferry worker list")]
+    List {
+        /// Only this cluster's workers.
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// List clusters with live workers.
+    #[command(after_help = "Example:\n  ferry cluster list")]
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// Back up an app.
+    #[command(
+        after_help = "Example:\n  ferry backup create shop --label reason=pre-upgrade --wait"
+    )]
+    Create {
+        app: String,
+        /// Storage location [default: the one serving the app's cluster].
+        #[arg(long)]
+        storage: Option<String>,
+        /// Expire the backup after this long (e.g. 7d, 12h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+        /// A label key=value (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// Wait for the backup to finish, showing progress; exit 1 if it does not complete.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List the team's backups.
+    #[command(after_help = "Example:\n  ferry backup list --app shop")]
+    List {
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Describe a backup and its shards.
+    #[command(after_help = "Example:\n  ferry backup get shop-20261121-103500-3fa2")]
+    Get { id: String },
+    /// Follow a backup until it ends.
+    #[command(after_help = "Example:\n  ferry backup watch shop-20261121-103500-3fa2")]
+    Watch { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RestoreCmd {
+    /// Restore a backup (into a new copy unless --overwrite).
+    #[command(
+        after_help = "Examples:\n  ferry restore create shop-20261121-103500-3fa2 --to-app shop-copy \\\n      --rewrite /srv/shop=/srv/shop-copy --rewrite shop=shop_copy --wait\n  ferry restore create shop-20261121-103500-3fa2   # the app is gone: bring it back as it was"
+    )]
+    Create {
+        backup_id: String,
+        /// The app that receives the data [default: the backed-up app].
+        #[arg(long)]
+        to_app: Option<String>,
+        /// The cluster of a new target app [default: the backup's].
+        #[arg(long)]
+        to_cluster: Option<String>,
+        /// Replace what the target holds.
+        #[arg(long)]
+        overwrite: bool,
+        /// OLD=NEW applied to paths, database names, hosts and config values (repeatable).
+        #[arg(long = "rewrite", value_name = "OLD=NEW")]
+        rewrites: Vec<String>,
+        /// Wait for the restore to finish, showing progress; exit 1 if it does not complete.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List the team's restores.
+    #[command(after_help = "Example:\n  ferry restore list")]
+    List {
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Describe a restore.
+    #[command(after_help = "Example:\n  ferry restore get restore-shop-copy-20261121-104000-9c1d")]
+    Get { id: String },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Work in this directory instead of a temporary one (kept afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}

@@ -1,0 +1,23 @@
+//! One module per command group. Each command takes the connection and the global options.
+
+pub mod apps;
+pub mod jobs;
+pub mod storage;
+pub mod workers;
+
+use crate::args::Output;
+use crate::client::Client;
+
+/// What every command gets.
+pub struct Ctx {
+    pub client: Client,
+    pub team: String,
+    pub output: Output,
+}
+
+impl Ctx {
+    /// True when printing JSON.
+    pub fn json(&self) -> bool {
+        self.output == Output::Json
+    }
+}

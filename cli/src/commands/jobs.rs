@@ -1,0 +1,280 @@
+//! `ferry backup …` and `ferry restore …`: creating jobs, listing and describing them, and
+//! following them to their end.
+
+use std::time::Duration;
+
+use ferry_proto::v1;
+use serde_json::json;
+
+use super::Ctx;
+use crate::args::{BackupCmd, RestoreCmd};
+use crate::exit::{CliError, CliResult};
+use crate::output::{self, is_final, job_json, print_job, print_json, print_table, table};
+
+/// How long `--wait` keeps trying when the controller cannot be reached.
+const UNREACHABLE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs a `backup` subcommand.
+pub async fn backup(ctx: &mut Ctx, cmd: BackupCmd) -> CliResult {
+    match cmd {
+        BackupCmd::Create {
+            app,
+            storage,
+            ttl,
+            labels,
+            wait,
+        } => {
+            let mut parsed = std::collections::HashMap::new();
+            for l in labels {
+                let (k, v) = l.split_once('=').ok_or_else(|| {
+                    CliError::input(format!("invalid label {l:?}: expected KEY=VALUE"))
+                })?;
+                parsed.insert(k.to_owned(), v.to_owned());
+            }
+            let job = ctx
+                .client
+                .create_backup(v1::CreateBackupRequest {
+                    team: ctx.team.clone(),
+                    app,
+                    storage: storage.unwrap_or_default(),
+                    labels: parsed,
+                    ttl_seconds: ttl.map(|t| t.as_secs().max(1) as i64).unwrap_or(0),
+                })
+                .await?
+                .into_inner();
+            finish_create(ctx, job, wait).await
+        }
+        BackupCmd::List { app } => {
+            let jobs = ctx
+                .client
+                .list_backups(v1::ListBackupsRequest {
+                    team: ctx.team.clone(),
+                    app: app.unwrap_or_default(),
+                })
+                .await?
+                .into_inner()
+                .jobs;
+            list(ctx, &jobs, true);
+            Ok(())
+        }
+        BackupCmd::Get { id } => {
+            let job = ctx
+                .client
+                .get_backup(v1::GetJobRequest {
+                    team: ctx.team.clone(),
+                    id,
+                })
+                .await?
+                .into_inner();
+            show(ctx, &job);
+            Ok(())
+        }
+        BackupCmd::Watch { id } => {
+            let job = follow(ctx, &id).await?;
+            conclude(ctx, &job)
+        }
+    }
+}
+
+/// Runs a `restore` subcommand.
+pub async fn restore(ctx: &mut Ctx, cmd: RestoreCmd) -> CliResult {
+    match cmd {
+        RestoreCmd::Create {
+            backup_id,
+            to_app,
+            to_cluster,
+            overwrite,
+            rewrites,
+            wait,
+        } => {
+            for r in &rewrites {
+                r.parse::<ferry_model::rewrite::Rewrite>()
+                    .map_err(|e| CliError::input(e.to_string()))?;
+            }
+            let job = ctx
+                .client
+                .create_restore(v1::CreateRestoreRequest {
+                    team: ctx.team.clone(),
+                    backup_id,
+                    to_app: to_app.unwrap_or_default(),
+                    to_cluster: to_cluster.unwrap_or_default(),
+                    overwrite,
+                    rewrites,
+                })
+                .await?
+                .into_inner();
+            finish_create(ctx, job, wait).await
+        }
+        RestoreCmd::List { app } => {
+            let jobs = ctx
+                .client
+                .list_restores(v1::ListRestoresRequest {
+                    team: ctx.team.clone(),
+                    app: app.unwrap_or_default(),
+                })
+                .await?
+                .into_inner()
+                .jobs;
+            list(ctx, &jobs, false);
+            Ok(())
+        }
+        RestoreCmd::Get { id } => {
+            let job = ctx
+                .client
+                .get_restore(v1::GetJobRequest {
+                    team: ctx.team.clone(),
+                    id,
+                })
+                .await?
+                .into_inner();
+            show(ctx, &job);
+            Ok(())
+        }
+    }
+}
+
+async fn finish_create(ctx: &mut Ctx, job: v1::Job, wait: bool) -> CliResult {
+    if !wait {
+        if ctx.json() {
+            print_json(&job_json(&job));
+        } else {
+            println!(
+                "{} created ({} shards); follow it with `ferry backup watch {}` or `get`",
+                job.id,
+                job.shards.len(),
+                job.id
+            );
+        }
+        return Ok(());
+    }
+    if !ctx.json() {
+        eprintln!("{} created ({} shards)", job.id, job.shards.len());
+    }
+    let done = follow(ctx, &job.id).await?;
+    conclude(ctx, &done)
+}
+
+/// Prints the final job and turns its state into the exit code.
+fn conclude(ctx: &Ctx, job: &v1::Job) -> CliResult {
+    show(ctx, job);
+    if job.state == v1::JobState::Completed as i32 {
+        Ok(())
+    } else {
+        Err(CliError::failed(format!(
+            "{} ended {}{}",
+            job.id,
+            output::job_state(job.state),
+            if job.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", job.message)
+            }
+        )))
+    }
+}
+
+fn show(ctx: &Ctx, job: &v1::Job) {
+    if ctx.json() {
+        print_json(&job_json(job));
+    } else {
+        print_job(job);
+    }
+}
+
+/// Follows a job until it ends, printing a progress line on stderr whenever it changes (nothing
+/// with `-o json`). Reconnects when the stream breaks; closing the CLI never affects the job.
+pub async fn follow(ctx: &mut Ctx, id: &str) -> CliResult<v1::Job> {
+    let mut last_line = String::new();
+    let mut last_contact = tokio::time::Instant::now();
+    loop {
+        let req = v1::GetJobRequest {
+            team: ctx.team.clone(),
+            id: id.to_owned(),
+        };
+        match ctx.client.watch_job(req).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(job)) => {
+                            last_contact = tokio::time::Instant::now();
+                            let line = output::progress_line(&job);
+                            if !ctx.json() && line != last_line {
+                                eprintln!("{} {line}", chrono::Utc::now().format("%H:%M:%S"));
+                                last_line = line;
+                            }
+                            if is_final(job.state) {
+                                return Ok(job);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(s) if s.code() == tonic::Code::NotFound => return Err(s.into()),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Err(s)
+                if s.code() == tonic::Code::NotFound
+                    || s.code() == tonic::Code::InvalidArgument =>
+            {
+                return Err(s.into());
+            }
+            Err(_) => {}
+        }
+        if last_contact.elapsed() > UNREACHABLE_PATIENCE {
+            return Err(CliError::unreachable(format!(
+                "lost the controller while following {id}; the job goes on — check it with `ferry backup get {id}`"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn list(ctx: &Ctx, jobs: &[v1::Job], backups: bool) {
+    if ctx.json() {
+        let key = if backups { "backups" } else { "restores" };
+        print_json(&json!({ key: jobs.iter().map(job_json).collect::<Vec<_>>() }));
+        return;
+    }
+    if backups {
+        let mut t = table(&[
+            "ID", "APP", "STATE", "SIZE", "STORED", "DURATION", "STORAGE", "TRIGGER", "CREATED",
+        ]);
+        for j in jobs {
+            t.add_row(vec![
+                j.id.clone(),
+                j.app.clone(),
+                output::job_state(j.state).into(),
+                output::size(j.bytes),
+                output::size(j.stored_bytes),
+                output::duration(j.started_at_ms, j.finished_at_ms),
+                j.storage.clone(),
+                j.trigger.clone(),
+                output::time(j.created_at_ms),
+            ]);
+        }
+        print_table(&t);
+    } else {
+        let mut t = table(&[
+            "ID",
+            "BACKUP",
+            "TARGET APP",
+            "STATE",
+            "SIZE",
+            "DURATION",
+            "CREATED",
+        ]);
+        for j in jobs {
+            t.add_row(vec![
+                j.id.clone(),
+                j.backup_id.clone(),
+                j.target_app.clone(),
+                output::job_state(j.state).into(),
+                output::size(j.bytes),
+                output::duration(j.started_at_ms, j.finished_at_ms),
+                output::time(j.created_at_ms),
+            ]);
+        }
+        print_table(&t);
+    }
+}

@@ -1,0 +1,101 @@
+//! `ferry storage …`
+
+use ferry_proto::v1;
+use serde_json::json;
+
+use super::Ctx;
+use crate::args::StorageCmd;
+use crate::exit::{CliError, CliResult};
+use crate::output::{print_json, print_table, table};
+
+/// Runs a `storage` subcommand.
+pub async fn run(ctx: &mut Ctx, cmd: StorageCmd) -> CliResult {
+    match cmd {
+        StorageCmd::Add {
+            name,
+            local,
+            cluster,
+        } => {
+            let Some(path) = local else {
+                return Err(CliError::input(
+                    "say where: --local PATH --cluster C (s3 locations come with the s3 backend)",
+                ));
+            };
+            let path = std::path::absolute(&path)
+                .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+            let location = v1::StorageLocation {
+                name,
+                backend: Some(v1::storage_location::Backend::Local(v1::LocalStorage {
+                    path: path.to_string_lossy().into_owned(),
+                    cluster: cluster.unwrap_or_default(),
+                })),
+            };
+            let added = ctx
+                .client
+                .add_storage(v1::AddStorageRequest {
+                    location: Some(location),
+                })
+                .await?
+                .into_inner();
+            if ctx.json() {
+                print_json(&location_json(&added));
+            } else {
+                println!("storage {} added ({})", added.name, describe(&added));
+            }
+            Ok(())
+        }
+        StorageCmd::List => {
+            let all = ctx
+                .client
+                .list_storage(v1::ListStorageRequest {})
+                .await?
+                .into_inner()
+                .locations;
+            if ctx.json() {
+                print_json(
+                    &json!({"locations": all.iter().map(location_json).collect::<Vec<_>>()}),
+                );
+                return Ok(());
+            }
+            let mut t = table(&["NAME", "TYPE", "WHERE"]);
+            for l in &all {
+                t.add_row(vec![l.name.clone(), kind(l).into(), describe(l)]);
+            }
+            print_table(&t);
+            Ok(())
+        }
+    }
+}
+
+fn kind(l: &v1::StorageLocation) -> &'static str {
+    match &l.backend {
+        Some(v1::storage_location::Backend::Local(_)) => "local",
+        Some(v1::storage_location::Backend::S3(_)) => "s3",
+        None => "unknown",
+    }
+}
+
+fn describe(l: &v1::StorageLocation) -> String {
+    match &l.backend {
+        Some(v1::storage_location::Backend::Local(x)) => {
+            format!("{} (cluster {})", x.path, x.cluster)
+        }
+        Some(v1::storage_location::Backend::S3(s)) => {
+            format!("{}/{}/{}", s.endpoint, s.bucket, s.prefix)
+        }
+        None => String::new(),
+    }
+}
+
+fn location_json(l: &v1::StorageLocation) -> serde_json::Value {
+    match &l.backend {
+        Some(v1::storage_location::Backend::Local(x)) => {
+            json!({"name": l.name, "type": "local", "path": x.path, "cluster": x.cluster})
+        }
+        Some(v1::storage_location::Backend::S3(s)) => json!({
+            "name": l.name, "type": "s3", "endpoint": s.endpoint, "bucket": s.bucket,
+            "prefix": s.prefix, "region": s.region, "path_style": s.path_style,
+        }),
+        None => json!({"name": l.name}),
+    }
+}

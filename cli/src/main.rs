@@ -1,0 +1,64 @@
+//! `ferry`: the command line. Talks only to the controller (except `demo`, which starts one).
+
+mod args;
+mod client;
+mod commands;
+mod demo;
+mod exit;
+mod output;
+
+use clap::Parser;
+
+use args::{ClusterCmd, Command, WorkerCmd};
+use commands::Ctx;
+use exit::{CliError, CliResult};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::BAD_INPUT
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return std::process::ExitCode::from(code);
+        }
+    };
+    // The CLI logs only warnings unless RUST_LOG says otherwise.
+    ferry_worker::logging::init(false, "warn");
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            std::process::ExitCode::from(e.code)
+        }
+    }
+}
+
+async fn run(cli: args::Cli) -> CliResult {
+    if let Command::Demo(args) = cli.command {
+        return demo::run(args).await;
+    }
+    ferry_model::names::check_name("team name", &cli.team)
+        .map_err(|e| CliError::input(e.to_string()))?;
+    let client = client::connect(&cli.controller, cli.token.as_deref()).await?;
+    let mut ctx = Ctx {
+        client,
+        team: cli.team,
+        output: cli.output,
+    };
+    match cli.command {
+        Command::App(cmd) => commands::apps::run(&mut ctx, cmd).await,
+        Command::Storage(cmd) => commands::storage::run(&mut ctx, cmd).await,
+        Command::Worker(WorkerCmd::List { cluster }) => {
+            commands::workers::list_workers(&mut ctx, cluster).await
+        }
+        Command::Cluster(ClusterCmd::List) => commands::workers::list_clusters(&mut ctx).await,
+        Command::Backup(cmd) => commands::jobs::backup(&mut ctx, cmd).await,
+        Command::Restore(cmd) => commands::jobs::restore(&mut ctx, cmd).await,
+        Command::Demo(_) => unreachable!("handled above"),
+    }
+}

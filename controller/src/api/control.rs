@@ -1,0 +1,244 @@
+//! The CLI-facing service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ferry_model::storage::StorageLocation;
+use ferry_proto::model::{AppRef, ApplyApp, CreateBackup, CreateRestore, JobRef, TeamFilter};
+use ferry_proto::v1;
+use ferry_proto::v1::control_service_server::ControlService;
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::context::Context;
+use crate::records::JobKind;
+use crate::{apps, jobs};
+
+/// Handlers of `ferry.v1.ControlService`.
+pub struct ControlApi {
+    pub ctx: Arc<Context>,
+}
+
+type JobStream = Pin<Box<dyn Stream<Item = Result<v1::Job, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ControlService for ControlApi {
+    async fn apply_app(
+        &self,
+        req: Request<v1::ApplyAppRequest>,
+    ) -> Result<Response<v1::App>, Status> {
+        let ApplyApp { team, spec } = req.into_inner().try_into()?;
+        let record = apps::apply(&*self.ctx.store, &team, spec).await?;
+        Ok(Response::new(convert::app(&record)))
+    }
+
+    async fn list_apps(
+        &self,
+        req: Request<v1::ListAppsRequest>,
+    ) -> Result<Response<v1::ListAppsResponse>, Status> {
+        let TeamFilter { team, .. } = req.into_inner().try_into()?;
+        let apps = apps::list(&*self.ctx.store, &team).await?;
+        Ok(Response::new(v1::ListAppsResponse {
+            apps: apps.iter().map(convert::app).collect(),
+        }))
+    }
+
+    async fn get_app(&self, req: Request<v1::GetAppRequest>) -> Result<Response<v1::App>, Status> {
+        let AppRef { team, name } = req.into_inner().try_into()?;
+        let record = apps::get(&*self.ctx.store, &team, &name).await?;
+        Ok(Response::new(convert::app(&record)))
+    }
+
+    async fn delete_app(
+        &self,
+        req: Request<v1::DeleteAppRequest>,
+    ) -> Result<Response<v1::DeleteAppResponse>, Status> {
+        let AppRef { team, name } = req.into_inner().try_into()?;
+        apps::delete(&*self.ctx.store, &team, &name).await?;
+        Ok(Response::new(v1::DeleteAppResponse {}))
+    }
+
+    async fn add_storage(
+        &self,
+        req: Request<v1::AddStorageRequest>,
+    ) -> Result<Response<v1::StorageLocation>, Status> {
+        let raw = req
+            .into_inner()
+            .location
+            .ok_or_else(|| Status::invalid_argument("missing field location"))?;
+        let location: StorageLocation = raw.try_into()?;
+        let location = apps::add_storage(&*self.ctx.store, location).await?;
+        Ok(Response::new((&location).into()))
+    }
+
+    async fn list_storage(
+        &self,
+        _req: Request<v1::ListStorageRequest>,
+    ) -> Result<Response<v1::ListStorageResponse>, Status> {
+        let all = apps::list_storage(&*self.ctx.store).await?;
+        Ok(Response::new(v1::ListStorageResponse {
+            locations: all.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn list_workers(
+        &self,
+        req: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        let cluster = req.into_inner().cluster;
+        let workers = self.ctx.workers.live().await?;
+        Ok(Response::new(v1::ListWorkersResponse {
+            workers: workers
+                .iter()
+                .filter(|w| cluster.is_empty() || w.cluster == cluster)
+                .map(|w| convert::worker(&self.ctx, w))
+                .collect(),
+        }))
+    }
+
+    async fn list_clusters(
+        &self,
+        _req: Request<v1::ListClustersRequest>,
+    ) -> Result<Response<v1::ListClustersResponse>, Status> {
+        let mut clusters: std::collections::BTreeMap<String, v1::ClusterInfo> = Default::default();
+        for w in self.ctx.workers.live().await? {
+            let c = clusters
+                .entry(w.cluster.clone())
+                .or_insert(v1::ClusterInfo {
+                    name: w.cluster.clone(),
+                    workers: 0,
+                    capacity: 0,
+                });
+            c.workers += 1;
+            c.capacity += w.max_shards;
+        }
+        Ok(Response::new(v1::ListClustersResponse {
+            clusters: clusters.into_values().collect(),
+        }))
+    }
+
+    async fn create_backup(
+        &self,
+        req: Request<v1::CreateBackupRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        let req: CreateBackup = req.into_inner().try_into()?;
+        let job = jobs::create_backup(&self.ctx, req).await?;
+        let view = jobs::view(&self.ctx, &job.team, &job.id).await?;
+        Ok(Response::new(convert::job(&self.ctx, &view)))
+    }
+
+    async fn list_backups(
+        &self,
+        req: Request<v1::ListBackupsRequest>,
+    ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let f: TeamFilter = req.into_inner().try_into()?;
+        self.list_jobs(f, JobKind::Backup).await
+    }
+
+    async fn get_backup(
+        &self,
+        req: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        self.get_job(req.into_inner().try_into()?, JobKind::Backup)
+            .await
+    }
+
+    async fn create_restore(
+        &self,
+        req: Request<v1::CreateRestoreRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        let req: CreateRestore = req.into_inner().try_into()?;
+        let job = jobs::create_restore(&self.ctx, req).await?;
+        let view = jobs::view(&self.ctx, &job.team, &job.id).await?;
+        Ok(Response::new(convert::job(&self.ctx, &view)))
+    }
+
+    async fn list_restores(
+        &self,
+        req: Request<v1::ListRestoresRequest>,
+    ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let f: TeamFilter = req.into_inner().try_into()?;
+        self.list_jobs(f, JobKind::Restore).await
+    }
+
+    async fn get_restore(
+        &self,
+        req: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        self.get_job(req.into_inner().try_into()?, JobKind::Restore)
+            .await
+    }
+
+    type WatchJobStream = JobStream;
+
+    async fn watch_job(
+        &self,
+        req: Request<v1::GetJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let JobRef { team, id } = req.into_inner().try_into()?;
+        jobs::get_job(&self.ctx, &team, &id).await?;
+        let ctx = self.ctx.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut changed = ctx.changed.subscribe();
+            let mut last: Option<v1::Job> = None;
+            loop {
+                let sent = match jobs::view(&ctx, &team, &id).await {
+                    Ok(view) => {
+                        let job = convert::job(&ctx, &view);
+                        let done = view.job.state.is_final();
+                        if last.as_ref() != Some(&job) {
+                            last = Some(job.clone());
+                            if tx.send(Ok(job)).await.is_err() {
+                                return; // the client went away; the job goes on
+                            }
+                        }
+                        if done {
+                            return;
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                debug_assert!(sent);
+                // At most a few updates a second, however often workers report.
+                tokio::time::sleep(ctx.timings.watch_poll() / 5).await;
+                tokio::select! {
+                    _ = changed.changed() => {}
+                    _ = tokio::time::sleep(ctx.timings.watch_poll()) => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+impl ControlApi {
+    async fn list_jobs(
+        &self,
+        f: TeamFilter,
+        kind: JobKind,
+    ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let views = jobs::list_views(&self.ctx, &f.team, f.app.as_deref(), kind).await?;
+        Ok(Response::new(v1::ListJobsResponse {
+            jobs: views.iter().map(|v| convert::job(&self.ctx, v)).collect(),
+        }))
+    }
+
+    async fn get_job(&self, r: JobRef, kind: JobKind) -> Result<Response<v1::Job>, Status> {
+        let view = jobs::view(&self.ctx, &r.team, &r.id).await?;
+        if view.job.kind != kind {
+            return Err(Status::not_found(format!(
+                "{} is a {:?} job, not a {kind:?}",
+                r.id, view.job.kind
+            )));
+        }
+        Ok(Response::new(convert::job(&self.ctx, &view)))
+    }
+}

@@ -1,0 +1,120 @@
+//! The worker-facing service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ferry_proto::model::{Progress, Registration, ShardReport};
+use ferry_proto::v1;
+use ferry_proto::v1::worker_service_server::WorkerService;
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::context::Context;
+use crate::workers::Delivery;
+use crate::{jobs, reconciler};
+
+/// Handlers of `ferry.v1.WorkerService`.
+pub struct WorkerApi {
+    pub ctx: Arc<Context>,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::AssignmentEvent, Status>> + Send>>;
+
+fn event(d: Delivery) -> v1::AssignmentEvent {
+    use v1::assignment_event::Event;
+    let event = match d {
+        Delivery::Assign(task) => Event::Assign(v1::Assignment {
+            shard: Some(v1::ShardRef {
+                job_id: task.job_id.clone(),
+                shard_id: task.shard_id.clone(),
+                attempt: task.attempt,
+            }),
+            task_json: serde_json::to_string(&task).unwrap_or_default(),
+        }),
+        Delivery::Cancel(key) => Event::Cancel((&key).into()),
+    };
+    v1::AssignmentEvent { event: Some(event) }
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    async fn register(
+        &self,
+        req: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterResponse>, Status> {
+        let reg: Registration = req.into_inner().try_into()?;
+        let record = self.ctx.workers.register(reg).await?;
+        tracing::info!(worker = %record.id, cluster = %record.cluster, node = %record.node,
+            max_shards = record.max_shards, "worker registered");
+        self.ctx.notify();
+        Ok(Response::new(v1::RegisterResponse {
+            worker_id: record.id,
+            heartbeat_interval_ms: self.ctx.timings.heartbeat.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let known = self
+            .ctx
+            .workers
+            .heartbeat(&r.worker_id, r.running_shards)
+            .await?;
+        Ok(Response::new(v1::HeartbeatResponse { known }))
+    }
+
+    type AssignmentsStream = EventStream;
+
+    async fn assignments(
+        &self,
+        req: Request<v1::AssignmentsRequest>,
+    ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        let id = req.into_inner().worker_id;
+        let live = self.ctx.workers.live().await?;
+        if !live.iter().any(|w| w.id == id) {
+            return Err(Status::not_found(format!(
+                "no live session {id:?}; register again"
+            )));
+        }
+        let rx = self.ctx.workers.attach(&id);
+        let held = reconciler::tasks_of_worker(&self.ctx, &id).await?;
+        let stream = async_stream(held, rx);
+        self.ctx.notify();
+        Ok(Response::new(stream))
+    }
+
+    async fn report_progress(
+        &self,
+        req: Request<v1::ProgressReport>,
+    ) -> Result<Response<v1::ReportAck>, Status> {
+        let p: Progress = req.into_inner().try_into()?;
+        jobs::record_progress(&self.ctx, p);
+        Ok(Response::new(v1::ReportAck { accepted: true }))
+    }
+
+    async fn report_result(
+        &self,
+        req: Request<v1::ShardResult>,
+    ) -> Result<Response<v1::ReportAck>, Status> {
+        let report: ShardReport = req.into_inner().try_into()?;
+        let accepted = jobs::record_result(&self.ctx, report).await?;
+        Ok(Response::new(v1::ReportAck { accepted }))
+    }
+}
+
+/// The held tasks first, then whatever the channel delivers.
+fn async_stream(
+    held: Vec<ferry_model::task::ShardTask>,
+    rx: tokio::sync::mpsc::Receiver<Delivery>,
+) -> EventStream {
+    use futures::StreamExt;
+    let first = futures::stream::iter(
+        held.into_iter()
+            .map(|t| Ok(event(Delivery::Assign(Box::new(t))))),
+    );
+    let rest = tokio_stream::wrappers::ReceiverStream::new(rx).map(|d| Ok(event(d)));
+    Box::pin(first.chain(rest))
+}

@@ -1,0 +1,81 @@
+//! The controller's shared state: the store, the timings, the live worker streams, observed
+//! progress, and the signals that wake the reconciler and the job watchers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::store::Store;
+use crate::timing::Timings;
+use crate::workers::Workers;
+
+/// Policies an operator may tune.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Failed attempts after which a shard fails for good.
+    pub max_shard_failures: u32,
+    /// How long a shard may wait for a worker of its cluster before it fails.
+    pub unschedulable_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_shard_failures: 3,
+            unschedulable_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Bytes a worker reported for the current attempt of a shard (observed state: never persisted,
+/// rebuilt from the next report after a restart).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardProgress {
+    pub attempt: u32,
+    pub done: u64,
+    pub total: Option<u64>,
+}
+
+/// Everything the handlers and the reconciler share.
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    pub timings: Timings,
+    pub settings: Settings,
+    pub workers: Workers,
+    pub progress: Mutex<HashMap<(String, String), ShardProgress>>,
+    /// Wakes the reconciler early.
+    pub wake: Notify,
+    /// Bumped whenever a job may have changed; job watchers listen.
+    pub changed: watch::Sender<u64>,
+}
+
+impl Context {
+    /// A context over a store.
+    pub fn new(store: Arc<dyn Store>, timings: Timings, settings: Settings) -> Arc<Context> {
+        Arc::new(Context {
+            workers: Workers::new(store.clone(), timings),
+            store,
+            timings,
+            settings,
+            progress: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            changed: watch::Sender::new(0),
+        })
+    }
+
+    /// Says that jobs changed: wakes the reconciler and every watcher.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Progress of a shard's current attempt.
+    pub fn progress_of(&self, job: &str, shard: &str, attempt: u32) -> Option<ShardProgress> {
+        let map = self.progress.lock().ok()?;
+        map.get(&(job.to_owned(), shard.to_owned()))
+            .filter(|p| p.attempt == attempt)
+            .copied()
+    }
+}

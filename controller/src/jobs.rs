@@ -1,0 +1,401 @@
+//! Jobs: creating backups and restores (intent persisted before anything runs), taking workers'
+//! reports under fencing, and reading jobs back for the API. The reconciler drives them.
+
+use std::collections::BTreeMap;
+
+use ferry_model::layout;
+use ferry_model::manifest::BackupManifest;
+use ferry_model::names::new_job_id;
+use ferry_model::now_ms;
+use ferry_model::rewrite::rewrite_spec;
+use ferry_model::task::{PlannedShard, ShardOp, plan_shards};
+use ferry_proto::model::{CreateBackup, CreateRestore, Progress, ShardReport};
+
+use crate::apps;
+use crate::context::{Context, ShardProgress};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::records::{JobKind, JobRecord, JobState, RestorePlan, ShardRecord, ShardState};
+use crate::store::{Condition, Op, get_json, list_json};
+
+/// Largest manifest the controller will read.
+pub const MANIFEST_LIMIT: u64 = 64 << 20;
+
+/// A job with its shards, as the API shows it.
+#[derive(Debug, Clone)]
+pub struct JobView {
+    pub job: JobRecord,
+    pub shards: Vec<ShardRecord>,
+}
+
+fn new_shard(job_id: &str, planned: &PlannedShard, op: ShardOp) -> ShardRecord {
+    ShardRecord {
+        job_id: job_id.to_owned(),
+        id: planned.id.clone(),
+        component: planned.component.clone(),
+        slot: planned.slot.clone(),
+        kind: planned.resource.kind().to_owned(),
+        resource: planned.resource.clone(),
+        node: planned.node.clone(),
+        op,
+        state: ShardState::Pending,
+        attempt: 0,
+        worker: String::new(),
+        failures: 0,
+        not_before_ms: 0,
+        waiting_since_ms: 0,
+        object_key: String::new(),
+        expected_sha256: None,
+        outcome: None,
+        error: String::new(),
+        started_at_ms: 0,
+        finished_at_ms: 0,
+    }
+}
+
+async fn persist_new(ctx: &Context, job: &JobRecord, shards: &[ShardRecord]) -> Result<()> {
+    let mut ops = vec![Op::put_json(keys::job(&job.id), job)];
+    ops.extend(
+        shards
+            .iter()
+            .map(|s| Op::put_json(keys::shard(&job.id, &s.id), s)),
+    );
+    let created = ctx
+        .store
+        .txn(vec![Condition::Absent(keys::job(&job.id))], ops)
+        .await?;
+    if !created {
+        return Err(Error::AlreadyExists(format!(
+            "job {} already exists",
+            job.id
+        )));
+    }
+    tracing::info!(job = %job.id, kind = ?job.kind, app = %job.app, shards = shards.len(), "job created");
+    ctx.notify();
+    Ok(())
+}
+
+async fn refuse_if_busy(ctx: &Context, team: &str, app: &str, kind: JobKind) -> Result<()> {
+    let busy = list_jobs(ctx)
+        .await?
+        .into_iter()
+        .find(|j| j.team == team && j.app == app && !j.state.is_final() && j.kind == kind);
+    if let Some(j) = busy {
+        let what = match kind {
+            JobKind::Backup => "backup",
+            JobKind::Restore => "restore",
+        };
+        return Err(Error::FailedPrecondition(format!(
+            "a {what} of app {app:?} is already running ({}); wait for it to finish",
+            j.id
+        )));
+    }
+    Ok(())
+}
+
+/// Starts a backup of an app: one shard per volume, config, database and exec.
+pub async fn create_backup(ctx: &Context, req: CreateBackup) -> Result<JobRecord> {
+    let app = apps::get(&*ctx.store, &req.team, &req.app).await?;
+    let location =
+        apps::choose_storage(&*ctx.store, req.storage.as_deref(), &app.spec.cluster).await?;
+    refuse_if_busy(ctx, &req.team, &req.app, JobKind::Backup).await?;
+    let planned = plan_shards(&app.spec);
+    if planned.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "app {:?} declares nothing to back up (no volume, config, database or exec)",
+            req.app
+        )));
+    }
+    let now = now_ms();
+    let job = JobRecord {
+        id: new_job_id(&req.app),
+        kind: JobKind::Backup,
+        state: JobState::Pending,
+        team: req.team,
+        app: req.app,
+        cluster: app.spec.cluster.clone(),
+        storage: location.name,
+        spec: app.spec,
+        created_at_ms: now,
+        started_at_ms: 0,
+        finished_at_ms: 0,
+        message: String::new(),
+        labels: req.labels,
+        trigger: "manual".into(),
+        expires_at_ms: req.ttl.map(|t| now + t.as_millis() as i64),
+        restore: None,
+        stored_bytes: 0,
+        source_bytes: 0,
+    };
+    let shards: Vec<_> = planned
+        .iter()
+        .map(|p| new_shard(&job.id, p, ShardOp::Backup))
+        .collect();
+    persist_new(ctx, &job, &shards).await?;
+    Ok(job)
+}
+
+/// Reads the committed manifest of a backup from its storage.
+pub async fn read_manifest(ctx: &Context, backup: &JobRecord) -> Result<BackupManifest> {
+    let location = apps::find_storage(&*ctx.store, &backup.storage)
+        .await?
+        .ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "backup {} is in storage location {:?}, which no longer exists",
+                backup.id, backup.storage
+            ))
+        })?;
+    let store = ferry_storage::open(&location)?;
+    let key = layout::manifest_key(&backup.team, &backup.app, &backup.id);
+    let bytes = store
+        .get_bytes(&key, MANIFEST_LIMIT)
+        .await
+        .map_err(|e| match e {
+            ferry_storage::StorageError::NotFound { .. } => Error::FailedPrecondition(format!(
+                "backup {} has no manifest in storage {:?} (it was deleted or never committed)",
+                backup.id, backup.storage
+            )),
+            other => other.into(),
+        })?;
+    Ok(BackupManifest::from_json(&bytes)?)
+}
+
+/// Starts a restore: first every archive is verified (and every target checked empty unless
+/// `overwrite`), then, only if all of that passed, the data is written.
+pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobRecord> {
+    let backup = get_job(ctx, &req.team, &req.backup_id).await?;
+    if backup.kind != JobKind::Backup {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not a backup",
+            backup.id
+        )));
+    }
+    if !matches!(
+        backup.state,
+        JobState::Completed | JobState::PartiallyFailed
+    ) {
+        return Err(Error::FailedPrecondition(format!(
+            "backup {} is {:?}; only completed backups can be restored",
+            backup.id, backup.state
+        )));
+    }
+    let manifest = read_manifest(ctx, &backup).await?;
+    let target = req.to_app.clone().unwrap_or_else(|| manifest.app.clone());
+    let existing = apps::find(&*ctx.store, &req.team, &target).await?;
+    let (spec, creates_app) = match existing {
+        Some(app) => {
+            if let Some(c) = &req.to_cluster {
+                if *c != app.spec.cluster {
+                    return Err(Error::InvalidArgument(format!(
+                        "app {target:?} is registered in cluster {:?}, not {c:?}",
+                        app.spec.cluster
+                    )));
+                }
+            }
+            (app.spec, false)
+        }
+        None => {
+            let cluster = req.to_cluster.as_deref().unwrap_or(&manifest.cluster);
+            let spec = rewrite_spec(&manifest.app_spec, &target, cluster, &req.rewrites);
+            spec.validate()?;
+            (spec, true)
+        }
+    };
+    let location = apps::find_storage(&*ctx.store, &backup.storage)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!("storage location {:?} not found", backup.storage))
+        })?;
+    apps::check_reachable(&location, &spec.cluster)?;
+    refuse_if_busy(ctx, &req.team, &target, JobKind::Restore).await?;
+    refuse_if_busy(ctx, &req.team, &target, JobKind::Backup).await?;
+
+    let targets: BTreeMap<String, PlannedShard> = plan_shards(&spec)
+        .into_iter()
+        .map(|p| (p.slot.clone(), p))
+        .collect();
+    let id = new_job_id(&format!("restore-{target}"));
+    let mut shards = Vec::new();
+    for m in manifest.shards.iter().filter(|m| m.error.is_empty()) {
+        let planned = targets.get(&m.slot).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "app {target:?} has nothing to receive shard {} ({}); declare it or restore \
+                 into a new app with --to-app",
+                m.id, m.slot
+            ))
+        })?;
+        let mut shard = new_shard(
+            &id,
+            planned,
+            ShardOp::Verify {
+                check_target: !req.overwrite,
+            },
+        );
+        shard.id = m.id.clone();
+        shard.object_key = m.object_key.clone();
+        shard.expected_sha256 = Some(m.sha256.clone());
+        shards.push(shard);
+    }
+    if shards.is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "backup {} holds no restorable shard",
+            backup.id
+        )));
+    }
+    let job = JobRecord {
+        id,
+        kind: JobKind::Restore,
+        state: JobState::Pending,
+        team: req.team,
+        app: target,
+        cluster: spec.cluster.clone(),
+        storage: backup.storage.clone(),
+        spec,
+        created_at_ms: now_ms(),
+        started_at_ms: 0,
+        finished_at_ms: 0,
+        message: String::new(),
+        labels: BTreeMap::new(),
+        trigger: "manual".into(),
+        expires_at_ms: None,
+        restore: Some(RestorePlan {
+            backup_id: backup.id,
+            source_app: manifest.app,
+            overwrite: req.overwrite,
+            rewrites: req.rewrites,
+            creates_app,
+        }),
+        stored_bytes: 0,
+        source_bytes: 0,
+    };
+    persist_new(ctx, &job, &shards).await?;
+    Ok(job)
+}
+
+/// Every job record.
+pub async fn list_jobs(ctx: &Context) -> Result<Vec<JobRecord>> {
+    Ok(list_json::<JobRecord>(&*ctx.store, &keys::jobs())
+        .await?
+        .into_iter()
+        .map(|(j, _)| j)
+        .collect())
+}
+
+/// A job of a team, or NotFound (another team's job is not found either).
+pub async fn get_job(ctx: &Context, team: &str, id: &str) -> Result<JobRecord> {
+    match get_json::<JobRecord>(&*ctx.store, &keys::job(id)).await? {
+        Some((job, _)) if job.team == team => Ok(job),
+        _ => Err(Error::NotFound(format!(
+            "job {id:?} not found in team {team:?}"
+        ))),
+    }
+}
+
+/// A job's shards.
+pub async fn shards_of(ctx: &Context, id: &str) -> Result<Vec<ShardRecord>> {
+    Ok(
+        list_json::<ShardRecord>(&*ctx.store, &keys::shards_of_job(id))
+            .await?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect(),
+    )
+}
+
+/// A job and its shards.
+pub async fn view(ctx: &Context, team: &str, id: &str) -> Result<JobView> {
+    let job = get_job(ctx, team, id).await?;
+    let shards = shards_of(ctx, id).await?;
+    Ok(JobView { job, shards })
+}
+
+/// Jobs of one kind for a team (optionally one app), newest first.
+pub async fn list_views(
+    ctx: &Context,
+    team: &str,
+    app: Option<&str>,
+    kind: JobKind,
+) -> Result<Vec<JobView>> {
+    let mut jobs: Vec<_> = list_jobs(ctx)
+        .await?
+        .into_iter()
+        .filter(|j| j.team == team && j.kind == kind && app.is_none_or(|a| j.app == a))
+        .collect();
+    jobs.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.id.cmp(&a.id)));
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let shards = shards_of(ctx, &job.id).await?;
+        out.push(JobView { job, shards });
+    }
+    Ok(out)
+}
+
+/// Records a worker's progress for the shard's current attempt.
+pub fn record_progress(ctx: &Context, p: Progress) {
+    if let Ok(mut map) = ctx.progress.lock() {
+        map.insert(
+            (p.shard.job_id.clone(), p.shard.shard_id.clone()),
+            ShardProgress {
+                attempt: p.shard.attempt,
+                done: p.done,
+                total: p.total,
+            },
+        );
+    }
+    ctx.changed.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// Takes a worker's final report for a shard attempt. Returns false when the attempt is stale
+/// (fenced off): its result is ignored and the worker must drop it.
+pub async fn record_result(ctx: &Context, report: ShardReport) -> Result<bool> {
+    let key = keys::shard(&report.shard.job_id, &report.shard.shard_id);
+    for _ in 0..8 {
+        let Some((mut shard, rev)) = get_json::<ShardRecord>(&*ctx.store, &key).await? else {
+            return Ok(false);
+        };
+        if shard.attempt != report.shard.attempt || shard.state != ShardState::Assigned {
+            tracing::warn!(shard = %report.shard, current = shard.attempt, state = ?shard.state,
+                "stale report refused");
+            return Ok(false);
+        }
+        match &report.result {
+            Ok(outcome) => {
+                shard.state = ShardState::Succeeded;
+                shard.outcome = Some(outcome.clone());
+                shard.error.clear();
+                shard.finished_at_ms = report.at_ms;
+            }
+            Err(message) => {
+                shard.failures += 1;
+                shard.error = message.clone();
+                if report.permanent || shard.failures >= ctx.settings.max_shard_failures {
+                    shard.state = ShardState::Failed;
+                    shard.finished_at_ms = report.at_ms;
+                } else {
+                    shard.state = ShardState::Pending;
+                    shard.not_before_ms =
+                        report.at_ms + ctx.timings.retry_backoff(shard.failures).as_millis() as i64;
+                }
+                tracing::warn!(shard = %report.shard, worker = %report.worker_id,
+                    failures = shard.failures, permanent = report.permanent, error = %message,
+                    "shard attempt failed");
+            }
+        }
+        let ops = vec![
+            Op::put_json(key.clone(), &shard),
+            Op::delete(keys::assignment(&shard.worker, &shard.job_id, &shard.id)),
+        ];
+        if ctx
+            .store
+            .txn(vec![Condition::ModRevision(key.clone(), rev)], ops)
+            .await?
+        {
+            ctx.notify();
+            return Ok(true);
+        }
+    }
+    Err(Error::FailedPrecondition(format!(
+        "shard {} changed too often to record its result; retry",
+        report.shard
+    )))
+}

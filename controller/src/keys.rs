@@ -1,0 +1,105 @@
+//! Every key the controller keeps in its store, in one place, under one root prefix.
+//!
+//! ```text
+//! /ferry/v1/apps/TEAM/APP                       app record (spec + metadata)
+//! /ferry/v1/storage/NAME                        storage location
+//! /ferry/v1/jobs/ID                             job record (intent and final state)
+//! /ferry/v1/shards/JOB/SHARD                    shard record (state, attempt = fencing token)
+//! /ferry/v1/workers/WORKER                      worker session, attached to the worker's lease
+//! /ferry/v1/assignments/WORKER/JOB/SHARD        a shard handed to a worker, attached to its lease
+//! ```
+//!
+//! Leased keys vanish with their lease, so a dead worker's sessions and assignments disappear
+//! by themselves and the reconciler sees the gap. Every variable part is a validated name
+//! (`[A-Za-z0-9_.-]`), so `/` only ever separates parts.
+
+/// The root of every key.
+pub const ROOT: &str = "/ferry/v1/";
+
+/// `/ferry/v1/apps/TEAM/APP`
+pub fn app(team: &str, app: &str) -> String {
+    format!("{ROOT}apps/{team}/{app}")
+}
+
+/// Prefix of a team's apps.
+pub fn apps_of_team(team: &str) -> String {
+    format!("{ROOT}apps/{team}/")
+}
+
+/// `/ferry/v1/storage/NAME`
+pub fn storage(name: &str) -> String {
+    format!("{ROOT}storage/{name}")
+}
+
+/// Prefix of all storage locations.
+pub fn storages() -> String {
+    format!("{ROOT}storage/")
+}
+
+/// `/ferry/v1/jobs/ID`
+pub fn job(id: &str) -> String {
+    format!("{ROOT}jobs/{id}")
+}
+
+/// Prefix of all jobs.
+pub fn jobs() -> String {
+    format!("{ROOT}jobs/")
+}
+
+/// `/ferry/v1/shards/JOB/SHARD`
+pub fn shard(job: &str, shard: &str) -> String {
+    format!("{ROOT}shards/{job}/{shard}")
+}
+
+/// Prefix of one job's shards.
+pub fn shards_of_job(job: &str) -> String {
+    format!("{ROOT}shards/{job}/")
+}
+
+/// `/ferry/v1/workers/WORKER`
+pub fn worker(id: &str) -> String {
+    format!("{ROOT}workers/{id}")
+}
+
+/// Prefix of all worker sessions.
+pub fn workers() -> String {
+    format!("{ROOT}workers/")
+}
+
+/// `/ferry/v1/assignments/WORKER/JOB/SHARD`
+pub fn assignment(worker: &str, job: &str, shard: &str) -> String {
+    format!("{ROOT}assignments/{worker}/{job}/{shard}")
+}
+
+/// Prefix of every assignment.
+pub fn assignments() -> String {
+    format!("{ROOT}assignments/")
+}
+
+/// Prefix of one worker's assignments.
+pub fn assignments_of_worker(worker: &str) -> String {
+    format!("{ROOT}assignments/{worker}/")
+}
+
+/// Parses an assignment key into (worker, job, shard).
+pub fn parse_assignment(key: &str) -> Option<(&str, &str, &str)> {
+    let rest = key.strip_prefix(ROOT)?.strip_prefix("assignments/")?;
+    let mut parts = rest.splitn(3, '/');
+    Some((parts.next()?, parts.next()?, parts.next()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignment_keys_round_trip() {
+        let k = assignment("w1", "shop-1", "api.volume.up");
+        assert_eq!(
+            parse_assignment(&k),
+            Some(("w1", "shop-1", "api.volume.up"))
+        );
+        assert_eq!(parse_assignment(&job("x")), None);
+        assert!(k.starts_with(&assignments_of_worker("w1")));
+    }
+}

@@ -1,0 +1,20 @@
+//! ferry-controller: serves the CLI and worker APIs, splits jobs into shards, hands them to live
+//! workers, tracks and retries them, and commits backups by writing their manifest last.
+//! See README.md for the module map.
+
+pub mod api;
+pub mod apps;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod jobs;
+pub mod keys;
+pub mod reconciler;
+pub mod records;
+pub mod server;
+pub mod store;
+pub mod timing;
+pub mod workers;
+
+pub use config::{Args, ControllerConfig};
+pub use server::{RunningController, start};

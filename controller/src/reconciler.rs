@@ -1,0 +1,580 @@
+//! The reconciler: one loop on the leader that moves every active job forward. Each pass reads
+//! the intent (jobs, shards) and the observed state (live workers, assignments) from the store
+//! and closes the gap: hands pending shards to workers, re-queues shards whose worker vanished,
+//! fails shards nobody can take, switches restores from verify to write, and commits finished
+//! jobs (for a backup: `manifest.json`, written last). Every step is idempotent, so a pass that
+//! dies half-way is simply repeated by the next one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ferry_model::layout;
+use ferry_model::manifest::{BackupManifest, MANIFEST_FORMAT, MANIFEST_VERSION, ManifestShard};
+use ferry_model::now_ms;
+use ferry_model::storage::StorageLocation;
+use ferry_model::task::{ShardOp, ShardTask};
+use tokio_util::sync::CancellationToken;
+
+use crate::apps;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::records::{
+    AssignmentRecord, JobKind, JobRecord, JobState, ShardRecord, ShardState, WorkerRecord,
+};
+use crate::store::{Condition, Op, list_json};
+use crate::workers::{Delivery, Workers};
+
+/// A shard handed out this many times without finishing fails, whatever the reason: a shard
+/// that kills every worker it lands on must not loop forever.
+const MAX_ATTEMPTS: u32 = 25;
+
+/// Runs passes until cancelled: on every wake-up and at least every reconcile interval.
+pub async fn run(ctx: Arc<Context>, cancel: CancellationToken) {
+    loop {
+        if let Err(e) = pass(&ctx).await {
+            tracing::warn!(error = %e, "reconcile pass failed; retrying");
+        }
+        tokio::select! {
+            _ = ctx.wake.notified() => {}
+            _ = tokio::time::sleep(ctx.timings.reconcile_interval()) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// What one pass knows about the workers.
+struct Observed {
+    workers: Vec<WorkerRecord>,
+    /// (job, shard) → (worker, attempt) of every live assignment.
+    assignments: HashMap<(String, String), (String, u32)>,
+    /// Shards currently held per worker.
+    load: HashMap<String, u32>,
+    locations: HashMap<String, StorageLocation>,
+}
+
+/// One pass over every active job.
+pub async fn pass(ctx: &Context) -> Result<()> {
+    let jobs: Vec<(JobRecord, i64)> = list_json::<JobRecord>(&*ctx.store, &keys::jobs())
+        .await?
+        .into_iter()
+        .filter(|(j, _)| !j.state.is_final())
+        .collect();
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut observed = Observed {
+        workers: ctx.workers.live().await?,
+        assignments: HashMap::new(),
+        load: HashMap::new(),
+        locations: apps::list_storage(&*ctx.store)
+            .await?
+            .into_iter()
+            .map(|l| (l.name.clone(), l))
+            .collect(),
+    };
+    for kv in ctx.store.list(&keys::assignments()).await? {
+        let Some((worker, job, shard)) = keys::parse_assignment(&kv.key) else {
+            continue;
+        };
+        let attempt = kv.decode::<AssignmentRecord>()?.attempt;
+        *observed.load.entry(worker.to_owned()).or_default() += 1;
+        observed.assignments.insert(
+            (job.to_owned(), shard.to_owned()),
+            (worker.to_owned(), attempt),
+        );
+    }
+    for (job, rev) in jobs {
+        let id = job.id.clone();
+        if let Err(e) = reconcile_job(ctx, job, rev, &mut observed).await {
+            tracing::warn!(job = %id, error = %e, "could not reconcile job");
+        }
+    }
+    Ok(())
+}
+
+async fn save_shard(ctx: &Context, shard: &ShardRecord, rev: i64) -> Result<bool> {
+    let key = keys::shard(&shard.job_id, &shard.id);
+    Ok(ctx
+        .store
+        .txn(
+            vec![Condition::ModRevision(key.clone(), rev)],
+            vec![Op::put_json(key, shard)],
+        )
+        .await?)
+}
+
+async fn save_job(ctx: &Context, job: &JobRecord, rev: i64) -> Result<bool> {
+    let key = keys::job(&job.id);
+    let saved = ctx
+        .store
+        .txn(
+            vec![Condition::ModRevision(key.clone(), rev)],
+            vec![Op::put_json(key, job)],
+        )
+        .await?;
+    if saved {
+        ctx.notify();
+    }
+    Ok(saved)
+}
+
+async fn reconcile_job(
+    ctx: &Context,
+    mut job: JobRecord,
+    mut rev: i64,
+    observed: &mut Observed,
+) -> Result<()> {
+    if job.state == JobState::Pending {
+        job.state = JobState::Running;
+        job.started_at_ms = now_ms();
+        if !save_job(ctx, &job, rev).await? {
+            return Ok(());
+        }
+        rev = ctx
+            .store
+            .get(&keys::job(&job.id))
+            .await?
+            .map(|kv| kv.mod_revision)
+            .unwrap_or(rev);
+    }
+    let now = now_ms();
+    let mut waiting_for = None;
+    let mut shards = Vec::new();
+    for (mut shard, srev) in
+        list_json::<ShardRecord>(&*ctx.store, &keys::shards_of_job(&job.id)).await?
+    {
+        match shard.state {
+            ShardState::Assigned => {
+                let held = observed
+                    .assignments
+                    .get(&(job.id.clone(), shard.id.clone()))
+                    .is_some_and(|(w, a)| *w == shard.worker && *a == shard.attempt);
+                if !held {
+                    requeue_lost(ctx, &mut shard, srev).await?;
+                }
+            }
+            ShardState::Pending if now >= shard.not_before_ms => {
+                match pick_worker(&job, &shard, observed) {
+                    Some(worker) => assign(ctx, &job, &mut shard, srev, &worker, observed).await?,
+                    None => {
+                        waiting_for = Some(describe_wanted(&job, &shard));
+                        wait_for_worker(ctx, &mut shard, srev, &job).await?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        shards.push(shard);
+    }
+    let message = match &waiting_for {
+        Some(w) => format!("waiting for {w}"),
+        None => String::new(),
+    };
+    if shards.iter().all(|s| s.state.is_final()) {
+        return finish(ctx, job, rev, shards).await;
+    }
+    if job.message != message {
+        job.message = message;
+        save_job(ctx, &job, rev).await?;
+    }
+    Ok(())
+}
+
+async fn requeue_lost(ctx: &Context, shard: &mut ShardRecord, rev: i64) -> Result<()> {
+    let lost = shard.worker.clone();
+    if shard.attempt >= MAX_ATTEMPTS {
+        shard.state = ShardState::Failed;
+        shard.finished_at_ms = now_ms();
+        shard.error = format!(
+            "handed out {MAX_ATTEMPTS} times without finishing; the last worker ({lost}) vanished"
+        );
+    } else {
+        shard.state = ShardState::Pending;
+        shard.error = format!(
+            "worker {lost} stopped responding during attempt {}",
+            shard.attempt
+        );
+    }
+    tracing::warn!(job = %shard.job_id, shard = %shard.id, attempt = shard.attempt,
+        worker = %lost, "worker lost; shard re-queued");
+    if save_shard(ctx, shard, rev).await? {
+        ctx.notify();
+    }
+    Ok(())
+}
+
+fn describe_wanted(job: &JobRecord, shard: &ShardRecord) -> String {
+    match &shard.node {
+        Some(node) => format!("a worker of cluster {:?} on node {node:?}", job.cluster),
+        None => format!("a worker of cluster {:?}", job.cluster),
+    }
+}
+
+async fn wait_for_worker(
+    ctx: &Context,
+    shard: &mut ShardRecord,
+    rev: i64,
+    job: &JobRecord,
+) -> Result<()> {
+    let now = now_ms();
+    if shard.waiting_since_ms == 0 {
+        shard.waiting_since_ms = now;
+    } else if now - shard.waiting_since_ms >= ctx.settings.unschedulable_timeout.as_millis() as i64
+    {
+        shard.state = ShardState::Failed;
+        shard.finished_at_ms = now;
+        shard.error = format!(
+            "no live {} could take this shard for {}",
+            describe_wanted(job, shard),
+            humantime::format_duration(ctx.settings.unschedulable_timeout)
+        );
+    } else {
+        return Ok(());
+    }
+    save_shard(ctx, shard, rev).await?;
+    Ok(())
+}
+
+/// The least loaded live worker that may run the shard, preferring one other than the worker
+/// that ran its previous attempt.
+fn pick_worker(job: &JobRecord, shard: &ShardRecord, observed: &Observed) -> Option<WorkerRecord> {
+    observed
+        .workers
+        .iter()
+        .filter(|w| w.cluster == job.cluster)
+        .filter(|w| shard.node.as_ref().is_none_or(|n| *n == w.node))
+        .filter(|w| observed.load.get(&w.id).copied().unwrap_or(0) < w.max_shards)
+        .min_by_key(|w| {
+            (
+                w.id == shard.worker,
+                observed.load.get(&w.id).copied().unwrap_or(0),
+            )
+        })
+        .cloned()
+}
+
+async fn assign(
+    ctx: &Context,
+    job: &JobRecord,
+    shard: &mut ShardRecord,
+    rev: i64,
+    worker: &WorkerRecord,
+    observed: &mut Observed,
+) -> Result<()> {
+    let Some(location) = observed.locations.get(&job.storage).cloned() else {
+        shard.state = ShardState::Failed;
+        shard.error = format!("storage location {:?} no longer exists", job.storage);
+        save_shard(ctx, shard, rev).await?;
+        return Ok(());
+    };
+    shard.attempt += 1;
+    shard.state = ShardState::Assigned;
+    shard.worker = worker.id.clone();
+    shard.waiting_since_ms = 0;
+    if shard.started_at_ms == 0 {
+        shard.started_at_ms = now_ms();
+    }
+    if shard.op == ShardOp::Backup {
+        shard.object_key =
+            layout::shard_key(&job.team, &job.app, &job.id, &shard.id, shard.attempt);
+    }
+    let shard_key = keys::shard(&job.id, &shard.id);
+    let assignment = Op::Put {
+        key: keys::assignment(&worker.id, &job.id, &shard.id),
+        value: serde_json::to_vec(&AssignmentRecord {
+            attempt: shard.attempt,
+        })
+        .unwrap_or_default(),
+        lease: worker.lease,
+    };
+    let saved = ctx
+        .store
+        .txn(
+            vec![
+                Workers::alive_condition(&worker.id),
+                Condition::ModRevision(shard_key.clone(), rev),
+            ],
+            vec![Op::put_json(shard_key, &*shard), assignment],
+        )
+        .await;
+    match saved {
+        Ok(true) => {}
+        // The worker's lease ended in between, or someone else changed the shard: next pass.
+        Ok(false) | Err(crate::store::StoreError::LeaseNotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    *observed.load.entry(worker.id.clone()).or_default() += 1;
+    observed.assignments.insert(
+        (job.id.clone(), shard.id.clone()),
+        (worker.id.clone(), shard.attempt),
+    );
+    tracing::info!(job = %job.id, shard = %shard.id, attempt = shard.attempt, op = shard.op.as_str(),
+        worker = %worker.id, "shard assigned");
+    let task = task_for(job, shard, location);
+    ctx.workers
+        .deliver(&worker.id, Delivery::Assign(Box::new(task)));
+    ctx.notify();
+    Ok(())
+}
+
+/// The task a worker receives for the current attempt of a shard.
+pub fn task_for(job: &JobRecord, shard: &ShardRecord, storage: StorageLocation) -> ShardTask {
+    let (rewrites, overwrite) = match &job.restore {
+        Some(r) => (r.rewrites.clone(), r.overwrite),
+        None => (Vec::new(), false),
+    };
+    let hooks = match (job.kind, job.spec.component(&shard.component)) {
+        (JobKind::Backup, Some(c)) => c.hooks.clone(),
+        _ => Default::default(),
+    };
+    ShardTask {
+        job_id: job.id.clone(),
+        shard_id: shard.id.clone(),
+        attempt: shard.attempt,
+        op: shard.op,
+        component: shard.component.clone(),
+        resource: shard.resource.clone(),
+        storage,
+        object_key: shard.object_key.clone(),
+        expected_sha256: shard.expected_sha256.clone(),
+        overwrite,
+        rewrites,
+        hooks,
+    }
+}
+
+/// The tasks a worker holds, to re-send when its stream (re)opens.
+pub async fn tasks_of_worker(ctx: &Context, worker: &str) -> Result<Vec<ShardTask>> {
+    let mut out = Vec::new();
+    for kv in ctx.store.list(&keys::assignments_of_worker(worker)).await? {
+        let Some((_, job_id, shard_id)) = keys::parse_assignment(&kv.key) else {
+            continue;
+        };
+        let Some((job, _)) =
+            crate::store::get_json::<JobRecord>(&*ctx.store, &keys::job(job_id)).await?
+        else {
+            continue;
+        };
+        let Some((shard, _)) =
+            crate::store::get_json::<ShardRecord>(&*ctx.store, &keys::shard(job_id, shard_id))
+                .await?
+        else {
+            continue;
+        };
+        let Some(location) = apps::find_storage(&*ctx.store, &job.storage).await? else {
+            continue;
+        };
+        if shard.state == ShardState::Assigned && shard.worker == worker {
+            out.push(task_for(&job, &shard, location));
+        }
+    }
+    Ok(out)
+}
+
+fn shard_errors(shards: &[ShardRecord]) -> String {
+    shards
+        .iter()
+        .filter(|s| s.state != ShardState::Succeeded)
+        .map(|s| format!("{}: {}", s.id, s.error))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+async fn finish(ctx: &Context, job: JobRecord, rev: i64, shards: Vec<ShardRecord>) -> Result<()> {
+    match job.kind {
+        JobKind::Backup => commit_backup(ctx, job, rev, shards).await,
+        JobKind::Restore => finish_restore(ctx, job, rev, shards).await,
+    }
+}
+
+/// Writes the manifest (the commit point) and closes the backup. Objects of attempts that lost
+/// are removed, so the backup's directory holds exactly what the manifest names.
+async fn commit_backup(
+    ctx: &Context,
+    mut job: JobRecord,
+    rev: i64,
+    shards: Vec<ShardRecord>,
+) -> Result<()> {
+    let location = apps::find_storage(&*ctx.store, &job.storage)
+        .await?
+        .ok_or_else(|| Error::FailedPrecondition(format!("storage {:?} is gone", job.storage)))?;
+    let store = ferry_storage::open(&location)?;
+    let ok: Vec<&ShardRecord> = shards
+        .iter()
+        .filter(|s| s.state == ShardState::Succeeded)
+        .collect();
+    let now = now_ms();
+    job.source_bytes = ok
+        .iter()
+        .filter_map(|s| s.outcome.as_ref())
+        .map(|o| o.source_bytes)
+        .sum();
+    job.stored_bytes = ok
+        .iter()
+        .filter_map(|s| s.outcome.as_ref())
+        .map(|o| o.stored_bytes)
+        .sum();
+    job.finished_at_ms = now;
+    if ok.is_empty() {
+        job.state = JobState::Failed;
+        job.message = format!("every shard failed: {}", shard_errors(&shards));
+    } else {
+        job.state = if ok.len() == shards.len() {
+            JobState::Completed
+        } else {
+            JobState::PartiallyFailed
+        };
+        job.message = shard_errors(&shards);
+        let manifest = build_manifest(&job, &shards);
+        let key = layout::manifest_key(&job.team, &job.app, &job.id);
+        store.put_bytes(&key, manifest.to_json()).await?;
+    }
+    // Remove what no manifest names: archives of lost attempts, or everything of a failed backup.
+    let keep: Vec<&str> = ok.iter().map(|s| s.object_key.as_str()).collect();
+    let dir = format!(
+        "{}shards/",
+        layout::backup_dir(&job.team, &job.app, &job.id)
+    );
+    for object in store.list(&dir).await? {
+        if !keep.contains(&object.key.as_str()) {
+            if let Err(e) = store.delete(&object.key).await {
+                tracing::warn!(job = %job.id, key = %object.key, error = %e, "could not remove a stray archive");
+            }
+        }
+    }
+    if save_job(ctx, &job, rev).await? {
+        tracing::info!(job = %job.id, state = ?job.state, bytes = job.source_bytes, stored = job.stored_bytes, "backup finished");
+    }
+    Ok(())
+}
+
+fn build_manifest(job: &JobRecord, shards: &[ShardRecord]) -> BackupManifest {
+    BackupManifest {
+        format: MANIFEST_FORMAT.to_owned(),
+        version: MANIFEST_VERSION,
+        id: job.id.clone(),
+        team: job.team.clone(),
+        app: job.app.clone(),
+        cluster: job.cluster.clone(),
+        storage: job.storage.clone(),
+        state: format!("{:?}", job.state),
+        created_at_ms: job.created_at_ms,
+        completed_at_ms: job.finished_at_ms,
+        expires_at_ms: job.expires_at_ms,
+        labels: job.labels.clone(),
+        trigger: job.trigger.clone(),
+        ferry_version: env!("CARGO_PKG_VERSION").to_owned(),
+        app_spec: job.spec.clone(),
+        shards: shards
+            .iter()
+            .map(|s| {
+                let outcome = s.outcome.clone().unwrap_or_default();
+                let ok = s.state == ShardState::Succeeded;
+                ManifestShard {
+                    id: s.id.clone(),
+                    component: s.component.clone(),
+                    kind: s.kind.clone(),
+                    slot: s.slot.clone(),
+                    resource: s.resource.describe(),
+                    tool_version: outcome.tool_version,
+                    attempt: s.attempt,
+                    object_key: if ok {
+                        s.object_key.clone()
+                    } else {
+                        String::new()
+                    },
+                    source_bytes: outcome.source_bytes,
+                    stored_bytes: outcome.stored_bytes,
+                    sha256: outcome.sha256,
+                    worker: s.worker.clone(),
+                    started_at_ms: s.started_at_ms,
+                    finished_at_ms: s.finished_at_ms,
+                    error: if ok { String::new() } else { s.error.clone() },
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Ends the verify step (moving on to writing, or failing with nothing written), or ends the
+/// restore and registers the target app.
+async fn finish_restore(
+    ctx: &Context,
+    mut job: JobRecord,
+    rev: i64,
+    shards: Vec<ShardRecord>,
+) -> Result<()> {
+    let verifying = shards
+        .iter()
+        .any(|s| matches!(s.op, ShardOp::Verify { .. }));
+    let all_ok = shards.iter().all(|s| s.state == ShardState::Succeeded);
+    let now = now_ms();
+    if verifying && all_ok {
+        let mut ops = Vec::new();
+        for s in &shards {
+            let mut s = s.clone();
+            s.op = ShardOp::Restore;
+            s.state = ShardState::Pending;
+            s.failures = 0;
+            s.outcome = None;
+            s.finished_at_ms = 0;
+            ops.push(Op::put_json(keys::shard(&s.job_id, &s.id), &s));
+        }
+        job.message = "every archive verified; restoring".into();
+        ops.push(Op::put_json(keys::job(&job.id), &job));
+        let applied = ctx
+            .store
+            .txn(vec![Condition::ModRevision(keys::job(&job.id), rev)], ops)
+            .await?;
+        if applied {
+            ctx.notify();
+        }
+        return Ok(());
+    }
+    job.finished_at_ms = now;
+    if verifying {
+        job.state = JobState::Failed;
+        job.message = format!(
+            "nothing was restored: the check before writing failed: {}",
+            shard_errors(&shards)
+        );
+        save_job(ctx, &job, rev).await?;
+        return Ok(());
+    }
+    let ok: Vec<&ShardRecord> = shards
+        .iter()
+        .filter(|s| s.state == ShardState::Succeeded)
+        .collect();
+    job.source_bytes = ok
+        .iter()
+        .filter_map(|s| s.outcome.as_ref())
+        .map(|o| o.source_bytes)
+        .sum();
+    job.state = if all_ok {
+        JobState::Completed
+    } else if ok.is_empty() {
+        JobState::Failed
+    } else {
+        JobState::PartiallyFailed
+    };
+    job.message = shard_errors(&shards);
+    if !ok.is_empty() {
+        // Restored config replaces the target's config, component by component.
+        let mut spec = job.spec.clone();
+        let configs: BTreeMap<&str, &serde_json::Value> = ok
+            .iter()
+            .filter_map(|s| Some((s.component.as_str(), s.outcome.as_ref()?.config.as_ref()?)))
+            .collect();
+        for c in &mut spec.components {
+            if let Some(cfg) = configs.get(c.name.as_str()) {
+                c.config = Some((*cfg).clone());
+            }
+        }
+        apps::apply(&*ctx.store, &job.team, spec).await?;
+    }
+    if save_job(ctx, &job, rev).await? {
+        tracing::info!(job = %job.id, state = ?job.state, "restore finished");
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! What the controller persists: apps, jobs, shards and worker sessions. Jobs and shards are
+//! persisted state machines: the intent (what should run, which attempt is current) is written
+//! before anything is handed out, so a restarted controller picks every job up where it was.
+
+use std::collections::BTreeMap;
+
+use ferry_model::app::AppSpec;
+use ferry_model::rewrite::Rewrite;
+use ferry_model::task::{Resource, ShardOp, ShardOutcome};
+use serde::{Deserialize, Serialize};
+
+/// A registered application.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub team: String,
+    pub spec: AppSpec,
+    pub updated_at_ms: i64,
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    Backup,
+    Restore,
+}
+
+/// The life of a job. `Pending` and `Running` are active; the rest are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Pending,
+    Running,
+    Completed,
+    PartiallyFailed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    /// True once the job can no longer change.
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Pending | JobState::Running)
+    }
+}
+
+/// A backup or restore job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub kind: JobKind,
+    pub state: JobState,
+    pub team: String,
+    /// The app backed up, or for a restore the app restored into.
+    pub app: String,
+    pub cluster: String,
+    pub storage: String,
+    /// For a backup: the app as it was when the backup started. For a restore: the target app
+    /// as it will be registered when the restore completes.
+    pub spec: AppSpec,
+    pub created_at_ms: i64,
+    #[serde(default)]
+    pub started_at_ms: i64,
+    #[serde(default)]
+    pub finished_at_ms: i64,
+    /// Why the job is where it is.
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default = "manual")]
+    pub trigger: String,
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
+    /// Restore only: the backup read and how.
+    #[serde(default)]
+    pub restore: Option<RestorePlan>,
+    /// Backup only: summary of what was written, once committed.
+    #[serde(default)]
+    pub stored_bytes: u64,
+    #[serde(default)]
+    pub source_bytes: u64,
+}
+
+fn manual() -> String {
+    "manual".to_owned()
+}
+
+/// How a restore reads its backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestorePlan {
+    pub backup_id: String,
+    /// The app the backup was taken of.
+    pub source_app: String,
+    pub overwrite: bool,
+    pub rewrites: Vec<Rewrite>,
+    /// True when the target app did not exist and is created by the restore.
+    pub creates_app: bool,
+}
+
+/// The life of a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardState {
+    /// Waiting for a worker (possibly until `not_before_ms`, after a failure).
+    Pending,
+    /// Handed to `worker` under `attempt`.
+    Assigned,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl ShardState {
+    /// True once the shard can no longer change.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ShardState::Succeeded | ShardState::Failed | ShardState::Cancelled
+        )
+    }
+}
+
+/// One shard of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    pub job_id: String,
+    pub id: String,
+    pub component: String,
+    pub slot: String,
+    pub kind: String,
+    pub resource: Resource,
+    #[serde(default)]
+    pub node: Option<String>,
+    pub op: ShardOp,
+    pub state: ShardState,
+    /// The fencing token: bumped and persisted before every hand-out; reports of any other
+    /// attempt are refused.
+    pub attempt: u32,
+    #[serde(default)]
+    pub worker: String,
+    /// Failed attempts of the current op (a worker that died does not count).
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default)]
+    pub not_before_ms: i64,
+    /// When the shard first found no worker able to take it (0: not waiting).
+    #[serde(default)]
+    pub waiting_since_ms: i64,
+    /// The archive: written by a backup attempt, read by verify and restore.
+    #[serde(default)]
+    pub object_key: String,
+    #[serde(default)]
+    pub expected_sha256: Option<String>,
+    #[serde(default)]
+    pub outcome: Option<ShardOutcome>,
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub started_at_ms: i64,
+    #[serde(default)]
+    pub finished_at_ms: i64,
+}
+
+/// A live worker session, stored under the worker's lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub id: String,
+    pub cluster: String,
+    pub node: String,
+    pub max_shards: u32,
+    pub tools: BTreeMap<String, String>,
+    pub version: String,
+    pub lease: i64,
+    pub registered_at_ms: i64,
+}
+
+/// What an assignment key holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentRecord {
+    pub attempt: u32,
+}

@@ -1,0 +1,63 @@
+//! Every timing of the controller, derived from one base interval (the worker heartbeat), so
+//! that tests can speed the whole system up by changing one number and nothing drifts apart.
+
+use std::time::Duration;
+
+/// The default heartbeat interval of workers.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// All derived timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// How often a worker heartbeats.
+    pub heartbeat: Duration,
+}
+
+impl Timings {
+    /// Timings derived from a heartbeat interval.
+    pub fn new(heartbeat: Duration) -> Self {
+        Timings { heartbeat }
+    }
+
+    /// A worker session lives this long without a heartbeat: three missed beats plus slack
+    /// (2 s → 10 s, the DESIGN.md default).
+    pub fn lease_ttl(&self) -> Duration {
+        self.heartbeat * 3 + self.heartbeat * 2
+    }
+
+    /// The reconciler looks at every active job at least this often, even without events.
+    pub fn reconcile_interval(&self) -> Duration {
+        self.heartbeat / 4
+    }
+
+    /// Delay before retrying a failed shard the `failures`-th time: one heartbeat, doubling,
+    /// at most 16 heartbeats.
+    pub fn retry_backoff(&self, failures: u32) -> Duration {
+        self.heartbeat * 2u32.saturating_pow(failures.saturating_sub(1)).min(16)
+    }
+
+    /// How often the job stream re-reads a job when nothing announced a change.
+    pub fn watch_poll(&self) -> Duration {
+        self.heartbeat / 2
+    }
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings::new(DEFAULT_HEARTBEAT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let t = Timings::default();
+        assert_eq!(t.lease_ttl(), Duration::from_secs(10));
+        assert_eq!(t.retry_backoff(1), Duration::from_secs(2));
+        assert_eq!(t.retry_backoff(3), Duration::from_secs(8));
+        assert_eq!(t.retry_backoff(30), Duration::from_secs(32));
+    }
+}

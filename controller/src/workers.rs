@@ -1,0 +1,168 @@
+//! Worker sessions. A session is a store lease kept alive while the worker heartbeats; the
+//! worker's record and every assignment handed to it hang off that lease, so when a worker dies
+//! they vanish together and the reconciler re-queues its shards.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ferry_model::now_ms;
+use ferry_model::task::ShardTask;
+use ferry_proto::model::{Registration, ShardKey};
+use tokio::sync::mpsc;
+
+use crate::error::Result;
+use crate::keys;
+use crate::records::WorkerRecord;
+use crate::store::{Condition, Op, Store, list_json};
+use crate::timing::Timings;
+
+/// Something sent down a worker's assignment stream.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Assign(Box<ShardTask>),
+    Cancel(ShardKey),
+}
+
+/// How many deliveries may wait for a slow worker before the stream is considered dead.
+const STREAM_BUFFER: usize = 1024;
+
+/// What the controller observes of a session between heartbeats.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Liveness {
+    pub lease: i64,
+    pub last_heartbeat_ms: i64,
+    pub running: u32,
+}
+
+/// Live sessions and their assignment streams.
+pub struct Workers {
+    store: Arc<dyn Store>,
+    timings: Timings,
+    streams: Mutex<HashMap<String, mpsc::Sender<Delivery>>>,
+    liveness: Mutex<HashMap<String, Liveness>>,
+}
+
+impl Workers {
+    /// An empty registry.
+    pub fn new(store: Arc<dyn Store>, timings: Timings) -> Self {
+        Workers {
+            store,
+            timings,
+            streams: Mutex::new(HashMap::new()),
+            liveness: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Opens a session: a lease, and the worker's record attached to it.
+    pub async fn register(&self, reg: Registration) -> Result<WorkerRecord> {
+        let lease = self.store.grant_lease(self.timings.lease_ttl()).await?;
+        let id = format!(
+            "{}-{}-{}",
+            reg.cluster,
+            reg.node,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let record = WorkerRecord {
+            id: id.clone(),
+            cluster: reg.cluster,
+            node: reg.node,
+            max_shards: reg.max_shards,
+            tools: reg.tools,
+            version: reg.version,
+            lease,
+            registered_at_ms: now_ms(),
+        };
+        let op = Op::Put {
+            key: keys::worker(&id),
+            value: serde_json::to_vec(&record).unwrap_or_default(),
+            lease,
+        };
+        self.store.txn(vec![], vec![op]).await?;
+        if let Ok(mut l) = self.liveness.lock() {
+            l.insert(
+                id,
+                Liveness {
+                    lease,
+                    last_heartbeat_ms: now_ms(),
+                    running: 0,
+                },
+            );
+        }
+        Ok(record)
+    }
+
+    /// Renews a session; false when it is gone (the worker must register again).
+    pub async fn heartbeat(&self, id: &str, running: u32) -> Result<bool> {
+        let known = self.liveness.lock().ok().and_then(|l| l.get(id).copied());
+        let lease = match known {
+            Some(l) => l.lease,
+            // Another controller opened the session: find its lease in the store.
+            None => match crate::store::get_json::<WorkerRecord>(&*self.store, &keys::worker(id))
+                .await?
+            {
+                Some((rec, _)) => rec.lease,
+                None => return Ok(false),
+            },
+        };
+        let alive = self.store.keep_alive(lease).await?;
+        if let Ok(mut l) = self.liveness.lock() {
+            if alive {
+                l.insert(
+                    id.to_owned(),
+                    Liveness {
+                        lease,
+                        last_heartbeat_ms: now_ms(),
+                        running,
+                    },
+                );
+            } else {
+                l.remove(id);
+            }
+        }
+        Ok(alive)
+    }
+
+    /// Attaches the worker's assignment stream; deliveries go there from now on.
+    pub fn attach(&self, id: &str) -> mpsc::Receiver<Delivery> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        if let Ok(mut s) = self.streams.lock() {
+            s.insert(id.to_owned(), tx);
+        }
+        rx
+    }
+
+    /// Sends something to a worker; false when it has no open stream (the assignment stays in
+    /// the store and is re-sent when the stream opens, or re-queued when the lease ends).
+    pub fn deliver(&self, id: &str, delivery: Delivery) -> bool {
+        let Ok(mut streams) = self.streams.lock() else {
+            return false;
+        };
+        let Some(tx) = streams.get(id) else {
+            return false;
+        };
+        if tx.try_send(delivery).is_err() {
+            streams.remove(id);
+            return false;
+        }
+        true
+    }
+
+    /// Every live session (the store holds only sessions whose lease is alive).
+    pub async fn live(&self) -> Result<Vec<WorkerRecord>> {
+        Ok(list_json::<WorkerRecord>(&*self.store, &keys::workers())
+            .await?
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect())
+    }
+
+    /// What this controller observed of a session.
+    pub fn liveness(&self, id: &str) -> Option<Liveness> {
+        self.liveness.lock().ok()?.get(id).copied()
+    }
+
+    /// Condition that a worker's session is still alive.
+    pub fn alive_condition(id: &str) -> Condition {
+        Condition::Exists(keys::worker(id))
+    }
+}

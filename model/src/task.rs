@@ -1,0 +1,244 @@
+//! Shards: how a job is split ([`plan_shards`]), what a worker is asked to do ([`ShardTask`]) and
+//! what it reports back ([`ShardOutcome`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::app::{AppSpec, DatabaseSpec, Engine, Hooks};
+use crate::rewrite::Rewrite;
+use crate::storage::StorageLocation;
+
+/// The piece of an app one shard reads (backup) or writes (restore).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Resource {
+    Volume {
+        path: String,
+    },
+    Config {
+        config: serde_json::Value,
+    },
+    Database {
+        spec: DatabaseSpec,
+        /// The one database of `spec.databases` this shard holds (none for Redis).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        database: Option<String>,
+    },
+    Exec {
+        backup: Vec<String>,
+        restore: Vec<String>,
+    },
+}
+
+impl Resource {
+    /// `volume`, `config`, `exec` or the database engine.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resource::Volume { .. } => "volume",
+            Resource::Config { .. } => "config",
+            Resource::Database { spec, .. } => spec.engine.as_str(),
+            Resource::Exec { .. } => "exec",
+        }
+    }
+
+    /// A short description for listings: a path, `db@host`, a command.
+    pub fn describe(&self) -> String {
+        match self {
+            Resource::Volume { path } => path.clone(),
+            Resource::Config { .. } => "config".to_owned(),
+            Resource::Database { spec, database } => {
+                let host = spec.host.as_deref().unwrap_or("localhost");
+                match (database, spec.db) {
+                    (Some(db), _) => format!("{db}@{host}"),
+                    (None, Some(n)) => format!("db {n}@{host}"),
+                    (None, None) => host.to_owned(),
+                }
+            }
+            Resource::Exec { backup, .. } => backup.first().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// One shard of an app, as planned from its spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedShard {
+    /// Stable id, unique in the app: `api.volume.uploads`, `api.postgres.main.shop`.
+    pub id: String,
+    pub component: String,
+    /// Where the shard sits in the spec independent of renames: component, kind, entry, index.
+    /// Restores pair a backup's shards with the target app's by this slot.
+    pub slot: String,
+    pub resource: Resource,
+    /// The node the shard must run on, if any.
+    pub node: Option<String>,
+}
+
+/// Splits an app into shards: one per volume, per component config, per database, per exec.
+pub fn plan_shards(spec: &AppSpec) -> Vec<PlannedShard> {
+    let mut out = Vec::new();
+    for c in &spec.components {
+        let shard =
+            |id: String, slot: String, resource: Resource, node: Option<String>| PlannedShard {
+                id,
+                component: c.name.clone(),
+                slot,
+                resource,
+                node,
+            };
+        if let Some(config) = &c.config {
+            out.push(shard(
+                format!("{}.config", c.name),
+                format!("{}/config", c.name),
+                Resource::Config {
+                    config: config.clone(),
+                },
+                None,
+            ));
+        }
+        for v in &c.volumes {
+            out.push(shard(
+                format!("{}.volume.{}", c.name, v.name),
+                format!("{}/volume/{}", c.name, v.name),
+                Resource::Volume {
+                    path: v.path.clone(),
+                },
+                v.node.clone(),
+            ));
+        }
+        for d in &c.databases {
+            let engine = d.engine.as_str();
+            if d.engine == Engine::Redis {
+                out.push(shard(
+                    format!("{}.{engine}.{}", c.name, d.name),
+                    format!("{}/{engine}/{}", c.name, d.name),
+                    Resource::Database {
+                        spec: d.clone(),
+                        database: None,
+                    },
+                    None,
+                ));
+                continue;
+            }
+            for (i, db) in d.databases.iter().enumerate() {
+                out.push(shard(
+                    format!("{}.{engine}.{}.{db}", c.name, d.name),
+                    format!("{}/{engine}/{}/{i}", c.name, d.name),
+                    Resource::Database {
+                        spec: d.clone(),
+                        database: Some(db.clone()),
+                    },
+                    None,
+                ));
+            }
+        }
+        if let Some(exec) = &c.exec {
+            out.push(shard(
+                format!("{}.exec", c.name),
+                format!("{}/exec", c.name),
+                Resource::Exec {
+                    backup: exec.backup.clone(),
+                    restore: exec.restore.clone(),
+                },
+                None,
+            ));
+        }
+    }
+    out
+}
+
+/// What a worker does with a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShardOp {
+    /// Read the resource, write the archive.
+    Backup,
+    /// Re-read the archive and check its SHA-256; with `check_target`, also check that the
+    /// resource is empty (the first step of a restore, before anything is written).
+    Verify { check_target: bool },
+    /// Read the archive, write the resource.
+    Restore,
+}
+
+impl ShardOp {
+    /// `backup`, `verify` or `restore`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardOp::Backup => "backup",
+            ShardOp::Verify { .. } => "verify",
+            ShardOp::Restore => "restore",
+        }
+    }
+}
+
+/// One unit of work handed to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardTask {
+    pub job_id: String,
+    pub shard_id: String,
+    pub attempt: u32,
+    pub op: ShardOp,
+    pub component: String,
+    pub resource: Resource,
+    pub storage: StorageLocation,
+    /// The archive's key inside the storage location.
+    pub object_key: String,
+    /// The checksum the archive must have (verify, restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_sha256: Option<String>,
+    /// Restore into a non-empty resource, replacing what is there.
+    #[serde(default)]
+    pub overwrite: bool,
+    /// Applied to restored config values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rewrites: Vec<Rewrite>,
+    /// Run around a backup of the shard.
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    pub hooks: Hooks,
+}
+
+/// What a worker reports for a finished shard.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardOutcome {
+    /// Bytes read from (backup) or written to (restore) the resource.
+    pub source_bytes: u64,
+    /// Bytes of the archive in storage.
+    pub stored_bytes: u64,
+    /// SHA-256 of the archive, hex.
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_version: Option<String>,
+    /// For a restored config shard: the config, rewrites applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+    /// Anything else worth telling (files, links, skipped entries).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_shard_per_volume_config_database_and_exec() {
+        let spec = AppSpec::from_yaml(
+            "name: shop\ncomponents:\n  - name: api\n    config: {a: 1}\n    volumes: [{name: up, path: /srv/up, node: n1}, {name: logs, path: /srv/logs}]\n    databases:\n      - {name: main, engine: postgres, databases: [shop, audit]}\n      - {name: cache, engine: redis, db: 2}\n    exec: {backup: [x], restore: [y]}\n",
+        )
+        .unwrap();
+        let ids: Vec<_> = plan_shards(&spec).into_iter().map(|s| s.id).collect();
+        assert_eq!(
+            ids,
+            [
+                "api.config",
+                "api.volume.up",
+                "api.volume.logs",
+                "api.postgres.main.shop",
+                "api.postgres.main.audit",
+                "api.redis.cache",
+                "api.exec"
+            ]
+        );
+        let planned = plan_shards(&spec);
+        assert_eq!(planned[1].node.as_deref(), Some("n1"));
+        assert_eq!(planned[4].slot, "api/postgres/main/1");
+    }
+}

@@ -1,0 +1,183 @@
+//! A directory as object storage. Objects are files under the root; a put writes
+//! `KEY.partial-RANDOM` and renames it into place once complete and synced.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::{BoxReader, ObjectInfo, ObjectStore, StorageError, check_key};
+
+/// Marks files that are still being written; never listed.
+const PARTIAL_MARK: &str = ".partial-";
+/// Copy buffer: large enough that the per-call cost of async file I/O does not dominate.
+const COPY_BUFFER: usize = 1 << 20;
+
+/// Objects kept as files under a root directory.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+}
+
+fn io_err(key: &str) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        key: key.to_owned(),
+        source,
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn put(
+        &self,
+        key: &str,
+        mut body: BoxReader,
+        cancel: &CancellationToken,
+    ) -> Result<u64, StorageError> {
+        let path = self.path(key)?;
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(io_err(key))?;
+        }
+        let partial = path.with_file_name(format!(
+            "{}{PARTIAL_MARK}{}",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let write = async {
+            let file = tokio::fs::File::create(&partial).await?;
+            let mut out = tokio::io::BufWriter::with_capacity(COPY_BUFFER, file);
+            let n = tokio::io::copy(&mut body, &mut out).await?;
+            out.flush().await?;
+            out.get_mut().sync_all().await?;
+            Ok::<u64, std::io::Error>(n)
+        };
+        let result = tokio::select! {
+            r = write => r.map_err(io_err(key)),
+            _ = cancel.cancelled() => Err(StorageError::Cancelled),
+        };
+        match result {
+            Ok(n) => {
+                tokio::fs::rename(&partial, &path)
+                    .await
+                    .map_err(io_err(key))?;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<BoxReader, StorageError> {
+        let path = self.path(key)?;
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => Ok(Box::pin(tokio::io::BufReader::with_capacity(
+                COPY_BUFFER,
+                f,
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::NotFound {
+                key: key.to_owned(),
+            }),
+            Err(e) => Err(io_err(key)(e)),
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        let path = self.path(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(key)(e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || list_blocking(&root, &prefix))
+            .await
+            .map_err(|e| StorageError::Io {
+                key: String::new(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(key)(e)),
+        }
+        // Prune directories the object leaves empty, up to the root.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || tokio::fs::remove_dir(d).await.is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+}
+
+fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+    // Start at the deepest directory the prefix names, then filter by the full prefix.
+    let dir_part = match prefix.rfind('/') {
+        Some(i) => &prefix[..i],
+        None => "",
+    };
+    let start = if dir_part.is_empty() {
+        root.to_path_buf()
+    } else {
+        check_key(dir_part)?;
+        root.join(dir_part)
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![start];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(prefix)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err(prefix))?;
+            let meta = entry.metadata().map_err(io_err(prefix))?;
+            let path = entry.path();
+            if meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
+            let Some(key) = rel.to_str() else { continue };
+            if key.starts_with(prefix) && !key.contains(PARTIAL_MARK) {
+                out.push(ObjectInfo {
+                    key: key.to_owned(),
+                    size: meta.len(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}

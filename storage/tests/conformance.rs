@@ -1,0 +1,139 @@
+//! The behaviour every ObjectStore backend must have. Backends call [`run_all`] on a fresh store.
+
+use std::sync::Arc;
+
+use ferry_storage::local::LocalStore;
+use ferry_storage::{BoxReader, ObjectStore, StorageError};
+use tokio::io::AsyncRead;
+use tokio_util::sync::CancellationToken;
+
+async fn run_all(store: Arc<dyn ObjectStore>) {
+    round_trip_and_list(&*store).await;
+    failed_body_leaves_nothing(&*store).await;
+    cancelled_put_leaves_nothing(&*store).await;
+    bad_keys_are_refused(&*store).await;
+    missing_objects(&*store).await;
+}
+
+async fn round_trip_and_list(store: &dyn ObjectStore) {
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let n = store
+        .put(
+            "a/b/big.bin",
+            Box::pin(std::io::Cursor::new(big.clone())),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, big.len() as u64);
+    store
+        .put_bytes("a/b/small.json", b"{}".to_vec())
+        .await
+        .unwrap();
+    store.put_bytes("a/c.json", b"[]".to_vec()).await.unwrap();
+    assert_eq!(
+        store.get_bytes("a/b/big.bin", 10_000_000).await.unwrap(),
+        big
+    );
+    assert_eq!(store.head("a/b/small.json").await.unwrap(), Some(2));
+    let keys: Vec<_> = store
+        .list("a/b/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["a/b/big.bin", "a/b/small.json"]);
+    let keys: Vec<_> = store
+        .list("a/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys.len(), 3);
+    assert!(
+        store.get_bytes("a/b/big.bin", 10).await.is_err(),
+        "limit not enforced"
+    );
+    for k in ["a/b/big.bin", "a/b/small.json", "a/c.json"] {
+        store.delete(k).await.unwrap();
+    }
+    assert!(store.list("a/").await.unwrap().is_empty());
+    store.delete("a/c.json").await.unwrap();
+}
+
+/// A body that yields some bytes and then fails, like a dump tool dying mid-stream.
+struct FailingBody {
+    sent: bool,
+}
+
+impl AsyncRead for FailingBody {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.sent {
+            return std::task::Poll::Ready(Err(std::io::Error::other("dump died")));
+        }
+        self.sent = true;
+        buf.put_slice(&[1u8; 1000]);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+async fn failed_body_leaves_nothing(store: &dyn ObjectStore) {
+    let body: BoxReader = Box::pin(FailingBody { sent: false });
+    let err = store
+        .put("f/x.bin", body, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("dump died"), "{err}");
+    assert_eq!(store.head("f/x.bin").await.unwrap(), None);
+    assert!(store.list("f/").await.unwrap().is_empty());
+}
+
+async fn cancelled_put_leaves_nothing(store: &dyn ObjectStore) {
+    let (_tx, rx) = tokio::io::duplex(64); // never written: the put waits until cancelled
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        c.cancel();
+    });
+    let err = store
+        .put("c/x.bin", Box::pin(rx), &cancel)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Cancelled), "{err}");
+    assert!(store.list("c/").await.unwrap().is_empty());
+}
+
+async fn bad_keys_are_refused(store: &dyn ObjectStore) {
+    for key in ["", "../x", "a/../../x", "/abs", "a//b", "a/./b"] {
+        let err = store.put_bytes(key, vec![1]).await.unwrap_err();
+        assert!(
+            matches!(err, StorageError::InvalidKey { .. }),
+            "{key:?}: {err}"
+        );
+    }
+}
+
+async fn missing_objects(store: &dyn ObjectStore) {
+    assert!(matches!(
+        store.get("nope/x").await.err().unwrap(),
+        StorageError::NotFound { .. }
+    ));
+    assert_eq!(store.head("nope/x").await.unwrap(), None);
+    assert!(store.list("nope/").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn local_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    run_all(Arc::new(LocalStore::new(dir.path().join("root")))).await;
+    // Nothing outside the root, nothing partial left inside it.
+    let outside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(outside.len(), 1);
+}

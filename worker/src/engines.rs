@@ -1,0 +1,113 @@
+//! Engines: how each kind of resource is backed up, verified and restored. Every engine streams;
+//! none holds a whole dump or archive in memory or on disk.
+
+pub mod config;
+pub mod volume;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use ferry_model::task::{Resource, ShardOp, ShardOutcome, ShardTask};
+use ferry_storage::ObjectStore;
+use tokio_util::sync::CancellationToken;
+
+/// Why a shard attempt failed, and whether retrying could help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardError {
+    pub message: String,
+    /// True when retrying cannot help (bad checksum, non-empty target, missing path).
+    pub permanent: bool,
+}
+
+impl ShardError {
+    /// A failure worth retrying (I/O, network, a crashed tool).
+    pub fn transient(message: impl Into<String>) -> Self {
+        ShardError {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+
+    /// A failure no retry can fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ShardError {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+
+    /// The attempt was cancelled.
+    pub fn cancelled() -> Self {
+        ShardError::permanent("cancelled")
+    }
+}
+
+impl std::fmt::Display for ShardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Byte counters of a running shard, read by the progress reporter.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+}
+
+/// What an engine gets to run one task.
+pub struct Run {
+    pub task: ShardTask,
+    pub store: Arc<dyn ObjectStore>,
+    pub counters: Arc<Counters>,
+    pub cancel: CancellationToken,
+}
+
+/// Runs one task with the engine of its resource.
+pub async fn run(run: Run) -> Result<ShardOutcome, ShardError> {
+    match (&run.task.resource, run.task.op) {
+        (_, ShardOp::Verify { check_target }) => verify(&run, check_target).await,
+        (Resource::Volume { .. }, ShardOp::Backup) => volume::backup(&run).await,
+        (Resource::Volume { .. }, ShardOp::Restore) => volume::restore(&run).await,
+        (Resource::Config { .. }, ShardOp::Backup) => config::backup(&run).await,
+        (Resource::Config { .. }, ShardOp::Restore) => config::restore(&run).await,
+        (other, op) => Err(ShardError::permanent(format!(
+            "this worker cannot {} {} shards yet",
+            op.as_str(),
+            other.kind()
+        ))),
+    }
+}
+
+/// Re-reads the archive and checks its checksum; for a restore's first step, also checks that
+/// the target holds nothing that would be overwritten.
+async fn verify(run: &Run, check_target: bool) -> Result<ShardOutcome, ShardError> {
+    let expected =
+        run.task.expected_sha256.as_deref().ok_or_else(|| {
+            ShardError::permanent("the manifest records no checksum for this shard")
+        })?;
+    if check_target {
+        match &run.task.resource {
+            Resource::Volume { path } => volume::check_empty(path).await?,
+            Resource::Config { .. } => {}
+            other => {
+                return Err(ShardError::permanent(format!(
+                    "this worker cannot restore {} shards yet",
+                    other.kind()
+                )));
+            }
+        }
+    }
+    let size = crate::pipeline::verify_object(
+        &*run.store,
+        &run.task.object_key,
+        expected,
+        &run.counters.done,
+    )
+    .await?;
+    Ok(ShardOutcome {
+        stored_bytes: size,
+        sha256: expected.to_owned(),
+        ..Default::default()
+    })
+}

@@ -1,0 +1,287 @@
+//! Runs assignments: at most `max_shards` at once, each with a progress reporter, its own
+//! cancellation token, and a result report that is retried until the controller answers.
+//! An attempt that was already started is never started twice; a newer attempt of the same
+//! shard cancels the older one.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_model::app::Hooks;
+use ferry_model::task::{Resource, ShardOp, ShardOutcome, ShardTask};
+use ferry_proto::model::ShardKey;
+use ferry_proto::v1;
+use ferry_proto::v1::worker_service_client::WorkerServiceClient;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::engines::{self, Counters, Run, ShardError};
+
+/// How often progress is reported.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// How long a result report is retried before the attempt is given up (the controller will
+/// have re-queued the shard by then anyway).
+const REPORT_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Runs shards for one worker process.
+#[derive(Clone)]
+pub struct Executor {
+    client: WorkerServiceClient<Channel>,
+    slots: Arc<Semaphore>,
+    running: Arc<Mutex<HashMap<(String, String), (u32, CancellationToken)>>>,
+    worker_id: Arc<Mutex<String>>,
+}
+
+impl Executor {
+    /// An executor reporting through `client`.
+    pub fn new(client: WorkerServiceClient<Channel>, max_shards: u32) -> Self {
+        Executor {
+            client,
+            slots: Arc::new(Semaphore::new(max_shards as usize)),
+            running: Arc::new(Mutex::new(HashMap::new())),
+            worker_id: Arc::new(Mutex::new(String::new())),
+        }
+    }
+
+    /// The session id reports carry.
+    pub fn set_worker_id(&self, id: &str) {
+        if let Ok(mut w) = self.worker_id.lock() {
+            *w = id.to_owned();
+        }
+    }
+
+    fn worker_id(&self) -> String {
+        self.worker_id.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Shards running now.
+    pub fn running(&self) -> u32 {
+        self.running.lock().map(|r| r.len() as u32).unwrap_or(0)
+    }
+
+    /// Starts a task unless this attempt already runs.
+    pub fn start(&self, task: ShardTask) {
+        let slot = (task.job_id.clone(), task.shard_id.clone());
+        let cancel = CancellationToken::new();
+        {
+            let Ok(mut running) = self.running.lock() else {
+                return;
+            };
+            if let Some((attempt, old)) = running.get(&slot) {
+                if *attempt >= task.attempt {
+                    return; // re-sent after a reconnect: already running
+                }
+                old.cancel();
+            }
+            running.insert(slot.clone(), (task.attempt, cancel.clone()));
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let key = ShardKey {
+                job_id: task.job_id.clone(),
+                shard_id: task.shard_id.clone(),
+                attempt: task.attempt,
+            };
+            let result = this.execute(task, cancel.clone()).await;
+            if !cancel.is_cancelled() || result.is_ok() {
+                this.report(&key, result).await;
+            }
+            if let Ok(mut running) = this.running.lock() {
+                if running.get(&slot).is_some_and(|(a, _)| *a == key.attempt) {
+                    running.remove(&slot);
+                }
+            }
+        });
+    }
+
+    /// Cancels an attempt if it runs here.
+    pub fn cancel(&self, key: &ShardKey) {
+        if let Ok(running) = self.running.lock() {
+            if let Some((attempt, token)) = running.get(&(key.job_id.clone(), key.shard_id.clone()))
+            {
+                if *attempt == key.attempt {
+                    token.cancel();
+                }
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        task: ShardTask,
+        cancel: CancellationToken,
+    ) -> Result<ShardOutcome, ShardError> {
+        let _permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ShardError::transient("worker shutting down"))?;
+        let key = format!("{}/{}#{}", task.job_id, task.shard_id, task.attempt);
+        tracing::info!(job = %task.job_id, shard = %task.shard_id, attempt = task.attempt,
+            op = task.op.as_str(), "shard started");
+        let started = std::time::Instant::now();
+        let store =
+            ferry_storage::open(&task.storage).map_err(|e| ShardError::permanent(e.to_string()))?;
+        let counters = Arc::new(Counters::default());
+        let reporter = tokio::spawn(report_progress(
+            self.client.clone(),
+            self.worker_id(),
+            ShardKey {
+                job_id: task.job_id.clone(),
+                shard_id: task.shard_id.clone(),
+                attempt: task.attempt,
+            },
+            counters.clone(),
+        ));
+        let hooks = match (&task.resource, task.op) {
+            (Resource::Volume { .. }, ShardOp::Backup) => task.hooks.clone(),
+            _ => Hooks::default(),
+        };
+        let run = Run {
+            task,
+            store,
+            counters,
+            cancel: cancel.clone(),
+        };
+        let result = tokio::select! {
+            r = with_hooks(&hooks, engines::run(run)) => r,
+            _ = cancel.cancelled() => Err(ShardError::cancelled()),
+        };
+        reporter.abort();
+        match &result {
+            Ok(o) => tracing::info!(shard = %key, bytes = o.source_bytes, stored = o.stored_bytes,
+                secs = started.elapsed().as_secs_f64(), "shard done"),
+            Err(e) => {
+                tracing::warn!(shard = %key, error = %e.message, permanent = e.permanent, "shard failed")
+            }
+        }
+        result
+    }
+
+    async fn report(&self, key: &ShardKey, result: Result<ShardOutcome, ShardError>) {
+        let (ok, error, permanent, outcome_json) = match result {
+            Ok(o) => (
+                true,
+                String::new(),
+                false,
+                serde_json::to_string(&o).unwrap_or_default(),
+            ),
+            Err(e) => (false, e.message, e.permanent, String::new()),
+        };
+        let message = v1::ShardResult {
+            worker_id: self.worker_id(),
+            shard: Some(key.into()),
+            ok,
+            error,
+            outcome_json,
+            permanent,
+        };
+        let deadline = tokio::time::Instant::now() + REPORT_PATIENCE;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.client.clone().report_result(message.clone()).await {
+                Ok(ack) => {
+                    if !ack.into_inner().accepted {
+                        tracing::warn!(shard = %key, "result refused: a newer attempt owns the shard");
+                    }
+                    return;
+                }
+                Err(status) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(shard = %key, error = %status.message(), "reporting result failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(status) => {
+                    tracing::error!(shard = %key, error = %status.message(), "giving up reporting result");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn report_progress(
+    mut client: WorkerServiceClient<Channel>,
+    worker_id: String,
+    key: ShardKey,
+    counters: Arc<Counters>,
+) {
+    let mut last = None;
+    loop {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        let now = (
+            counters.done.load(Ordering::Relaxed),
+            counters.total.load(Ordering::Relaxed),
+        );
+        if last == Some(now) {
+            continue;
+        }
+        last = Some(now);
+        let report = v1::ProgressReport {
+            worker_id: worker_id.clone(),
+            shard: Some((&key).into()),
+            bytes_done: now.0,
+            bytes_total: now.1,
+        };
+        let _ = client.report_progress(report).await;
+    }
+}
+
+/// Runs the pre hook, the work, then the post hook (even when the work failed, so a component
+/// stopped for a cold copy is started again).
+async fn with_hooks(
+    hooks: &Hooks,
+    work: impl std::future::Future<Output = Result<ShardOutcome, ShardError>>,
+) -> Result<ShardOutcome, ShardError> {
+    if let Some(pre) = &hooks.pre_backup {
+        run_hook("pre_backup", pre).await?;
+    }
+    let result = work.await;
+    if let Some(post) = &hooks.post_backup {
+        let post = run_hook("post_backup", post).await;
+        if let (Ok(_), Err(e)) = (&result, post) {
+            return Err(ShardError::transient(format!(
+                "the backup was taken but {}",
+                e.message
+            )));
+        }
+    }
+    result
+}
+
+async fn run_hook(name: &str, argv: &[String]) -> Result<(), ShardError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Ok(());
+    };
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| {
+            ShardError::transient(format!("{name} hook {program:?} could not start: {e}"))
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(ShardError::transient(format!(
+        "{name} hook {program:?} failed ({}): {}",
+        out.status,
+        tail(&out.stderr)
+    )))
+}
+
+/// The last few hundred bytes of a command's stderr, for error messages.
+pub fn tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    let start = text.len().saturating_sub(500);
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    text[start..].to_owned()
+}

@@ -1,0 +1,52 @@
+//! ferry-worker: dials the controller, registers its cluster, node, capacity and tools, and runs
+//! the shards it is handed as streaming pipelines (dump → tar → zstd → storage, and back).
+//! See README.md for the module map.
+
+pub mod engines;
+pub mod executor;
+pub mod logging;
+pub mod pipeline;
+pub mod session;
+pub mod tools;
+
+use std::path::PathBuf;
+
+pub use session::run;
+
+/// How a worker joins.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// URL of the controller, e.g. `http://10.0.0.1:7420`.
+    pub controller: String,
+    pub cluster: String,
+    pub node: String,
+    /// Shards run at once.
+    pub max_shards: u32,
+    /// Scratch space (never used for whole archives).
+    pub work_dir: PathBuf,
+}
+
+/// The host name, or `node` when it cannot be read; made a valid Ferry name.
+pub fn default_node_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let name = name.trim_matches('-').to_owned();
+    if name.is_empty() {
+        "node".to_owned()
+    } else {
+        name
+    }
+}
