@@ -154,6 +154,9 @@ mod tests {
         generate(&b, 1).unwrap();
         assert_eq!(crate::compare_trees(&a, &b).unwrap(), Vec::<String>::new());
         damage(&b).unwrap();
-        assert_eq!(crate::compare_trees(&a, &b).unwrap().len(), 3);
+        let diffs = crate::compare_trees(&a, &b).unwrap().join("\n");
+        for damaged in ["note-03.txt", "photo-1.bin", "run.sh"] {
+            assert!(diffs.contains(damaged), "{damaged} not reported in:\n{diffs}");
+        }
     }
 }

@@ -119,15 +119,15 @@ pub async fn choose_storage(
 
 /// Refuses a location that the cluster's workers cannot reach.
 pub fn check_reachable(location: &StorageLocation, cluster: &str) -> Result<()> {
-    if let StorageBackend::Local { cluster: bound, .. } = &location.backend {
-        if bound != cluster {
-            return Err(Error::FailedPrecondition(format!(
-                "storage location {:?} is a local directory of cluster {bound:?}; workers of \
+    if let StorageBackend::Local { cluster: bound, .. } = &location.backend
+        && bound != cluster
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "storage location {:?} is a local directory of cluster {bound:?}; workers of \
                  cluster {cluster:?} cannot reach it (use an s3 location to move data between \
                  clusters)",
-                location.name
-            )));
-        }
+            location.name
+        )));
     }
     Ok(())
 }

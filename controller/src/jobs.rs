@@ -184,13 +184,13 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     let existing = apps::find(&*ctx.store, &req.team, &target).await?;
     let (spec, creates_app) = match existing {
         Some(app) => {
-            if let Some(c) = &req.to_cluster {
-                if *c != app.spec.cluster {
-                    return Err(Error::InvalidArgument(format!(
-                        "app {target:?} is registered in cluster {:?}, not {c:?}",
-                        app.spec.cluster
-                    )));
-                }
+            if let Some(c) = &req.to_cluster
+                && *c != app.spec.cluster
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "app {target:?} is registered in cluster {:?}, not {c:?}",
+                    app.spec.cluster
+                )));
             }
             (app.spec, false)
         }

@@ -437,10 +437,10 @@ async fn commit_backup(
         layout::backup_dir(&job.team, &job.app, &job.id)
     );
     for object in store.list(&dir).await? {
-        if !keep.contains(&object.key.as_str()) {
-            if let Err(e) = store.delete(&object.key).await {
-                tracing::warn!(job = %job.id, key = %object.key, error = %e, "could not remove a stray archive");
-            }
+        if !keep.contains(&object.key.as_str())
+            && let Err(e) = store.delete(&object.key).await
+        {
+            tracing::warn!(job = %job.id, key = %object.key, error = %e, "could not remove a stray archive");
         }
     }
     if save_job(ctx, &job, rev).await? {

@@ -171,13 +171,13 @@ impl AppSpec {
                 }
                 check_database(&c.name, d)?;
             }
-            if let Some(exec) = &c.exec {
-                if exec.backup.is_empty() || exec.restore.is_empty() {
-                    return bad(format!(
-                        "{}: exec needs both a backup and a restore command",
-                        c.name
-                    ));
-                }
+            if let Some(exec) = &c.exec
+                && (exec.backup.is_empty() || exec.restore.is_empty())
+            {
+                return bad(format!(
+                    "{}: exec needs both a backup and a restore command",
+                    c.name
+                ));
             }
         }
         Ok(())

@@ -44,10 +44,10 @@ pub fn rewrite_value(rules: &[Rewrite], value: &str) -> String {
         if value == r.old {
             return r.new.clone();
         }
-        if let Some(rest) = value.strip_prefix(&r.old) {
-            if r.old.ends_with('/') || rest.starts_with('/') {
-                return format!("{}{rest}", r.new);
-            }
+        if let Some(rest) = value.strip_prefix(&r.old)
+            && (r.old.ends_with('/') || rest.starts_with('/'))
+        {
+            return format!("{}{rest}", r.new);
         }
     }
     value.to_owned()

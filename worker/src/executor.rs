@@ -25,12 +25,15 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// have re-queued the shard by then anyway).
 const REPORT_PATIENCE: Duration = Duration::from_secs(120);
 
+/// Running attempts by (job, shard): the attempt number and its cancellation token.
+type Running = HashMap<(String, String), (u32, CancellationToken)>;
+
 /// Runs shards for one worker process.
 #[derive(Clone)]
 pub struct Executor {
     client: WorkerServiceClient<Channel>,
     slots: Arc<Semaphore>,
-    running: Arc<Mutex<HashMap<(String, String), (u32, CancellationToken)>>>,
+    running: Arc<Mutex<Running>>,
     worker_id: Arc<Mutex<String>>,
 }
 
@@ -40,7 +43,7 @@ impl Executor {
         Executor {
             client,
             slots: Arc::new(Semaphore::new(max_shards as usize)),
-            running: Arc::new(Mutex::new(HashMap::new())),
+            running: Arc::new(Mutex::new(Running::new())),
             worker_id: Arc::new(Mutex::new(String::new())),
         }
     }
@@ -88,23 +91,21 @@ impl Executor {
             if !cancel.is_cancelled() || result.is_ok() {
                 this.report(&key, result).await;
             }
-            if let Ok(mut running) = this.running.lock() {
-                if running.get(&slot).is_some_and(|(a, _)| *a == key.attempt) {
-                    running.remove(&slot);
-                }
+            if let Ok(mut running) = this.running.lock()
+                && running.get(&slot).is_some_and(|(a, _)| *a == key.attempt)
+            {
+                running.remove(&slot);
             }
         });
     }
 
     /// Cancels an attempt if it runs here.
     pub fn cancel(&self, key: &ShardKey) {
-        if let Ok(running) = self.running.lock() {
-            if let Some((attempt, token)) = running.get(&(key.job_id.clone(), key.shard_id.clone()))
-            {
-                if *attempt == key.attempt {
-                    token.cancel();
-                }
-            }
+        if let Ok(running) = self.running.lock()
+            && let Some((attempt, token)) = running.get(&(key.job_id.clone(), key.shard_id.clone()))
+            && *attempt == key.attempt
+        {
+            token.cancel();
         }
     }
 

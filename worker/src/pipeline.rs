@@ -255,13 +255,13 @@ where
         std::io::copy(&mut hashing, &mut std::io::sink())
             .map_err(|e| ShardError::transient(format!("reading {key}: {e}")))?;
         let actual = hex::encode(hashing.hasher.finalize());
-        if let Some(expected) = expected {
-            if actual != expected {
-                return Err(ShardError::permanent(format!(
-                    "archive {key} changed while it was restored: SHA-256 is {actual}, the \
+        if let Some(expected) = expected
+            && actual != expected
+        {
+            return Err(ShardError::permanent(format!(
+                "archive {key} changed while it was restored: SHA-256 is {actual}, the \
                      manifest says {expected}"
-                )));
-            }
+            )));
         }
         Ok(value)
     })

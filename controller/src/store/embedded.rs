@@ -161,10 +161,11 @@ impl Inner {
         {
             let leases = self.leases.lock().map_err(unavailable)?;
             for op in ops {
-                if let Op::Put { lease, .. } = op {
-                    if *lease != 0 && !leases.live.contains_key(lease) {
-                        return Err(StoreError::LeaseNotFound(*lease));
-                    }
+                if let Op::Put { lease, .. } = op
+                    && *lease != 0
+                    && !leases.live.contains_key(lease)
+                {
+                    return Err(StoreError::LeaseNotFound(*lease));
                 }
             }
         }
