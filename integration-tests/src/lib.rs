@@ -1,1 +1,319 @@
+//! Harness for end-to-end tests: the real `ferry-controller`, `ferry-worker` and `ferry` binaries
+//! as separate processes, each test in its own directory with its own ports. Processes are killed
+//! when the test ends; when it fails, their logs are printed.
 
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Heartbeat of test controllers: every timing derives from it, so failover takes seconds.
+pub const TEST_HEARTBEAT: &str = "300ms";
+
+/// Builds the three binaries once per test process (a no-op when they are fresh) and returns
+/// the directory holding them.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "ferry-controller", "-p", "ferry-worker", "-p", "ferry-cli", "--bins"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build for the binaries under test");
+        assert!(status.success(), "building the binaries under test failed");
+        // target/debug/deps/this-test → target/debug
+        let exe = std::env::current_exe().expect("current_exe");
+        exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    })
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("finding a free port")
+}
+
+/// A process started by a test, killed on drop.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).expect("creating a log file");
+        let err = out.try_clone().expect("cloning a log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on a pid this test started; no memory is involved.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit (SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The last lines of the process's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- {} log (tail) -----\n{}\n", self.name, self.log_tail(60));
+        }
+        self.kill();
+    }
+}
+
+/// The outcome of one `ferry` invocation.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not one JSON document ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
+    }
+
+    /// Panics unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit code {code}, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A test installation: a controller process, worker processes, a scratch directory.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub controller: Option<Proc>,
+    pub workers: Vec<Proc>,
+    port: u16,
+    controller_args: Vec<String>,
+}
+
+impl Cluster {
+    /// A controller with the given extra flags, on a fresh port and data dir.
+    pub fn start(controller_args: &[&str]) -> Cluster {
+        bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-it-")
+            .tempdir()
+            .expect("creating a test directory");
+        let port = free_port();
+        let mut cluster = Cluster {
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            controller: None,
+            workers: Vec::new(),
+            port,
+            controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
+        };
+        cluster.start_controller();
+        cluster
+    }
+
+    /// The scratch directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// (Re)starts the controller on the same port and data dir, and waits until it answers.
+    pub fn start_controller(&mut self) {
+        let data = self.path().join("controller-data");
+        let log = self.path().join(format!("controller-{}.log", self.workers.len() + usize::from(self.controller.is_some())));
+        let mut cmd = Command::new(bin_dir().join("ferry-controller"));
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--heartbeat-interval")
+            .arg(TEST_HEARTBEAT)
+            .args(&self.controller_args)
+            .env("RUST_LOG", "info");
+        self.controller = Some(Proc::spawn("ferry-controller", &mut cmd, log));
+        self.wait_until_serving();
+    }
+
+    fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = self.ferry(&["cluster", "list"]);
+            if run.code == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the controller did not start: {}", run.stderr);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts a worker process and waits until it is listed.
+    pub fn add_worker(&mut self, cluster: &str, node: &str) -> usize {
+        let n = self.workers.len();
+        let log = self.path().join(format!("worker-{n}-{cluster}-{node}.log"));
+        let mut cmd = Command::new(bin_dir().join("ferry-worker"));
+        cmd.arg("--controller")
+            .arg(&self.url)
+            .arg("--cluster")
+            .arg(cluster)
+            .arg("--node")
+            .arg(node)
+            .arg("--max-shards")
+            .arg("1")
+            .arg("--work-dir")
+            .arg(self.path().join(format!("work-{n}")))
+            .env("RUST_LOG", "info");
+        let before = self.worker_ids(cluster).len();
+        self.workers.push(Proc::spawn(&format!("ferry-worker {cluster}/{node}"), &mut cmd, log));
+        wait_for(Duration::from_secs(30), "the worker to register", || {
+            self.worker_ids(cluster).len() > before
+        });
+        n
+    }
+
+    /// Ids of the live workers of a cluster.
+    pub fn worker_ids(&self, cluster: &str) -> Vec<String> {
+        let run = self.ferry(&["worker", "list", "--cluster", cluster, "-o", "json"]);
+        if run.code != 0 {
+            return Vec::new();
+        }
+        run.json()["workers"]
+            .as_array()
+            .map(|ws| ws.iter().filter_map(|w| w["id"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs the CLI against this controller.
+    pub fn ferry(&self, args: &[&str]) -> Run {
+        ferry_at(&self.url, args)
+    }
+
+    /// Writes an app manifest into the scratch dir and applies it.
+    pub fn apply(&self, yaml: &str) -> Run {
+        let path = self.path().join(format!("app-{}.yaml", free_port()));
+        std::fs::write(&path, yaml).expect("writing a manifest");
+        self.ferry(&["app", "apply", "-f", path.to_str().expect("utf-8 path")])
+    }
+
+    /// `backup get ID -o json`.
+    pub fn backup(&self, id: &str) -> Value {
+        self.ferry(&["backup", "get", id, "-o", "json"]).expect_code(0).json()
+    }
+}
+
+/// Runs the CLI against any controller URL.
+pub fn ferry_at(url: &str, args: &[&str]) -> Run {
+    let out = Command::new(bin_dir().join("ferry"))
+        .arg("--controller")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running ferry");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Polls `check` until it holds, or panics saying what it waited for.
+pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes `len` bytes of incompressible data.
+pub fn write_random_file(path: &Path, len: u64) {
+    let mut src = std::fs::File::open("/dev/urandom").expect("/dev/urandom");
+    let mut dst = std::fs::File::create(path).expect("creating a data file");
+    std::io::copy(&mut (&mut src).take(len), &mut dst).expect("writing random data");
+}
+
+/// Every entry under `dir`, relative, sorted: to prove nothing appeared or vanished.
+pub fn listing(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned());
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

@@ -1,0 +1,97 @@
+//! An app with two volumes, backed up by two worker processes and restored into a copy with
+//! `--rewrite`; the copy is compared with the original file by file.
+
+use ferry_integration_tests::{Cluster, listing};
+
+#[test]
+fn two_volumes_round_trip_into_a_rewritten_copy() {
+    let mut c = Cluster::start(&["--no-embedded-worker"]);
+    c.add_worker("dc-a", "node-1");
+    c.add_worker("dc-a", "node-2");
+    let storage = c.path().join("archives");
+    c.ferry(&["storage", "add", "archives", "--local", storage.to_str().unwrap(), "--cluster", "dc-a"])
+        .expect_code(0);
+
+    let srv = c.path().join("srv/shop");
+    ferry_archive::sample::generate(&srv.join("uploads"), 1).unwrap();
+    ferry_archive::sample::generate(&srv.join("media"), 2).unwrap();
+    // References made the same way, never touched by Ferry.
+    ferry_archive::sample::generate(&c.path().join("ref/uploads"), 1).unwrap();
+    ferry_archive::sample::generate(&c.path().join("ref/media"), 2).unwrap();
+    let yaml = format!(
+        "name: shop\ncluster: dc-a\ncomponents:\n  - name: api\n    config: {{ingress_host: shop.example.com}}\n    volumes:\n      - {{name: uploads, path: {srv}/uploads}}\n  - name: cdn\n    volumes:\n      - {{name: media, path: {srv}/media}}\n",
+        srv = srv.display()
+    );
+    c.apply(&yaml).expect_code(0);
+
+    let backup = c.ferry(&["backup", "create", "shop", "--wait", "-o", "json"]).expect_code(0).json();
+    assert_eq!(backup["state"], "Completed");
+    assert_eq!(backup["app"], "shop");
+    let shards = backup["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 3, "two volumes and one config: {backup:#}");
+    let workers: std::collections::BTreeSet<_> =
+        shards.iter().map(|s| s["worker"].as_str().unwrap().to_owned()).collect();
+    for s in shards {
+        assert_eq!(s["state"], "Succeeded");
+        assert_eq!(s["sha256"].as_str().unwrap().len(), 64);
+        assert!(s["worker"].as_str().unwrap().starts_with("dc-a-node-"));
+    }
+    eprintln!("shards ran on {workers:?}");
+
+    // The manifest is in storage, at the layout of DESIGN.md §4, naming every shard.
+    let id = backup["id"].as_str().unwrap();
+    let manifest_path = storage.join(format!("teams/default/apps/shop/backups/{id}/manifest.json"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    assert_eq!(manifest["format"], "ferry.backup");
+    assert_eq!(manifest["shards"].as_array().unwrap().len(), 3);
+    for s in manifest["shards"].as_array().unwrap() {
+        let object = storage.join(s["object_key"].as_str().unwrap());
+        assert!(object.is_file(), "{} missing", object.display());
+        assert!(s["object_key"].as_str().unwrap().ends_with(".tar.zst"));
+    }
+
+    let copy = c.path().join("srv/shop-copy");
+    let restore = c
+        .ferry(&[
+            "restore", "create", id, "--to-app", "shop-copy",
+            "--rewrite", &format!("{}={}", srv.display(), copy.display()),
+            "--rewrite", "shop.example.com=copy.example.com",
+            "--wait", "-o", "json",
+        ])
+        .expect_code(0)
+        .json();
+    assert_eq!(restore["state"], "Completed", "{restore:#}");
+    for vol in ["uploads", "media"] {
+        let diffs = ferry_archive::compare_trees(&c.path().join("ref").join(vol), &copy.join(vol)).unwrap();
+        assert!(diffs.is_empty(), "{vol} differs after restore:\n{}", diffs.join("\n"));
+    }
+    // The original was not touched by the restore.
+    for vol in ["uploads", "media"] {
+        let diffs = ferry_archive::compare_trees(&c.path().join("ref").join(vol), &srv.join(vol)).unwrap();
+        assert!(diffs.is_empty(), "the source {vol} changed:\n{}", diffs.join("\n"));
+    }
+    // The copy is registered with rewritten paths and config.
+    let app = c.ferry(&["app", "get", "shop-copy", "-o", "json"]).expect_code(0).json();
+    let spec = &app["spec"];
+    assert_eq!(spec["components"][0]["volumes"][0]["path"], copy.join("uploads").to_str().unwrap());
+    assert_eq!(spec["components"][0]["config"]["ingress_host"], "copy.example.com");
+
+    // Restoring again into the now non-empty copy is refused, and nothing is changed.
+    let before = listing(&copy);
+    let again = c
+        .ferry(&[
+            "restore", "create", id, "--to-app", "shop-copy", "--wait", "-o", "json",
+        ])
+        .expect_code(1)
+        .json();
+    assert_eq!(again["state"], "Failed");
+    let msg = again["message"].as_str().unwrap();
+    assert!(msg.contains("not empty") && msg.contains("--overwrite"), "{msg}");
+    assert_eq!(listing(&copy), before);
+    for vol in ["uploads", "media"] {
+        assert!(ferry_archive::compare_trees(&c.path().join("ref").join(vol), &copy.join(vol)).unwrap().is_empty());
+    }
+    let listed = c.ferry(&["restore", "list", "-o", "json"]).expect_code(0).json();
+    assert_eq!(listed["restores"].as_array().unwrap().len(), 2);
+}
