@@ -430,12 +430,16 @@ async fn commit_backup(
         let key = layout::manifest_key(&job.team, &job.app, &job.id);
         store.put_bytes(&key, manifest.to_json()).await?;
     }
-    // Remove what no manifest names: archives of lost attempts, or everything of a failed backup.
+    // Remove what no manifest names: uploads of lost attempts that never finished (their writer
+    // can no longer commit them), archives of attempts that lost, everything of a failed backup.
     let keep: Vec<&str> = ok.iter().map(|s| s.object_key.as_str()).collect();
     let dir = format!(
         "{}shards/",
         layout::backup_dir(&job.team, &job.app, &job.id)
     );
+    if let Err(e) = store.abort_incomplete(&dir).await {
+        tracing::warn!(job = %job.id, error = %e, "could not abort unfinished uploads");
+    }
     for object in store.list(&dir).await? {
         if !keep.contains(&object.key.as_str())
             && let Err(e) = store.delete(&object.key).await

@@ -151,12 +151,13 @@ impl Run {
 
 /// A test installation: a controller process, worker processes, a scratch directory.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
     pub url: String,
     pub controller: Option<Proc>,
     pub workers: Vec<Proc>,
     port: u16,
     controller_args: Vec<String>,
+    /// Last, so that processes are stopped (and their logs printed) before it is removed.
+    pub dir: tempfile::TempDir,
 }
 
 impl Cluster {

@@ -68,6 +68,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Removes `key`; removing a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
 
+    /// Aborts every upload under `prefix` that has not completed (a crashed or fenced-off
+    /// writer's leftovers); such an upload can never complete afterwards. Returns how many.
+    async fn abort_incomplete(&self, prefix: &str) -> Result<u64, StorageError>;
+
     /// Writes a small object from memory (manifests).
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
         let body: BoxReader = Box::pin(std::io::Cursor::new(bytes));

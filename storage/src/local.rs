@@ -119,6 +119,17 @@ impl ObjectStore for LocalStore {
             })?
     }
 
+    async fn abort_incomplete(&self, prefix: &str) -> Result<u64, StorageError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || abort_blocking(&root, &prefix))
+            .await
+            .map_err(|e| StorageError::Io {
+                key: String::new(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path(key)?;
         match tokio::fs::remove_file(&path).await {
@@ -138,7 +149,8 @@ impl ObjectStore for LocalStore {
     }
 }
 
-fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+/// Every file under the directory `prefix` names, complete or not, with its key.
+fn walk_blocking(root: &Path, prefix: &str) -> Result<Vec<(String, u64)>, StorageError> {
     // Start at the deepest directory the prefix names, then filter by the full prefix.
     let dir_part = match prefix.rfind('/') {
         Some(i) => &prefix[..i],
@@ -170,14 +182,34 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, StorageEr
                 continue;
             };
             let Some(key) = rel.to_str() else { continue };
-            if key.starts_with(prefix) && !key.contains(PARTIAL_MARK) {
-                out.push(ObjectInfo {
-                    key: key.to_owned(),
-                    size: meta.len(),
-                });
+            if key.starts_with(prefix) {
+                out.push((key.to_owned(), meta.len()));
             }
         }
     }
+    Ok(out)
+}
+
+fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+    let mut out: Vec<ObjectInfo> = walk_blocking(root, prefix)?
+        .into_iter()
+        .filter(|(key, _)| !key.contains(PARTIAL_MARK))
+        .map(|(key, size)| ObjectInfo { key, size })
+        .collect();
     out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
+}
+
+fn abort_blocking(root: &Path, prefix: &str) -> Result<u64, StorageError> {
+    let mut n = 0;
+    for (key, _) in walk_blocking(root, prefix)? {
+        if key.contains(PARTIAL_MARK) {
+            match std::fs::remove_file(root.join(&key)) {
+                Ok(()) => n += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&key)(e)),
+            }
+        }
+    }
+    Ok(n)
 }

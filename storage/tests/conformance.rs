@@ -12,6 +12,7 @@ async fn run_all(store: Arc<dyn ObjectStore>) {
     failed_body_leaves_nothing(&*store).await;
     cancelled_put_leaves_nothing(&*store).await;
     bad_keys_are_refused(&*store).await;
+    aborted_uploads_never_commit(store.clone()).await;
     missing_objects(&*store).await;
 }
 
@@ -108,6 +109,24 @@ async fn cancelled_put_leaves_nothing(store: &dyn ObjectStore) {
         .unwrap_err();
     assert!(matches!(err, StorageError::Cancelled), "{err}");
     assert!(store.list("c/").await.unwrap().is_empty());
+}
+
+async fn aborted_uploads_never_commit(store: Arc<dyn ObjectStore>) {
+    use tokio::io::AsyncWriteExt;
+    let (mut tx, rx) = tokio::io::duplex(1 << 16);
+    let writer = store.clone();
+    let put = tokio::spawn(async move {
+        writer.put("z/slow.bin", Box::pin(rx), &CancellationToken::new()).await
+    });
+    tx.write_all(&[5u8; 10_000]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(store.abort_incomplete("z/").await.unwrap() >= 1, "the running upload was not seen");
+    drop(tx); // the writer finishes its body only now, after the abort
+    let result = put.await.unwrap();
+    assert!(result.is_err(), "an aborted upload committed: {result:?}");
+    assert_eq!(store.head("z/slow.bin").await.unwrap(), None);
+    assert!(store.list("z/").await.unwrap().is_empty());
+    assert_eq!(store.abort_incomplete("z/").await.unwrap(), 0);
 }
 
 async fn bad_keys_are_refused(store: &dyn ObjectStore) {
