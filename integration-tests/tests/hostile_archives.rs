@@ -1,0 +1,124 @@
+//! Archives tampered with in storage (someone with write access to the bucket, checksums in the
+//! manifest updated to match): a `..` entry, an absolute path, and a symlink pointing out followed
+//! by a file through it. Each restore is refused with a clear error and writes nothing outside
+//! its target.
+
+use std::io::Write;
+use std::path::Path;
+
+use ferry_integration_tests::{Cluster, listing};
+use sha2::Digest;
+
+/// A tar stream with raw entry names (tar::Builder refuses to write hostile ones).
+fn hostile_tar(entries: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        if *kind == tar::EntryType::Symlink {
+            h.set_size(0);
+            h.set_link_name(std::str::from_utf8(data).unwrap()).unwrap();
+        } else {
+            h.set_size(data.len() as u64);
+        }
+        let raw = &mut h.as_old_mut().name;
+        raw.fill(0);
+        raw[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        if *kind != tar::EntryType::Symlink {
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+/// Replaces the volume shard's archive and fixes the manifest's checksum to match.
+fn tamper(storage: &Path, id: &str, tar: &[u8]) {
+    let dir = storage.join(format!("teams/default/apps/shop/backups/{id}"));
+    let manifest_path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let compressed = zstd::encode_all(tar, 3).unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(&compressed));
+    for shard in manifest["shards"].as_array_mut().unwrap() {
+        if shard["kind"] == "volume" {
+            let object = storage.join(shard["object_key"].as_str().unwrap());
+            std::fs::File::create(&object).unwrap().write_all(&compressed).unwrap();
+            shard["sha256"] = sha.clone().into();
+        }
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
+#[test]
+fn hostile_archives_are_refused_and_write_nothing_outside() {
+    let c = Cluster::start(&[]);
+    let storage = c.path().join("archives");
+    c.ferry(&["storage", "add", "archives", "--local", storage.to_str().unwrap(), "--cluster", "local"])
+        .expect_code(0);
+    let data = c.path().join("srv/shop/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), b"hello").unwrap();
+    c.apply(&format!(
+        "name: shop\ncomponents:\n  - name: api\n    volumes:\n      - {{name: data, path: {}}}\n",
+        data.display()
+    ))
+    .expect_code(0);
+
+    let outside = c.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let abs_target = c.path().join("outside/absolute-evil.txt");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("dotdot", hostile_tar(&[(b"../../outside/dotdot-evil.txt", tar::EntryType::Regular, b"pwned")])),
+        ("absolute", hostile_tar(&[(abs_target.to_str().unwrap().as_bytes(), tar::EntryType::Regular, b"pwned")])),
+        (
+            "symlink",
+            hostile_tar(&[
+                (b"link", tar::EntryType::Symlink, outside.to_str().unwrap().as_bytes()),
+                (b"link/through-symlink.txt", tar::EntryType::Regular, b"pwned"),
+            ]),
+        ),
+    ];
+    let parent_before = listing(c.path().join("srv").as_path());
+    for (name, tar) in cases {
+        let backup = c
+            .ferry(&["backup", "create", "shop", "--storage", "archives", "--wait", "-o", "json"])
+            .expect_code(0)
+            .json();
+        let id = backup["id"].as_str().unwrap();
+        tamper(&storage, id, &tar);
+        let target = c.path().join(format!("srv/copy-{name}"));
+        let restore = c
+            .ferry(&[
+                "restore", "create", id, "--to-app", &format!("copy-{name}"),
+                "--rewrite", &format!("{}={}", data.display(), target.display()),
+                "--wait", "-o", "json",
+            ])
+            .expect_code(1)
+            .json();
+        assert_eq!(restore["state"], "Failed", "{name}: {restore:#}");
+        let message = restore["message"].as_str().unwrap();
+        assert!(
+            message.contains("refused") || message.contains("unsafe") || message.contains("escape"),
+            "{name}: unclear error: {message}"
+        );
+        eprintln!("{name}: {message}");
+        assert!(listing(&outside).is_empty(), "{name}: wrote outside: {:?}", listing(&outside));
+        // Nothing but the (possibly created, empty or partial) target appeared next to the source.
+        let now: Vec<_> = listing(c.path().join("srv").as_path())
+            .into_iter()
+            .filter(|p| !p.starts_with(&format!("copy-{name}")))
+            .collect();
+        let before: Vec<_> = parent_before.iter().filter(|p| !p.starts_with("copy-")).cloned().collect();
+        let now: Vec<_> = now.into_iter().filter(|p| !p.starts_with("copy-")).collect();
+        assert_eq!(now, before, "{name}: something changed beside the target");
+        assert_eq!(std::fs::read(data.join("a.txt")).unwrap(), b"hello", "{name}: source touched");
+    }
+}

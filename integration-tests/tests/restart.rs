@@ -1,0 +1,45 @@
+//! The embedded store survives a controller restart: what was listed before is listed after,
+//! and a backup taken before the restart restores after it.
+
+use ferry_integration_tests::Cluster;
+
+#[test]
+fn backups_survive_a_controller_restart() {
+    let mut c = Cluster::start(&[]);
+    let data = c.path().join("srv/notes");
+    ferry_archive::sample::generate(&data, 5).unwrap();
+    ferry_archive::sample::generate(&c.path().join("ref"), 5).unwrap();
+    c.apply(&format!(
+        "name: notes\ncomponents:\n  - name: web\n    volumes:\n      - {{name: data, path: {}}}\n",
+        data.display()
+    ))
+    .expect_code(0);
+    let backup = c.ferry(&["backup", "create", "notes", "--wait", "-o", "json"]).expect_code(0).json();
+    let id = backup["id"].as_str().unwrap().to_owned();
+    let before = c.ferry(&["backup", "list", "-o", "json"]).expect_code(0).json();
+
+    c.controller.as_mut().unwrap().stop();
+    c.ferry(&["backup", "list"]).expect_code(5);
+    c.start_controller();
+
+    let after = c.ferry(&["backup", "list", "-o", "json"]).expect_code(0).json();
+    assert_eq!(before["backups"].as_array().unwrap().len(), 1);
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(ids(&before), ids(&after));
+    assert_eq!(after["backups"][0]["state"], "Completed");
+    assert_eq!(after["backups"][0]["stored_bytes"], before["backups"][0]["stored_bytes"]);
+    c.ferry(&["app", "get", "notes"]).expect_code(0);
+    c.ferry(&["storage", "list"]).expect_code(0);
+
+    let copy = c.path().join("copy");
+    c.ferry(&[
+        "restore", "create", &id, "--to-app", "notes-copy",
+        "--rewrite", &format!("{}={}", data.display(), copy.display()),
+        "--wait", "-o", "json",
+    ])
+    .expect_code(0);
+    let diffs = ferry_archive::compare_trees(&c.path().join("ref"), &copy).unwrap();
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
