@@ -156,7 +156,10 @@ mod tests {
         damage(&b).unwrap();
         let diffs = crate::compare_trees(&a, &b).unwrap().join("\n");
         for damaged in ["note-03.txt", "photo-1.bin", "run.sh"] {
-            assert!(diffs.contains(damaged), "{damaged} not reported in:\n{diffs}");
+            assert!(
+                diffs.contains(damaged),
+                "{damaged} not reported in:\n{diffs}"
+            );
         }
     }
 }

@@ -21,14 +21,27 @@ pub fn bin_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "ferry-controller", "-p", "ferry-worker", "-p", "ferry-cli", "--bins"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "ferry-controller",
+                "-p",
+                "ferry-worker",
+                "-p",
+                "ferry-cli",
+                "--bins",
+            ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("running cargo build for the binaries under test");
         assert!(status.success(), "building the binaries under test failed");
         // target/debug/deps/this-test → target/debug
         let exe = std::env::current_exe().expect("current_exe");
-        exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf()
     })
 }
 
@@ -116,7 +129,11 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("----- {} log (tail) -----\n{}\n", self.name, self.log_tail(60));
+            eprintln!(
+                "----- {} log (tail) -----\n{}\n",
+                self.name,
+                self.log_tail(60)
+            );
         }
         self.kill();
     }
@@ -134,7 +151,10 @@ impl Run {
     /// stdout as JSON.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not one JSON document ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
         })
     }
 
@@ -189,7 +209,10 @@ impl Cluster {
     /// (Re)starts the controller on the same port and data dir, and waits until it answers.
     pub fn start_controller(&mut self) {
         let data = self.path().join("controller-data");
-        let log = self.path().join(format!("controller-{}.log", self.workers.len() + usize::from(self.controller.is_some())));
+        let log = self.path().join(format!(
+            "controller-{}.log",
+            self.workers.len() + usize::from(self.controller.is_some())
+        ));
         let mut cmd = Command::new(bin_dir().join("ferry-controller"));
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
@@ -210,7 +233,11 @@ impl Cluster {
             if run.code == 0 {
                 return;
             }
-            assert!(Instant::now() < deadline, "the controller did not start: {}", run.stderr);
+            assert!(
+                Instant::now() < deadline,
+                "the controller did not start: {}",
+                run.stderr
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -232,7 +259,11 @@ impl Cluster {
             .arg(self.path().join(format!("work-{n}")))
             .env("RUST_LOG", "info");
         let before = self.worker_ids(cluster).len();
-        self.workers.push(Proc::spawn(&format!("ferry-worker {cluster}/{node}"), &mut cmd, log));
+        self.workers.push(Proc::spawn(
+            &format!("ferry-worker {cluster}/{node}"),
+            &mut cmd,
+            log,
+        ));
         wait_for(Duration::from_secs(30), "the worker to register", || {
             self.worker_ids(cluster).len() > before
         });
@@ -247,7 +278,11 @@ impl Cluster {
         }
         run.json()["workers"]
             .as_array()
-            .map(|ws| ws.iter().filter_map(|w| w["id"].as_str().map(str::to_owned)).collect())
+            .map(|ws| {
+                ws.iter()
+                    .filter_map(|w| w["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -265,7 +300,9 @@ impl Cluster {
 
     /// `backup get ID -o json`.
     pub fn backup(&self, id: &str) -> Value {
-        self.ferry(&["backup", "get", id, "-o", "json"]).expect_code(0).json()
+        self.ferry(&["backup", "get", id, "-o", "json"])
+            .expect_code(0)
+            .json()
     }
 }
 
@@ -289,7 +326,10 @@ pub fn ferry_at(url: &str, args: &[&str]) -> Run {
 pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -304,10 +344,17 @@ pub fn write_random_file(path: &Path, len: u64) {
 /// Every entry under `dir`, relative, sorted: to prove nothing appeared or vanished.
 pub fn listing(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
-            out.push(p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned());
+            out.push(
+                p.strip_prefix(root)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 walk(root, &p, out);
             }

@@ -11,7 +11,14 @@ fn the_demo_completes() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("[6/6] Verifying the copy"), "{stdout}");
-    assert!(stdout.contains("Demo complete: the restored copy is identical to the original."), "{stdout}");
+    assert!(
+        stdout.contains("Demo complete: the restored copy is identical to the original."),
+        "{stdout}"
+    );
 }

@@ -50,19 +50,34 @@ fn tamper(storage: &Path, id: &str, tar: &[u8]) {
     for shard in manifest["shards"].as_array_mut().unwrap() {
         if shard["kind"] == "volume" {
             let object = storage.join(shard["object_key"].as_str().unwrap());
-            std::fs::File::create(&object).unwrap().write_all(&compressed).unwrap();
+            std::fs::File::create(&object)
+                .unwrap()
+                .write_all(&compressed)
+                .unwrap();
             shard["sha256"] = sha.clone().into();
         }
     }
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
 }
 
 #[test]
 fn hostile_archives_are_refused_and_write_nothing_outside() {
     let c = Cluster::start(&[]);
     let storage = c.path().join("archives");
-    c.ferry(&["storage", "add", "archives", "--local", storage.to_str().unwrap(), "--cluster", "local"])
-        .expect_code(0);
+    c.ferry(&[
+        "storage",
+        "add",
+        "archives",
+        "--local",
+        storage.to_str().unwrap(),
+        "--cluster",
+        "local",
+    ])
+    .expect_code(0);
     let data = c.path().join("srv/shop/data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("a.txt"), b"hello").unwrap();
@@ -76,20 +91,51 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
     std::fs::create_dir_all(&outside).unwrap();
     let abs_target = c.path().join("outside/absolute-evil.txt");
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("dotdot", hostile_tar(&[(b"../../outside/dotdot-evil.txt", tar::EntryType::Regular, b"pwned")])),
-        ("absolute", hostile_tar(&[(abs_target.to_str().unwrap().as_bytes(), tar::EntryType::Regular, b"pwned")])),
+        (
+            "dotdot",
+            hostile_tar(&[(
+                b"../../outside/dotdot-evil.txt",
+                tar::EntryType::Regular,
+                b"pwned",
+            )]),
+        ),
+        (
+            "absolute",
+            hostile_tar(&[(
+                abs_target.to_str().unwrap().as_bytes(),
+                tar::EntryType::Regular,
+                b"pwned",
+            )]),
+        ),
         (
             "symlink",
             hostile_tar(&[
-                (b"link", tar::EntryType::Symlink, outside.to_str().unwrap().as_bytes()),
-                (b"link/through-symlink.txt", tar::EntryType::Regular, b"pwned"),
+                (
+                    b"link",
+                    tar::EntryType::Symlink,
+                    outside.to_str().unwrap().as_bytes(),
+                ),
+                (
+                    b"link/through-symlink.txt",
+                    tar::EntryType::Regular,
+                    b"pwned",
+                ),
             ]),
         ),
     ];
     let parent_before = listing(c.path().join("srv").as_path());
     for (name, tar) in cases {
         let backup = c
-            .ferry(&["backup", "create", "shop", "--storage", "archives", "--wait", "-o", "json"])
+            .ferry(&[
+                "backup",
+                "create",
+                "shop",
+                "--storage",
+                "archives",
+                "--wait",
+                "-o",
+                "json",
+            ])
             .expect_code(0)
             .json();
         let id = backup["id"].as_str().unwrap();
@@ -97,9 +143,16 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
         let target = c.path().join(format!("srv/copy-{name}"));
         let restore = c
             .ferry(&[
-                "restore", "create", id, "--to-app", &format!("copy-{name}"),
-                "--rewrite", &format!("{}={}", data.display(), target.display()),
-                "--wait", "-o", "json",
+                "restore",
+                "create",
+                id,
+                "--to-app",
+                &format!("copy-{name}"),
+                "--rewrite",
+                &format!("{}={}", data.display(), target.display()),
+                "--wait",
+                "-o",
+                "json",
             ])
             .expect_code(1)
             .json();
@@ -110,15 +163,30 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
             "{name}: unclear error: {message}"
         );
         eprintln!("{name}: {message}");
-        assert!(listing(&outside).is_empty(), "{name}: wrote outside: {:?}", listing(&outside));
+        assert!(
+            listing(&outside).is_empty(),
+            "{name}: wrote outside: {:?}",
+            listing(&outside)
+        );
         // Nothing but the (possibly created, empty or partial) target appeared next to the source.
         let now: Vec<_> = listing(c.path().join("srv").as_path())
             .into_iter()
             .filter(|p| !p.starts_with(&format!("copy-{name}")))
             .collect();
-        let before: Vec<_> = parent_before.iter().filter(|p| !p.starts_with("copy-")).cloned().collect();
-        let now: Vec<_> = now.into_iter().filter(|p| !p.starts_with("copy-")).collect();
+        let before: Vec<_> = parent_before
+            .iter()
+            .filter(|p| !p.starts_with("copy-"))
+            .cloned()
+            .collect();
+        let now: Vec<_> = now
+            .into_iter()
+            .filter(|p| !p.starts_with("copy-"))
+            .collect();
         assert_eq!(now, before, "{name}: something changed beside the target");
-        assert_eq!(std::fs::read(data.join("a.txt")).unwrap(), b"hello", "{name}: source touched");
+        assert_eq!(
+            std::fs::read(data.join("a.txt")).unwrap(),
+            b"hello",
+            "{name}: source touched"
+        );
     }
 }

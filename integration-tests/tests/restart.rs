@@ -14,32 +14,97 @@ fn backups_survive_a_controller_restart() {
         data.display()
     ))
     .expect_code(0);
-    let backup = c.ferry(&["backup", "create", "notes", "--wait", "-o", "json"]).expect_code(0).json();
+    let backup = c
+        .ferry(&["backup", "create", "notes", "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
     let id = backup["id"].as_str().unwrap().to_owned();
-    let before = c.ferry(&["backup", "list", "-o", "json"]).expect_code(0).json();
+    let before = c
+        .ferry(&["backup", "list", "-o", "json"])
+        .expect_code(0)
+        .json();
 
     c.controller.as_mut().unwrap().stop();
     c.ferry(&["backup", "list"]).expect_code(5);
     c.start_controller();
 
-    let after = c.ferry(&["backup", "list", "-o", "json"]).expect_code(0).json();
+    let after = c
+        .ferry(&["backup", "list", "-o", "json"])
+        .expect_code(0)
+        .json();
     assert_eq!(before["backups"].as_array().unwrap().len(), 1);
     let ids = |v: &serde_json::Value| -> Vec<String> {
-        v["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_owned()).collect()
+        v["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(ids(&before), ids(&after));
     assert_eq!(after["backups"][0]["state"], "Completed");
-    assert_eq!(after["backups"][0]["stored_bytes"], before["backups"][0]["stored_bytes"]);
+    assert_eq!(
+        after["backups"][0]["stored_bytes"],
+        before["backups"][0]["stored_bytes"]
+    );
     c.ferry(&["app", "get", "notes"]).expect_code(0);
     c.ferry(&["storage", "list"]).expect_code(0);
 
     let copy = c.path().join("copy");
     c.ferry(&[
-        "restore", "create", &id, "--to-app", "notes-copy",
-        "--rewrite", &format!("{}={}", data.display(), copy.display()),
-        "--wait", "-o", "json",
+        "restore",
+        "create",
+        &id,
+        "--to-app",
+        "notes-copy",
+        "--rewrite",
+        &format!("{}={}", data.display(), copy.display()),
+        "--wait",
+        "-o",
+        "json",
     ])
     .expect_code(0);
     let diffs = ferry_archive::compare_trees(&c.path().join("ref"), &copy).unwrap();
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
+fn a_job_in_flight_resumes_after_the_controller_is_killed() {
+    let mut c = Cluster::start(&[]);
+    let data = c.path().join("srv/big");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..4 {
+        ferry_integration_tests::write_random_file(&data.join(format!("blob-{i}.bin")), 128 << 20);
+    }
+    c.apply(&format!(
+        "name: big\ncomponents:\n  - name: store\n    volumes:\n      - {{name: data, path: {}}}\n",
+        data.display()
+    ))
+    .expect_code(0);
+    let id = c
+        .ferry(&["backup", "create", "big", "-o", "json"])
+        .expect_code(0)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ferry_integration_tests::wait_for(
+        std::time::Duration::from_secs(60),
+        "the shard to start",
+        || c.backup(&id)["shards"][0]["bytes"].as_u64().unwrap_or(0) > 0,
+    );
+    // The embedded worker dies with the controller; the new controller finds the job in the
+    // store, sees the lost assignment and runs the shard again.
+    c.controller.as_mut().unwrap().kill();
+    c.start_controller();
+    let done = c
+        .ferry(&["backup", "watch", &id, "-o", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(done["state"], "Completed", "{done:#}");
+    assert!(
+        done["shards"][0]["attempt"].as_u64().unwrap() >= 2,
+        "{done:#}"
+    );
+    assert_eq!(done["bytes"].as_u64().unwrap(), 4 * (128 << 20));
 }

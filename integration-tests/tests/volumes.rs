@@ -9,8 +9,16 @@ fn two_volumes_round_trip_into_a_rewritten_copy() {
     c.add_worker("dc-a", "node-1");
     c.add_worker("dc-a", "node-2");
     let storage = c.path().join("archives");
-    c.ferry(&["storage", "add", "archives", "--local", storage.to_str().unwrap(), "--cluster", "dc-a"])
-        .expect_code(0);
+    c.ferry(&[
+        "storage",
+        "add",
+        "archives",
+        "--local",
+        storage.to_str().unwrap(),
+        "--cluster",
+        "dc-a",
+    ])
+    .expect_code(0);
 
     let srv = c.path().join("srv/shop");
     ferry_archive::sample::generate(&srv.join("uploads"), 1).unwrap();
@@ -24,13 +32,18 @@ fn two_volumes_round_trip_into_a_rewritten_copy() {
     );
     c.apply(&yaml).expect_code(0);
 
-    let backup = c.ferry(&["backup", "create", "shop", "--wait", "-o", "json"]).expect_code(0).json();
+    let backup = c
+        .ferry(&["backup", "create", "shop", "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
     assert_eq!(backup["state"], "Completed");
     assert_eq!(backup["app"], "shop");
     let shards = backup["shards"].as_array().unwrap();
     assert_eq!(shards.len(), 3, "two volumes and one config: {backup:#}");
-    let workers: std::collections::BTreeSet<_> =
-        shards.iter().map(|s| s["worker"].as_str().unwrap().to_owned()).collect();
+    let workers: std::collections::BTreeSet<_> = shards
+        .iter()
+        .map(|s| s["worker"].as_str().unwrap().to_owned())
+        .collect();
     for s in shards {
         assert_eq!(s["state"], "Succeeded");
         assert_eq!(s["sha256"].as_str().unwrap().len(), 64);
@@ -40,7 +53,9 @@ fn two_volumes_round_trip_into_a_rewritten_copy() {
 
     // The manifest is in storage, at the layout of DESIGN.md §4, naming every shard.
     let id = backup["id"].as_str().unwrap();
-    let manifest_path = storage.join(format!("teams/default/apps/shop/backups/{id}/manifest.json"));
+    let manifest_path = storage.join(format!(
+        "teams/default/apps/shop/backups/{id}/manifest.json"
+    ));
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     assert_eq!(manifest["format"], "ferry.backup");
@@ -54,44 +69,123 @@ fn two_volumes_round_trip_into_a_rewritten_copy() {
     let copy = c.path().join("srv/shop-copy");
     let restore = c
         .ferry(&[
-            "restore", "create", id, "--to-app", "shop-copy",
-            "--rewrite", &format!("{}={}", srv.display(), copy.display()),
-            "--rewrite", "shop.example.com=copy.example.com",
-            "--wait", "-o", "json",
+            "restore",
+            "create",
+            id,
+            "--to-app",
+            "shop-copy",
+            "--rewrite",
+            &format!("{}={}", srv.display(), copy.display()),
+            "--rewrite",
+            "shop.example.com=copy.example.com",
+            "--wait",
+            "-o",
+            "json",
         ])
         .expect_code(0)
         .json();
     assert_eq!(restore["state"], "Completed", "{restore:#}");
     for vol in ["uploads", "media"] {
-        let diffs = ferry_archive::compare_trees(&c.path().join("ref").join(vol), &copy.join(vol)).unwrap();
-        assert!(diffs.is_empty(), "{vol} differs after restore:\n{}", diffs.join("\n"));
+        let diffs =
+            ferry_archive::compare_trees(&c.path().join("ref").join(vol), &copy.join(vol)).unwrap();
+        assert!(
+            diffs.is_empty(),
+            "{vol} differs after restore:\n{}",
+            diffs.join("\n")
+        );
     }
     // The original was not touched by the restore.
     for vol in ["uploads", "media"] {
-        let diffs = ferry_archive::compare_trees(&c.path().join("ref").join(vol), &srv.join(vol)).unwrap();
-        assert!(diffs.is_empty(), "the source {vol} changed:\n{}", diffs.join("\n"));
+        let diffs =
+            ferry_archive::compare_trees(&c.path().join("ref").join(vol), &srv.join(vol)).unwrap();
+        assert!(
+            diffs.is_empty(),
+            "the source {vol} changed:\n{}",
+            diffs.join("\n")
+        );
     }
     // The copy is registered with rewritten paths and config.
-    let app = c.ferry(&["app", "get", "shop-copy", "-o", "json"]).expect_code(0).json();
+    let app = c
+        .ferry(&["app", "get", "shop-copy", "-o", "json"])
+        .expect_code(0)
+        .json();
     let spec = &app["spec"];
-    assert_eq!(spec["components"][0]["volumes"][0]["path"], copy.join("uploads").to_str().unwrap());
-    assert_eq!(spec["components"][0]["config"]["ingress_host"], "copy.example.com");
+    assert_eq!(
+        spec["components"][0]["volumes"][0]["path"],
+        copy.join("uploads").to_str().unwrap()
+    );
+    assert_eq!(
+        spec["components"][0]["config"]["ingress_host"],
+        "copy.example.com"
+    );
 
     // Restoring again into the now non-empty copy is refused, and nothing is changed.
     let before = listing(&copy);
     let again = c
         .ferry(&[
-            "restore", "create", id, "--to-app", "shop-copy", "--wait", "-o", "json",
+            "restore",
+            "create",
+            id,
+            "--to-app",
+            "shop-copy",
+            "--wait",
+            "-o",
+            "json",
         ])
         .expect_code(1)
         .json();
     assert_eq!(again["state"], "Failed");
     let msg = again["message"].as_str().unwrap();
-    assert!(msg.contains("not empty") && msg.contains("--overwrite"), "{msg}");
+    assert!(
+        msg.contains("not empty") && msg.contains("--overwrite"),
+        "{msg}"
+    );
     assert_eq!(listing(&copy), before);
     for vol in ["uploads", "media"] {
-        assert!(ferry_archive::compare_trees(&c.path().join("ref").join(vol), &copy.join(vol)).unwrap().is_empty());
+        assert!(
+            ferry_archive::compare_trees(&c.path().join("ref").join(vol), &copy.join(vol))
+                .unwrap()
+                .is_empty()
+        );
     }
-    let listed = c.ferry(&["restore", "list", "-o", "json"]).expect_code(0).json();
+    let listed = c
+        .ferry(&["restore", "list", "-o", "json"])
+        .expect_code(0)
+        .json();
     assert_eq!(listed["restores"].as_array().unwrap().len(), 2);
+}
+
+/// A shard whose first attempt fails (its pre_backup hook fails once) is retried with backoff and
+/// the backup completes; the hooks ran around the copy, the post hook after the pre hook.
+#[test]
+fn a_failed_shard_is_retried_and_hooks_run_around_it() {
+    let c = Cluster::start(&[]);
+    let data = c.path().join("srv/app");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f.txt"), b"data").unwrap();
+    let marker = c.path().join("failed-once");
+    let journal = c.path().join("hooks.log");
+    let pre = format!(
+        "echo pre >> {j}; test -f {m} || {{ touch {m}; echo 'service refused to stop' >&2; exit 1; }}",
+        j = journal.display(),
+        m = marker.display()
+    );
+    let post = format!("echo post >> {}", journal.display());
+    c.apply(&format!(
+        "name: app\ncomponents:\n  - name: web\n    hooks: {{pre_backup: [sh, -c, \"{pre}\"], post_backup: [sh, -c, \"{post}\"]}}\n    volumes:\n      - {{name: data, path: {}}}\n",
+        data.display()
+    ))
+    .expect_code(0);
+    let backup = c
+        .ferry(&["backup", "create", "app", "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(backup["state"], "Completed", "{backup:#}");
+    let shard = &backup["shards"][0];
+    assert_eq!(shard["attempt"], 2, "{shard:#}");
+    // First attempt: pre failed, post still ran (the service is started again); second: both.
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap(),
+        "pre\npost\npre\npost\n"
+    );
 }

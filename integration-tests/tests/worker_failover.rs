@@ -11,8 +11,16 @@ fn killed_worker_shard_is_retried_on_the_other_worker() {
     let mut c = Cluster::start(&["--no-embedded-worker"]);
     let first = c.add_worker("dc-a", "node-1");
     let storage = c.path().join("archives");
-    c.ferry(&["storage", "add", "archives", "--local", storage.to_str().unwrap(), "--cluster", "dc-a"])
-        .expect_code(0);
+    c.ferry(&[
+        "storage",
+        "add",
+        "archives",
+        "--local",
+        storage.to_str().unwrap(),
+        "--cluster",
+        "dc-a",
+    ])
+    .expect_code(0);
     let data = c.path().join("srv/big");
     std::fs::create_dir_all(&data).unwrap();
     // Incompressible, so the shard takes long enough to be killed in the middle.
@@ -22,7 +30,11 @@ fn killed_worker_shard_is_retried_on_the_other_worker() {
     let reference = c.path().join("ref");
     std::fs::create_dir_all(&reference).unwrap();
     for i in 0..6 {
-        std::fs::copy(data.join(format!("blob-{i}.bin")), reference.join(format!("blob-{i}.bin"))).unwrap();
+        std::fs::copy(
+            data.join(format!("blob-{i}.bin")),
+            reference.join(format!("blob-{i}.bin")),
+        )
+        .unwrap();
     }
     // Same mtimes and modes on both sides.
     for e in std::fs::read_dir(&data).unwrap().flatten() {
@@ -38,29 +50,52 @@ fn killed_worker_shard_is_retried_on_the_other_worker() {
         data.display()
     ))
     .expect_code(0);
-    let created = c.ferry(&["backup", "create", "big", "-o", "json"]).expect_code(0).json();
+    let created = c
+        .ferry(&["backup", "create", "big", "-o", "json"])
+        .expect_code(0)
+        .json();
     let id = created["id"].as_str().unwrap().to_owned();
 
     // Only node-1 exists: wait until it is in the middle of the shard, then add node-2 and kill node-1.
-    wait_for(Duration::from_secs(60), "the shard to be half-way on node-1", || {
-        let b = c.backup(&id);
-        let s = &b["shards"][0];
-        s["state"] == "Running" && s["bytes"].as_u64().unwrap_or(0) > (64 << 20)
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the shard to be half-way on node-1",
+        || {
+            let b = c.backup(&id);
+            let s = &b["shards"][0];
+            s["state"] == "Running" && s["bytes"].as_u64().unwrap_or(0) > (64 << 20)
+        },
+    );
     c.add_worker("dc-a", "node-2");
-    let victim = c.backup(&id)["shards"][0]["worker"].as_str().unwrap().to_owned();
+    let victim = c.backup(&id)["shards"][0]["worker"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(victim.starts_with("dc-a-node-1"), "{victim}");
     c.workers[first].kill();
 
-    let done = c.ferry(&["backup", "watch", &id, "-o", "json"]).expect_code(0).json();
+    let done = c
+        .ferry(&["backup", "watch", &id, "-o", "json"])
+        .expect_code(0)
+        .json();
     assert_eq!(done["state"], "Completed", "{done:#}");
     let shard = &done["shards"][0];
-    assert!(shard["attempt"].as_u64().unwrap() >= 2, "not re-run: {shard:#}");
-    assert!(shard["worker"].as_str().unwrap().starts_with("dc-a-node-2"), "{shard:#}");
+    assert!(
+        shard["attempt"].as_u64().unwrap() >= 2,
+        "not re-run: {shard:#}"
+    );
+    assert!(
+        shard["worker"].as_str().unwrap().starts_with("dc-a-node-2"),
+        "{shard:#}"
+    );
 
     // Only the winning attempt's archive is left.
     let shards_dir = storage.join(format!("teams/default/apps/big/backups/{id}/shards"));
-    let objects: Vec<_> = std::fs::read_dir(&shards_dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    let objects: Vec<_> = std::fs::read_dir(&shards_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(objects.len(), 1, "{objects:?}");
     assert_eq!(
         objects[0].to_string_lossy(),
@@ -69,9 +104,16 @@ fn killed_worker_shard_is_retried_on_the_other_worker() {
 
     let copy = c.path().join("copy");
     c.ferry(&[
-        "restore", "create", &id, "--to-app", "big-copy",
-        "--rewrite", &format!("{}={}", data.display(), copy.display()),
-        "--wait", "-o", "json",
+        "restore",
+        "create",
+        &id,
+        "--to-app",
+        "big-copy",
+        "--rewrite",
+        &format!("{}={}", data.display(), copy.display()),
+        "--wait",
+        "-o",
+        "json",
     ])
     .expect_code(0);
     let diffs = ferry_archive::compare_trees(&reference, &copy).unwrap();

@@ -116,11 +116,16 @@ async fn aborted_uploads_never_commit(store: Arc<dyn ObjectStore>) {
     let (mut tx, rx) = tokio::io::duplex(1 << 16);
     let writer = store.clone();
     let put = tokio::spawn(async move {
-        writer.put("z/slow.bin", Box::pin(rx), &CancellationToken::new()).await
+        writer
+            .put("z/slow.bin", Box::pin(rx), &CancellationToken::new())
+            .await
     });
     tx.write_all(&[5u8; 10_000]).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(store.abort_incomplete("z/").await.unwrap() >= 1, "the running upload was not seen");
+    assert!(
+        store.abort_incomplete("z/").await.unwrap() >= 1,
+        "the running upload was not seen"
+    );
     drop(tx); // the writer finishes its body only now, after the abort
     let result = put.await.unwrap();
     assert!(result.is_err(), "an aborted upload committed: {result:?}");

@@ -231,16 +231,21 @@ async fn report_progress(
     }
 }
 
-/// Runs the pre hook, the work, then the post hook (even when the work failed, so a component
-/// stopped for a cold copy is started again).
+/// Runs the pre hook, the work, then the post hook — the post hook even when the pre hook or
+/// the work failed, so a component stopped for a cold copy is always started again.
 async fn with_hooks(
     hooks: &Hooks,
     work: impl std::future::Future<Output = Result<ShardOutcome, ShardError>>,
 ) -> Result<ShardOutcome, ShardError> {
-    if let Some(pre) = &hooks.pre_backup {
-        run_hook("pre_backup", pre).await?;
-    }
-    let result = work.await;
+    let pre = match &hooks.pre_backup {
+        Some(pre) => run_hook("pre_backup", pre).await,
+        None => Ok(()),
+    };
+    // A pre hook that failed half-way may have stopped the component: start it again.
+    let result = match pre {
+        Ok(()) => work.await,
+        Err(e) => Err(e),
+    };
     if let Some(post) = &hooks.post_backup {
         let post = run_hook("post_backup", post).await;
         if let (Ok(_), Err(e)) = (&result, post) {
