@@ -12,7 +12,7 @@ use ferry_model::layout;
 use ferry_model::manifest::{BackupManifest, MANIFEST_FORMAT, MANIFEST_VERSION, ManifestShard};
 use ferry_model::now_ms;
 use ferry_model::storage::StorageLocation;
-use ferry_model::task::{ShardOp, ShardTask};
+use ferry_model::task::{ShardOp, ShardTask, required_tools};
 use tokio_util::sync::CancellationToken;
 
 use crate::apps;
@@ -205,10 +205,18 @@ async fn requeue_lost(ctx: &Context, shard: &mut ShardRecord, rev: i64) -> Resul
 }
 
 fn describe_wanted(job: &JobRecord, shard: &ShardRecord) -> String {
-    match &shard.node {
-        Some(node) => format!("a worker of cluster {:?} on node {node:?}", job.cluster),
-        None => format!("a worker of cluster {:?}", job.cluster),
+    let mut wanted = format!("a worker of cluster {:?}", job.cluster);
+    if let Some(node) = &shard.node {
+        wanted.push_str(&format!(" on node {node:?}"));
     }
+    let tools: Vec<String> = required_tools(&shard.resource, shard.op)
+        .iter()
+        .map(|any| any.join(" or "))
+        .collect();
+    if !tools.is_empty() {
+        wanted.push_str(&format!(" with {}", tools.join(" and ")));
+    }
+    wanted
 }
 
 async fn wait_for_worker(
@@ -244,6 +252,11 @@ fn pick_worker(job: &JobRecord, shard: &ShardRecord, observed: &Observed) -> Opt
         .iter()
         .filter(|w| w.cluster == job.cluster)
         .filter(|w| shard.node.as_ref().is_none_or(|n| *n == w.node))
+        .filter(|w| {
+            required_tools(&shard.resource, shard.op)
+                .iter()
+                .all(|any| any.iter().any(|t| w.tools.contains_key(*t)))
+        })
         .filter(|w| observed.load.get(&w.id).copied().unwrap_or(0) < w.max_shards)
         .min_by_key(|w| {
             (

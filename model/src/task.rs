@@ -145,6 +145,23 @@ pub fn plan_shards(spec: &AppSpec) -> Vec<PlannedShard> {
     out
 }
 
+/// The tools a worker needs for a shard: every group must have at least one tool the worker
+/// reported (`pg_dump` for a PostgreSQL backup; `mariadb-dump` or `mysqldump` for MariaDB).
+pub fn required_tools(resource: &Resource, op: ShardOp) -> &'static [&'static [&'static str]] {
+    let Resource::Database { spec, .. } = resource else {
+        return &[];
+    };
+    match (spec.engine, op) {
+        (Engine::Postgres, ShardOp::Backup) => &[&["pg_dump"], &["psql"]],
+        (Engine::Postgres, _) => &[&["pg_restore"], &["psql"]],
+        (Engine::Mariadb | Engine::Mysql, ShardOp::Backup) => {
+            &[&["mariadb-dump", "mysqldump"], &["mariadb", "mysql"]]
+        }
+        (Engine::Mariadb | Engine::Mysql, _) => &[&["mariadb", "mysql"]],
+        (Engine::Redis, _) => &[&["redis-cli"]],
+    }
+}
+
 /// What a worker does with a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,11 +2,18 @@
 //! none holds a whole dump or archive in memory or on disk.
 
 pub mod config;
+pub mod dump;
+pub mod exec;
+pub mod mariadb;
+pub mod postgres;
+pub mod redis;
 pub mod volume;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use ferry_model::app::Engine;
 use ferry_model::task::{Resource, ShardOp, ShardOutcome, ShardTask};
 use ferry_storage::ObjectStore;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +68,15 @@ pub struct Run {
     pub store: Arc<dyn ObjectStore>,
     pub counters: Arc<Counters>,
     pub cancel: CancellationToken,
+    /// Tool name → version line, as detected at start-up (`tools::detect`).
+    pub tools: Arc<BTreeMap<String, String>>,
+}
+
+impl Run {
+    /// The version line of a tool this worker has, or empty.
+    pub fn tool_version(&self, tool: &str) -> String {
+        self.tools.get(tool).cloned().unwrap_or_default()
+    }
 }
 
 /// Runs one task with the engine of its resource.
@@ -71,11 +87,16 @@ pub async fn run(run: Run) -> Result<ShardOutcome, ShardError> {
         (Resource::Volume { .. }, ShardOp::Restore) => volume::restore(&run).await,
         (Resource::Config { .. }, ShardOp::Backup) => config::backup(&run).await,
         (Resource::Config { .. }, ShardOp::Restore) => config::restore(&run).await,
-        (other, op) => Err(ShardError::permanent(format!(
-            "this worker cannot {} {} shards yet",
-            op.as_str(),
-            other.kind()
-        ))),
+        (Resource::Exec { .. }, ShardOp::Backup) => exec::backup(&run).await,
+        (Resource::Exec { .. }, ShardOp::Restore) => exec::restore(&run).await,
+        (Resource::Database { spec, .. }, op) => match (spec.engine, op) {
+            (Engine::Postgres, ShardOp::Backup) => postgres::backup(&run).await,
+            (Engine::Postgres, _) => postgres::restore(&run).await,
+            (Engine::Mariadb | Engine::Mysql, ShardOp::Backup) => mariadb::backup(&run).await,
+            (Engine::Mariadb | Engine::Mysql, _) => mariadb::restore(&run).await,
+            (Engine::Redis, ShardOp::Backup) => redis::backup(&run).await,
+            (Engine::Redis, _) => redis::restore(&run).await,
+        },
     }
 }
 
@@ -89,13 +110,13 @@ async fn verify(run: &Run, check_target: bool) -> Result<ShardOutcome, ShardErro
     if check_target {
         match &run.task.resource {
             Resource::Volume { path } => volume::check_empty(path).await?,
-            Resource::Config { .. } => {}
-            other => {
-                return Err(ShardError::permanent(format!(
-                    "this worker cannot restore {} shards yet",
-                    other.kind()
-                )));
-            }
+            // Config replaces the target app's config; an exec restore command decides itself.
+            Resource::Config { .. } | Resource::Exec { .. } => {}
+            Resource::Database { spec, .. } => match spec.engine {
+                Engine::Postgres => postgres::check_empty(run).await?,
+                Engine::Mariadb | Engine::Mysql => mariadb::check_empty(run).await?,
+                Engine::Redis => redis::check_empty(run).await?,
+            },
         }
     }
     let size = crate::pipeline::verify_object(

@@ -3,7 +3,7 @@
 //! An attempt that was already started is never started twice; a newer attempt of the same
 //! shard cancels the older one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,12 +35,18 @@ pub struct Executor {
     slots: Arc<Semaphore>,
     running: Arc<Mutex<Running>>,
     worker_id: Arc<Mutex<String>>,
+    tools: Arc<BTreeMap<String, String>>,
 }
 
 impl Executor {
     /// An executor reporting through `client`.
-    pub fn new(client: WorkerServiceClient<Channel>, max_shards: u32) -> Self {
+    pub fn new(
+        client: WorkerServiceClient<Channel>,
+        max_shards: u32,
+        tools: BTreeMap<String, String>,
+    ) -> Self {
         Executor {
+            tools: Arc::new(tools),
             client,
             slots: Arc::new(Semaphore::new(max_shards as usize)),
             running: Arc::new(Mutex::new(Running::new())),
@@ -146,6 +152,7 @@ impl Executor {
             store,
             counters,
             cancel: cancel.clone(),
+            tools: self.tools.clone(),
         };
         let result = tokio::select! {
             r = with_hooks(&hooks, engines::run(run)) => r,

@@ -26,7 +26,7 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> anyhow::Res
     let tools = crate::tools::detect().await;
     tracing::info!(cluster = %config.cluster, node = %config.node, tools = ?tools.keys().collect::<Vec<_>>(),
         "worker starting");
-    let executor = Executor::new(client.clone(), config.max_shards);
+    let executor = Executor::new(client.clone(), config.max_shards, tools.clone());
     let mut backoff = Duration::from_millis(200);
     loop {
         let session = session(&config, &tools, client.clone(), &executor, &cancel);

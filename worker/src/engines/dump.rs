@@ -1,0 +1,448 @@
+//! The shared shape of every dump-based shard (databases, exec): a command's stdout streamed
+//! into the shard archive, and the archive streamed back into a command's stdin.
+//!
+//! Archive layout (a tar, then zstd like every shard):
+//!
+//! ```text
+//! ferry-dump.json      DumpInfo: engine, tool version, source database and its options
+//! dump/000000          the dump's bytes, in chunks of at most CHUNK bytes
+//! dump/000001          (tar needs each entry's size up front; a dump's size is known only at
+//! …                     its end, so it is cut into chunks buffered one at a time)
+//! ```
+//!
+//! Commands run with `std::process` on the pipeline's blocking thread; their stderr is collected
+//! on a side thread and its tail goes into the error when they fail. Secrets reach them only
+//! through environment variables (PGPASSWORD, MYSQL_PWD, REDISCLI_AUTH), never arguments.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+
+use ferry_model::app::DatabaseSpec;
+use ferry_model::task::ShardOutcome;
+use serde::{Deserialize, Serialize};
+
+use super::{Run, ShardError};
+use crate::executor::tail;
+use crate::pipeline::{download_decompressed, upload_compressed};
+
+/// Name of the metadata entry.
+pub const INFO_ENTRY: &str = "ferry-dump.json";
+/// Largest chunk of dump held in memory at once.
+pub const CHUNK: usize = 4 << 20;
+const INFO_LIMIT: u64 = 1 << 20;
+
+/// What a dump archive says about itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DumpInfo {
+    /// `postgres`, `mariadb`, `mysql`, `redis`, `exec`.
+    pub engine: String,
+    /// The first line of `TOOL --version`.
+    pub tool_version: String,
+    /// The database dumped, when the engine has named databases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Engine-specific facts needed to restore faithfully (encoding, collation, db number…).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Resolves a database's password from its reference (`password_env`, `password_file`) on this
+/// worker. The value never appears in errors or logs.
+pub fn password(spec: &DatabaseSpec) -> Result<Option<String>, ShardError> {
+    if let Some(var) = &spec.password_env {
+        return match std::env::var(var) {
+            Ok(v) => Ok(Some(v)),
+            Err(_) => Err(ShardError::permanent(format!(
+                "password_env {var:?} is not set on this worker"
+            ))),
+        };
+    }
+    if let Some(path) = &spec.password_file {
+        return match std::fs::read_to_string(path) {
+            Ok(v) => Ok(Some(v.trim_end_matches(['\r', '\n']).to_owned())),
+            Err(e) => Err(ShardError::permanent(format!(
+                "password_file {path:?} cannot be read: {}",
+                e.kind()
+            ))),
+        };
+    }
+    Ok(None)
+}
+
+/// Collects a child's stderr on a side thread so that it can never block the child.
+fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<Vec<u8>> {
+    let mut stderr = child.stderr.take();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            // Keep only the tail: a tool that prints a lot must not grow memory.
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+                if out.len() > 64 << 10 {
+                    out.drain(..out.len() - (16 << 10));
+                }
+            }
+        }
+        out
+    })
+}
+
+fn program(cmd: &Command) -> String {
+    cmd.get_program().to_string_lossy().into_owned()
+}
+
+fn spawn(cmd: &mut Command, stdin: Stdio, stdout: Stdio) -> Result<Child, ShardError> {
+    cmd.stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                ShardError::permanent(format!("{} is not installed on this worker", program(cmd)))
+            }
+            _ => ShardError::transient(format!("{} could not start: {e}", program(cmd))),
+        })
+}
+
+/// Waits for a child and turns a failure into an error carrying its stderr tail.
+fn finish(
+    cmd: &Command,
+    mut child: Child,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+) -> Result<(), ShardError> {
+    let status = child
+        .wait()
+        .map_err(|e| ShardError::transient(format!("waiting for {}: {e}", program(cmd))))?;
+    let stderr = stderr.join().unwrap_or_default();
+    if status.success() {
+        return Ok(());
+    }
+    Err(ShardError::transient(format!(
+        "{} failed ({status}): {}",
+        program(cmd),
+        tail(&stderr)
+    )))
+}
+
+/// Writes the dump archive: the info entry, then `source` cut into chunks. Returns bytes read.
+pub fn write_dump(
+    out: &mut dyn Write,
+    info: &DumpInfo,
+    source: &mut dyn Read,
+    progress: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<u64> {
+    let mut tar = tar::Builder::new(out);
+    let info_json = serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?;
+    append(&mut tar, INFO_ENTRY, &info_json)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    for index in 0u64.. {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match source.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 && index > 0 {
+            break;
+        }
+        append(&mut tar, &format!("dump/{index:06}"), &buf[..filled])?;
+        total += filled as u64;
+        progress.fetch_add(filled as u64, Ordering::Relaxed);
+        if filled < buf.len() {
+            break;
+        }
+    }
+    tar.finish()?;
+    Ok(total)
+}
+
+fn append(tar: &mut tar::Builder<&mut dyn Write>, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o600);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, name, data)
+}
+
+/// Reads a dump archive: the info entry, then the concatenated chunks as one stream handed to
+/// `consume`.
+pub fn read_dump<T>(
+    input: &mut dyn Read,
+    consume: impl FnOnce(&DumpInfo, &mut dyn Read) -> Result<T, ShardError>,
+) -> Result<T, ShardError> {
+    let bad = |what: String| ShardError::permanent(format!("dump archive: {what}"));
+    let mut archive = tar::Archive::new(input);
+    let mut entries = archive.entries().map_err(|e| bad(e.to_string()))?;
+    let info: DumpInfo = {
+        let entry = entries
+            .next()
+            .ok_or_else(|| bad("empty".into()))?
+            .map_err(|e| bad(e.to_string()))?;
+        let name = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
+        if name.as_os_str() != INFO_ENTRY {
+            return Err(bad(format!("starts with {name:?}, not {INFO_ENTRY}")));
+        }
+        let mut text = Vec::new();
+        entry
+            .take(INFO_LIMIT)
+            .read_to_end(&mut text)
+            .map_err(|e| bad(e.to_string()))?;
+        serde_json::from_slice(&text).map_err(|e| bad(format!("{INFO_ENTRY}: {e}")))?
+    };
+    let mut chunks = Chunks {
+        entries,
+        current: None,
+        next_index: 0,
+    };
+    let value = consume(&info, &mut chunks)?;
+    // The consumer must have read everything: a dump cut short is an error, not a success.
+    let mut rest = [0u8; 1];
+    match chunks.read(&mut rest) {
+        Ok(0) => Ok(value),
+        Ok(_) => Err(ShardError::transient(
+            "the restore command stopped before the end of the dump",
+        )),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// The dump chunks of an archive as one reader, checking their order.
+struct Chunks<'a, R: Read> {
+    entries: tar::Entries<'a, R>,
+    current: Option<tar::Entry<'a, R>>,
+    next_index: u64,
+}
+
+impl<R: Read> Read for Chunks<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(entry) = self.current.as_mut() {
+                let n = entry.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                self.current = None;
+            }
+            match self.entries.next() {
+                None => return Ok(0),
+                Some(entry) => {
+                    let entry = entry?;
+                    let expected = format!("dump/{:06}", self.next_index);
+                    let name = entry.path()?.into_owned();
+                    if name.as_os_str() != expected.as_str() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("expected {expected}, found {name:?}"),
+                        ));
+                    }
+                    self.next_index += 1;
+                    self.current = Some(entry);
+                }
+            }
+        }
+    }
+}
+
+/// Backs up a shard from a command's stdout (`pg_dump`, `mariadb-dump`, an exec `backup`).
+pub async fn backup_from_command(
+    run: &Run,
+    mut cmd: Command,
+    info: DumpInfo,
+) -> Result<ShardOutcome, ShardError> {
+    let counters = run.counters.clone();
+    let tool_version = info.tool_version.clone();
+    let (bytes, stored) = upload_compressed(
+        run.store.clone(),
+        &run.task.object_key,
+        &run.cancel,
+        move |out| {
+            let mut child = spawn(&mut cmd, Stdio::null(), Stdio::piped())?;
+            let stderr = collect_stderr(&mut child);
+            let mut stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| ShardError::transient("no stdout"))?;
+            let written = write_dump(out, &info, &mut stdout, &counters.done);
+            drop(stdout);
+            if written.is_err() {
+                // The upload side failed or was cancelled: stop the tool.
+                let _ = child.kill();
+            }
+            let finished = finish(&cmd, child, stderr);
+            let bytes =
+                written.map_err(|e| ShardError::transient(format!("streaming the dump: {e}")))?;
+            finished?;
+            Ok(bytes)
+        },
+    )
+    .await?;
+    Ok(ShardOutcome {
+        source_bytes: bytes,
+        stored_bytes: stored.bytes,
+        sha256: stored.sha256,
+        tool_version: Some(tool_version).filter(|v| !v.is_empty()),
+        config: None,
+        detail: String::new(),
+    })
+}
+
+/// Streams a shard's dump into a reader-consumer on a blocking thread (for engines that do more
+/// than pipe it into one command, e.g. Redis).
+pub async fn restore_with<T, F>(run: &Run, consume: F) -> Result<T, ShardError>
+where
+    T: Send + 'static,
+    F: FnOnce(&DumpInfo, &mut dyn Read) -> Result<T, ShardError> + Send + 'static,
+{
+    let counters = run.counters.clone();
+    download_decompressed(
+        &*run.store,
+        &run.task.object_key,
+        run.task.expected_sha256.clone(),
+        move |input| {
+            read_dump(input, |info, dump| {
+                let mut counted = CountingReader {
+                    inner: dump,
+                    progress: &counters.done,
+                };
+                consume(info, &mut counted)
+            })
+        },
+    )
+    .await
+}
+
+/// Restores a shard by streaming its dump into a command's stdin (`pg_restore`, `mariadb`, an
+/// exec `restore`). `make` builds the command once the archive's info is known. Returns the
+/// dump's size.
+pub async fn restore_into_command<F>(run: &Run, make: F) -> Result<u64, ShardError>
+where
+    F: FnOnce(&DumpInfo) -> Result<Command, ShardError> + Send + 'static,
+{
+    restore_with(run, move |info, dump| {
+        let mut cmd = make(info)?;
+        let mut child = spawn(&mut cmd, Stdio::piped(), Stdio::null())?;
+        let stderr = collect_stderr(&mut child);
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| ShardError::transient("no stdin"))?;
+        let copied = std::io::copy(dump, &mut stdin);
+        drop(stdin);
+        if copied.is_err() {
+            let _ = child.kill();
+        }
+        let finished = finish(&cmd, child, stderr);
+        // A tool that died explains a broken pipe better than the pipe does.
+        finished?;
+        copied.map_err(|e| {
+            ShardError::transient(format!("streaming the dump into {}: {e}", program(&cmd)))
+        })
+    })
+    .await
+}
+
+struct CountingReader<'a> {
+    inner: &'a mut dyn Read,
+    progress: &'a std::sync::atomic::AtomicU64,
+}
+
+impl Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Runs a short command (a catalog query, CREATE DATABASE) and returns its stdout; fails with
+/// the stderr tail.
+pub fn run_capture(mut cmd: Command) -> Result<String, ShardError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                ShardError::permanent(format!("{} is not installed on this worker", program(&cmd)))
+            }
+            _ => ShardError::transient(format!("{} could not start: {e}", program(&cmd))),
+        })?;
+    if !out.status.success() {
+        return Err(ShardError::transient(format!(
+            "{} failed ({}): {}",
+            program(&cmd),
+            out.status,
+            tail(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_round_trip_and_truncation_is_caught() {
+        let data: Vec<u8> = (0..(CHUNK * 2 + 12345)).map(|i| (i % 251) as u8).collect();
+        let info = DumpInfo {
+            engine: "exec".into(),
+            tool_version: "t 1".into(),
+            ..Default::default()
+        };
+        let progress = std::sync::atomic::AtomicU64::new(0);
+        let mut archive = Vec::new();
+        let n = write_dump(&mut archive, &info, &mut data.as_slice(), &progress).unwrap();
+        assert_eq!(n, data.len() as u64);
+        let back = read_dump(&mut archive.as_slice(), |i, r| {
+            assert_eq!(i, &info);
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).unwrap();
+            Ok(out)
+        })
+        .unwrap();
+        assert_eq!(back, data);
+        // An empty dump is one empty chunk, and reads back empty.
+        let mut empty = Vec::new();
+        write_dump(&mut empty, &info, &mut [].as_slice(), &progress).unwrap();
+        let back = read_dump(&mut empty.as_slice(), |_, r| {
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).unwrap();
+            Ok(out)
+        })
+        .unwrap();
+        assert!(back.is_empty());
+        // A consumer that stops early fails the restore.
+        let err = read_dump(&mut archive.as_slice(), |_, r| {
+            let mut first = [0u8; 10];
+            r.read_exact(&mut first).unwrap();
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(err.message.contains("stopped before the end"), "{err:?}");
+    }
+
+    #[test]
+    fn passwords_resolve_without_leaking() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut spec: DatabaseSpec =
+            serde_json::from_str(r#"{"name":"d","engine":"postgres","databases":["x"]}"#).unwrap();
+        spec.password_file = Some(file.to_string_lossy().into_owned());
+        assert_eq!(password(&spec).unwrap().as_deref(), Some("s3cret"));
+        spec.password_file = None;
+        spec.password_env = Some("FERRY_TEST_SURELY_UNSET_VAR".into());
+        let err = password(&spec).unwrap_err();
+        assert!(err.message.contains("FERRY_TEST_SURELY_UNSET_VAR") && err.permanent);
+    }
+}
