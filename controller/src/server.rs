@@ -55,7 +55,11 @@ async fn open_store(spec: &StoreSpec) -> anyhow::Result<Arc<dyn Store>> {
         StoreSpec::Embedded(path) => Ok(Arc::new(
             EmbeddedStore::open(path).with_context(|| format!("store {}", path.display()))?,
         )),
-        StoreSpec::Etcd(_) => anyhow::bail!("the etcd store is not available in this build yet"),
+        StoreSpec::Etcd(endpoints) => Ok(Arc::new(
+            crate::store::etcd::EtcdStore::connect(endpoints)
+                .await
+                .with_context(|| format!("etcd at {}", endpoints.join(",")))?,
+        )),
     }
 }
 

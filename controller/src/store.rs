@@ -4,6 +4,7 @@
 //! `conformance` submodule.
 
 pub mod embedded;
+pub mod etcd;
 
 use std::time::Duration;
 

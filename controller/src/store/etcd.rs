@@ -1,0 +1,264 @@
+//! The etcd store: production and high availability. A thin mapping of the [`Store`] trait onto
+//! etcd's KV, Txn and Lease APIs — etcd already has revisions, compare-and-swap and leases with
+//! attached keys, which is why the trait is shaped after it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+
+use super::{Condition, KeyValue, LeaseId, Op, Store, StoreError};
+
+/// Every etcd call gives up after this long, so a dead etcd never hangs a caller.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A store in etcd.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    endpoints: Vec<String>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EtcdStore({})", self.endpoints.join(","))
+    }
+}
+
+fn unavailable(e: etcd_client::Error) -> StoreError {
+    StoreError::Unavailable(format!("etcd: {e}"))
+}
+
+/// Maps a put error: a dead lease is its own error, as in the embedded store.
+fn txn_error(e: etcd_client::Error, ops: &[Op]) -> StoreError {
+    if e.to_string().contains("requested lease not found") {
+        let lease = ops
+            .iter()
+            .find_map(|op| match op {
+                Op::Put { lease, .. } if *lease != 0 => Some(*lease),
+                _ => None,
+            })
+            .unwrap_or(0);
+        return StoreError::LeaseNotFound(lease);
+    }
+    unavailable(e)
+}
+
+impl EtcdStore {
+    /// Connects to the cluster. The connection is lazy and reconnects by itself: an etcd that is
+    /// down at start-up or later makes calls fail with `Unavailable` until it is back.
+    pub async fn connect(endpoints: &[String]) -> Result<EtcdStore, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_timeout(CALL_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(5), CALL_TIMEOUT)
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(unavailable)?;
+        Ok(EtcdStore {
+            client,
+            endpoints: endpoints.to_vec(),
+        })
+    }
+
+    fn kv(kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
+        Ok(KeyValue {
+            key: kv
+                .key_str()
+                .map_err(|e| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    reason: e.to_string(),
+                })?
+                .to_owned(),
+            value: kv.value().to_vec(),
+            mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
+        })
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let resp = self
+            .client
+            .clone()
+            .get(key, None)
+            .await
+            .map_err(unavailable)?;
+        resp.kvs().first().map(Self::kv).transpose()
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+        let options = GetOptions::new().with_prefix();
+        let resp = self
+            .client
+            .clone()
+            .get(prefix, Some(options))
+            .await
+            .map_err(unavailable)?;
+        resp.kvs().iter().map(Self::kv).collect()
+    }
+
+    async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<bool, StoreError> {
+        let compares: Vec<Compare> = conditions
+            .iter()
+            .map(|c| match c {
+                Condition::Absent(k) => Compare::version(k.as_str(), CompareOp::Equal, 0),
+                Condition::Exists(k) => Compare::version(k.as_str(), CompareOp::Greater, 0),
+                Condition::ModRevision(k, rev) => {
+                    Compare::mod_revision(k.as_str(), CompareOp::Equal, *rev)
+                }
+            })
+            .collect();
+        let txn_ops: Vec<TxnOp> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value, lease } => {
+                    let options = (*lease != 0).then(|| PutOptions::new().with_lease(*lease));
+                    TxnOp::put(key.as_str(), value.clone(), options)
+                }
+                Op::Delete { key } => TxnOp::delete(key.as_str(), None),
+            })
+            .collect();
+        let txn = Txn::new().when(compares).and_then(txn_ops);
+        let resp = self
+            .client
+            .clone()
+            .txn(txn)
+            .await
+            .map_err(|e| txn_error(e, &ops))?;
+        Ok(resp.succeeded())
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        // etcd counts in whole seconds; round up so a lease never lives shorter than asked.
+        let secs = ttl.as_millis().div_ceil(1000).max(1) as i64;
+        let resp = self
+            .client
+            .clone()
+            .lease_grant(secs, None)
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.id())
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<bool, StoreError> {
+        let gone = |e: &etcd_client::Error| e.to_string().contains("lease not found");
+        let (mut keeper, mut stream) = match self.client.clone().lease_keep_alive(lease).await {
+            Ok(pair) => pair,
+            Err(e) if gone(&e) => return Ok(false),
+            Err(e) => return Err(unavailable(e)),
+        };
+        keeper.keep_alive().await.map_err(unavailable)?;
+        match tokio::time::timeout(CALL_TIMEOUT, stream.message()).await {
+            Ok(Ok(Some(resp))) => Ok(resp.ttl() > 0),
+            Ok(Ok(None)) => Err(StoreError::Unavailable(
+                "etcd closed the keep-alive stream".into(),
+            )),
+            Ok(Err(e)) if gone(&e) => Ok(false),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable("etcd keep-alive timed out".into())),
+        }
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        match self.client.clone().lease_revoke(lease).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("requested lease not found") => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+/// A real etcd for tests: Debian's `etcd` binary on free ports with its own data dir.
+#[cfg(test)]
+pub mod testing {
+    use std::process::{Child, Command, Stdio};
+
+    /// A running etcd, killed on drop.
+    pub struct TestEtcd {
+        pub url: String,
+        child: Child,
+        _dir: tempfile::TempDir,
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    impl TestEtcd {
+        /// Starts etcd and waits until it serves. Fails loudly when etcd is not installed.
+        pub async fn start() -> TestEtcd {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (client, peer) = (free_port(), free_port());
+            let url = format!("http://127.0.0.1:{client}");
+            let child = Command::new("etcd")
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .args(["--name", "test"])
+                .args([
+                    "--listen-client-urls",
+                    &url,
+                    "--advertise-client-urls",
+                    &url,
+                ])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args([
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                ])
+                .args([
+                    "--initial-cluster",
+                    &format!("test=http://127.0.0.1:{peer}"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect(
+                    "etcd is required for these tests: apt-get install etcd-server (scripts/setup)",
+                );
+            let etcd = TestEtcd {
+                url,
+                child,
+                _dir: dir,
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                if let Ok(store) = super::EtcdStore::connect(std::slice::from_ref(&etcd.url)).await
+                {
+                    if crate::store::Store::get(&store, "/probe").await.is_ok() {
+                        return etcd;
+                    }
+                }
+                assert!(std::time::Instant::now() < deadline, "etcd did not start");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    impl Drop for TestEtcd {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn etcd_store_conforms() {
+        let etcd = testing::TestEtcd::start().await;
+        let store = EtcdStore::connect(std::slice::from_ref(&etcd.url))
+            .await
+            .unwrap();
+        super::super::conformance::run_all(&store).await;
+    }
+}
