@@ -7,6 +7,7 @@
 //! /ferry/v1/shards/JOB/SHARD                    shard record (state, attempt = fencing token)
 //! /ferry/v1/workers/WORKER                      worker session, attached to the worker's lease
 //! /ferry/v1/assignments/WORKER/JOB/SHARD        a shard handed to a worker, attached to its lease
+//! /ferry/v1/leader                              the elected controller, attached to its lease
 //! ```
 //!
 //! Leased keys vanish with their lease, so a dead worker's sessions and assignments disappear
@@ -79,6 +80,11 @@ pub fn assignments() -> String {
 /// Prefix of one worker's assignments.
 pub fn assignments_of_worker(worker: &str) -> String {
     format!("{ROOT}assignments/{worker}/")
+}
+
+/// `/ferry/v1/leader`
+pub fn leader() -> String {
+    format!("{ROOT}leader")
 }
 
 /// Parses an assignment key into (worker, job, shard).

@@ -6,6 +6,7 @@ pub mod api;
 pub mod apps;
 pub mod config;
 pub mod context;
+pub mod election;
 pub mod error;
 pub mod jobs;
 pub mod keys;

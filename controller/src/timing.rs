@@ -25,6 +25,11 @@ impl Timings {
         self.heartbeat * 3 + self.heartbeat * 2
     }
 
+    /// The leader's lease: a dead leader is replaced this long after its last keep-alive.
+    pub fn election_ttl(&self) -> Duration {
+        self.lease_ttl()
+    }
+
     /// The reconciler looks at every active job at least this often, even without events.
     pub fn reconcile_interval(&self) -> Duration {
         self.heartbeat / 4
