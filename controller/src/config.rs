@@ -52,6 +52,9 @@ pub struct Args {
     /// Log format: `human` or `json` [default: human].
     #[arg(long, env = "FERRY_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// The URL other controllers, workers and CLIs reach this one at [default: http://LISTEN].
+    #[arg(long, env = "FERRY_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 }
 
 /// The keys a config file may hold.
@@ -68,6 +71,7 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde_opt")]
     pub unschedulable_timeout: Option<Duration>,
     pub log_format: Option<String>,
+    pub advertise_url: Option<String>,
 }
 
 mod humantime_serde_opt {
@@ -113,6 +117,8 @@ pub struct ControllerConfig {
     pub timings: Timings,
     pub settings: Settings,
     pub json_logs: bool,
+    /// Where others reach this controller; `None`: derived from the listen address.
+    pub advertise_url: Option<String>,
 }
 
 impl ControllerConfig {
@@ -126,6 +132,7 @@ impl ControllerConfig {
             timings: Timings::new(DEFAULT_HEARTBEAT),
             settings: Settings::default(),
             json_logs: false,
+            advertise_url: None,
         }
     }
 
@@ -188,6 +195,7 @@ impl ControllerConfig {
                     .unwrap_or(defaults.unschedulable_timeout),
             },
             json_logs,
+            advertise_url: args.advertise_url.or(file.advertise_url),
         })
     }
 }

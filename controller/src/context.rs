@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+use crate::election::{ControllerInfo, Role};
 use crate::store::Store;
 use crate::timing::Timings;
 use crate::workers::Workers;
@@ -49,12 +50,23 @@ pub struct Context {
     pub wake: Notify,
     /// Bumped whenever a job may have changed; job watchers listen.
     pub changed: watch::Sender<u64>,
+    /// This controller's current role (leader or follower).
+    pub role: watch::Receiver<Role>,
 }
+
+/// gRPC metadata key naming the leader's URL when a follower refuses a call.
+pub const LEADER_HEADER: &str = "ferry-leader";
 
 impl Context {
     /// A context over a store.
-    pub fn new(store: Arc<dyn Store>, timings: Timings, settings: Settings) -> Arc<Context> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        timings: Timings,
+        settings: Settings,
+        role: watch::Receiver<Role>,
+    ) -> Arc<Context> {
         Arc::new(Context {
+            role,
             workers: Workers::new(store.clone(), timings),
             store,
             timings,
@@ -63,6 +75,26 @@ impl Context {
             wake: Notify::new(),
             changed: watch::Sender::new(0),
         })
+    }
+
+    /// Refuses a call that only the leader may take, pointing the caller at the leader.
+    pub fn require_leader(&self) -> Result<(), tonic::Status> {
+        let role = self.role.borrow().clone();
+        match role {
+            Role::Leader => Ok(()),
+            Role::Follower(Some(ControllerInfo { url, .. })) => {
+                let mut status = tonic::Status::unavailable(format!(
+                    "this controller is a follower; the leader is {url}"
+                ));
+                if let Ok(v) = url.parse() {
+                    status.metadata_mut().insert(LEADER_HEADER, v);
+                }
+                Err(status)
+            }
+            Role::Follower(None) => Err(tonic::Status::unavailable(
+                "no controller is leading right now (election in progress or store unavailable); retry",
+            )),
+        }
     }
 
     /// Says that jobs changed: wakes the reconciler and every watcher.

@@ -32,8 +32,12 @@ const MAX_ATTEMPTS: u32 = 25;
 /// Runs passes until cancelled: on every wake-up and at least every reconcile interval.
 pub async fn run(ctx: Arc<Context>, cancel: CancellationToken) {
     loop {
-        if let Err(e) = pass(&ctx).await {
-            tracing::warn!(error = %e, "reconcile pass failed; retrying");
+        // A pass dropped half-way is safe: every step is a compare-and-swap on its own.
+        tokio::select! {
+            result = pass(&ctx) => if let Err(e) = result {
+                tracing::warn!(error = %e, "reconcile pass failed; retrying");
+            },
+            _ = cancel.cancelled() => return,
         }
         tokio::select! {
             _ = ctx.wake.notified() => {}

@@ -16,6 +16,7 @@ use crate::api::control::ControlApi;
 use crate::api::worker::WorkerApi;
 use crate::config::{ControllerConfig, EMBEDDED_CLUSTER, StoreSpec};
 use crate::context::Context;
+use crate::election::{self, ControllerInfo};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::{apps, reconciler};
@@ -66,15 +67,28 @@ async fn open_store(spec: &StoreSpec) -> anyhow::Result<Arc<dyn Store>> {
 /// Starts a controller as configured.
 pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController> {
     let store = open_store(&config.store).await?;
-    let ctx = Context::new(store.clone(), config.timings, config.settings.clone());
-    if config.embedded_worker {
-        ensure_local_storage(&*store, &config).await?;
-    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
+    let dialable = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let me = ControllerInfo {
+        id: format!("{}-{}", ferry_worker::default_node_name(), addr.port()),
+        url: config
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{dialable}")),
+    };
+    let role = election::spawn(store.clone(), config.timings, me.clone(), cancel.clone());
+    let ctx = Context::new(store.clone(), config.timings, config.settings.clone(), role);
+    if config.embedded_worker {
+        ensure_local_storage(&*store, &config).await?;
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -99,17 +113,20 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
             tracing::error!(error = %e, "API server stopped");
         }
     });
-    tracing::info!(%addr, store = ?config.store, "controller listening");
+    tracing::info!(%addr, id = %me.id, url = %me.url, store = ?config.store, "controller listening");
     let mut tasks = vec![server];
-    tasks.push(tokio::spawn(reconciler::run(ctx.clone(), cancel.clone())));
+    tasks.push(tokio::spawn(lead_while_elected(
+        ctx.clone(),
+        cancel.clone(),
+    )));
+    tasks.push(tokio::spawn(report_health(
+        ctx.clone(),
+        health,
+        cancel.clone(),
+    )));
     if config.embedded_worker {
-        let host = if addr.ip().is_unspecified() {
-            SocketAddr::from(([127, 0, 0, 1], addr.port()))
-        } else {
-            addr
-        };
         let worker_config = ferry_worker::WorkerConfig {
-            controller: format!("http://{host}"),
+            controller: format!("http://{dialable}"),
             cluster: EMBEDDED_CLUSTER.to_owned(),
             node: ferry_worker::default_node_name(),
             max_shards: 2,
@@ -127,6 +144,71 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
         cancel,
         tasks,
     })
+}
+
+/// Runs the leader-only work (the reconciler) for as long as this controller leads, and stops it
+/// at once when leadership is lost.
+async fn lead_while_elected(ctx: Arc<Context>, cancel: CancellationToken) {
+    let mut role = ctx.role.clone();
+    let mut term: Option<CancellationToken> = None;
+    loop {
+        let leading = role.borrow_and_update().is_leader();
+        match (leading, &term) {
+            (true, None) => {
+                let t = cancel.child_token();
+                tokio::spawn(reconciler::run(ctx.clone(), t.clone()));
+                term = Some(t);
+                ctx.notify();
+            }
+            (false, Some(t)) => {
+                t.cancel();
+                term = None;
+                // Workers must follow the new leader: close their streams here.
+                ctx.workers.detach_all();
+            }
+            _ => {}
+        }
+        tokio::select! {
+            changed = role.changed() => if changed.is_err() { return },
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Serves `grpc.health.v1`: SERVING while the store answers, NOT_SERVING while it does not.
+async fn report_health(
+    ctx: Arc<Context>,
+    health: tonic_health::server::HealthReporter,
+    cancel: CancellationToken,
+) {
+    let mut last = None;
+    loop {
+        let ok = matches!(
+            tokio::time::timeout(ctx.timings.heartbeat, ctx.store.get(&crate::keys::leader()))
+                .await,
+            Ok(Ok(_))
+        );
+        if last != Some(ok) {
+            let status = if ok {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tracing::warn!("store unavailable: health is NOT_SERVING until it is back");
+                tonic_health::ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health
+                .set_service_status("ferry.v1.ControlService", status)
+                .await;
+            health
+                .set_service_status("ferry.v1.WorkerService", status)
+                .await;
+            last = Some(ok);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(ctx.timings.heartbeat) => {}
+        }
+    }
 }
 
 /// The `local` location of a one-machine install: a directory under the data dir, bound to the

@@ -147,6 +147,13 @@ impl Workers {
         true
     }
 
+    /// Closes every assignment stream (on stepping down: workers reconnect to the new leader).
+    pub fn detach_all(&self) {
+        if let Ok(mut s) = self.streams.lock() {
+            s.clear();
+        }
+    }
+
     /// Every live session (the store holds only sessions whose lease is alive).
     pub async fn live(&self) -> Result<Vec<WorkerRecord>> {
         Ok(list_json::<WorkerRecord>(&*self.store, &keys::workers())

@@ -244,6 +244,18 @@ impl Cluster {
 
     /// Starts a worker process and waits until it is listed.
     pub fn add_worker(&mut self, cluster: &str, node: &str) -> usize {
+        self.add_worker_with(cluster, node, 1, &[])
+    }
+
+    /// Starts a worker with a shard capacity and extra environment (e.g. database passwords
+    /// referenced by `password_env`), and waits until it is listed.
+    pub fn add_worker_with(
+        &mut self,
+        cluster: &str,
+        node: &str,
+        max_shards: u32,
+        env: &[(&str, &str)],
+    ) -> usize {
         let n = self.workers.len();
         let log = self.path().join(format!("worker-{n}-{cluster}-{node}.log"));
         let mut cmd = Command::new(bin_dir().join("ferry-worker"));
@@ -254,7 +266,8 @@ impl Cluster {
             .arg("--node")
             .arg(node)
             .arg("--max-shards")
-            .arg("1")
+            .arg(max_shards.to_string())
+            .envs(env.iter().copied())
             .arg("--work-dir")
             .arg(self.path().join(format!("work-{n}")))
             .env("RUST_LOG", "info");
@@ -331,6 +344,89 @@ pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) 
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every log line the test's processes wrote so far (to check that no secret leaked).
+impl Cluster {
+    pub fn all_logs(&self) -> String {
+        let mut out = String::new();
+        for p in self.controller.iter().chain(self.workers.iter()) {
+            out.push_str(&std::fs::read_to_string(&p.log).unwrap_or_default());
+        }
+        out
+    }
+}
+
+/// Runs a command and returns its stdout, panicking with its stderr when it fails.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program} could not start ({e}): is it installed?"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A unique suffix for database names.
+pub fn unique() -> String {
+    format!("{}_{}", std::process::id(), free_port())
+}
+
+/// A redis-server of the test's own on a free port, killed on drop.
+pub struct Redis {
+    pub port: u16,
+    proc_: Proc,
+}
+
+impl Redis {
+    /// Starts one in `dir` and waits until it answers.
+    pub fn start(dir: &Path) -> Redis {
+        let port = free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir);
+        let proc_ = Proc::spawn(
+            "redis-server",
+            &mut cmd,
+            dir.join(format!("redis-{port}.log")),
+        );
+        wait_for(Duration::from_secs(20), "redis-server to start", || {
+            Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "ping"])
+                .output()
+                .map(|o| o.stdout.starts_with(b"PONG"))
+                .unwrap_or(false)
+        });
+        Redis { port, proc_ }
+    }
+
+    /// Runs redis-cli against it.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut all = vec!["-p".to_string(), self.port.to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        sh("redis-cli", &refs)
+    }
+
+    /// The process (to read its log).
+    pub fn process(&self) -> &Proc {
+        &self.proc_
     }
 }
 

@@ -12,11 +12,10 @@ use ferry_model::app::Hooks;
 use ferry_model::task::{Resource, ShardOp, ShardOutcome, ShardTask};
 use ferry_proto::model::ShardKey;
 use ferry_proto::v1;
-use ferry_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
+use crate::controllers::Controllers;
 use crate::engines::{self, Counters, Run, ShardError};
 
 /// How often progress is reported.
@@ -31,7 +30,8 @@ type Running = HashMap<(String, String), (u32, CancellationToken)>;
 /// Runs shards for one worker process.
 #[derive(Clone)]
 pub struct Executor {
-    client: WorkerServiceClient<Channel>,
+    controllers: Controllers,
+    heartbeat: Arc<Mutex<Duration>>,
     slots: Arc<Semaphore>,
     running: Arc<Mutex<Running>>,
     worker_id: Arc<Mutex<String>>,
@@ -40,14 +40,11 @@ pub struct Executor {
 
 impl Executor {
     /// An executor reporting through `client`.
-    pub fn new(
-        client: WorkerServiceClient<Channel>,
-        max_shards: u32,
-        tools: BTreeMap<String, String>,
-    ) -> Self {
+    pub fn new(controllers: Controllers, max_shards: u32, tools: BTreeMap<String, String>) -> Self {
         Executor {
             tools: Arc::new(tools),
-            client,
+            controllers,
+            heartbeat: Arc::new(Mutex::new(Duration::from_secs(2))),
             slots: Arc::new(Semaphore::new(max_shards as usize)),
             running: Arc::new(Mutex::new(Running::new())),
             worker_id: Arc::new(Mutex::new(String::new())),
@@ -58,6 +55,21 @@ impl Executor {
     pub fn set_worker_id(&self, id: &str) {
         if let Ok(mut w) = self.worker_id.lock() {
             *w = id.to_owned();
+        }
+    }
+
+    /// The heartbeat interval the controller asked for.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat
+            .lock()
+            .map(|h| *h)
+            .unwrap_or(Duration::from_secs(2))
+    }
+
+    /// Remembers the heartbeat interval (kept across sessions).
+    pub fn set_heartbeat_interval(&self, interval: Duration) {
+        if let Ok(mut h) = self.heartbeat.lock() {
+            *h = interval;
         }
     }
 
@@ -134,7 +146,7 @@ impl Executor {
             ferry_storage::open(&task.storage).map_err(|e| ShardError::permanent(e.to_string()))?;
         let counters = Arc::new(Counters::default());
         let reporter = tokio::spawn(report_progress(
-            self.client.clone(),
+            self.controllers.clone(),
             self.worker_id(),
             ShardKey {
                 job_id: task.job_id.clone(),
@@ -190,7 +202,12 @@ impl Executor {
         let deadline = tokio::time::Instant::now() + REPORT_PATIENCE;
         let mut delay = Duration::from_millis(200);
         loop {
-            match self.client.clone().report_result(message.clone()).await {
+            match self
+                .controllers
+                .client()
+                .report_result(message.clone())
+                .await
+            {
                 Ok(ack) => {
                     if !ack.into_inner().accepted {
                         tracing::warn!(shard = %key, "result refused: a newer attempt owns the shard");
@@ -198,6 +215,7 @@ impl Executor {
                     return;
                 }
                 Err(status) if tokio::time::Instant::now() < deadline => {
+                    self.controllers.failed(&status);
                     tracing::warn!(shard = %key, error = %status.message(), "reporting result failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -212,7 +230,7 @@ impl Executor {
 }
 
 async fn report_progress(
-    mut client: WorkerServiceClient<Channel>,
+    controllers: Controllers,
     worker_id: String,
     key: ShardKey,
     counters: Arc<Counters>,
@@ -234,7 +252,9 @@ async fn report_progress(
             bytes_done: now.0,
             bytes_total: now.1,
         };
-        let _ = client.report_progress(report).await;
+        if let Err(status) = controllers.client().report_progress(report).await {
+            controllers.failed(&status);
+        }
     }
 }
 

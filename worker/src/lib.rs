@@ -2,6 +2,7 @@
 //! the shards it is handed as streaming pipelines (dump → tar → zstd → storage, and back).
 //! See README.md for the module map.
 
+pub mod controllers;
 pub mod engines;
 pub mod executor;
 pub mod logging;
@@ -16,7 +17,7 @@ pub use session::run;
 /// How a worker joins.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// URL of the controller, e.g. `http://10.0.0.1:7420`.
+    /// URL of the controller, e.g. `http://10.0.0.1:7420`; several, comma-separated, for HA.
     pub controller: String,
     pub cluster: String,
     pub node: String,

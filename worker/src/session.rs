@@ -1,15 +1,14 @@
 //! The worker's session with the controller: register, heartbeat, receive assignments; on any
-//! break, register again (a new session) while running shards carry on and report when they can.
+//! break, open the session again (with the leader, wherever it is now) while running shards carry
+//! on and report when they can.
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use ferry_proto::v1;
-use ferry_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::WorkerConfig;
+use crate::controllers::Controllers;
 use crate::executor::Executor;
 
 /// Longest pause between attempts to reach the controller.
@@ -17,27 +16,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Runs the worker until `cancel` fires.
 pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> anyhow::Result<()> {
-    let endpoint = Endpoint::from_shared(config.controller.clone())
-        .with_context(|| format!("invalid controller URL {:?}", config.controller))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_keepalive(Some(Duration::from_secs(10)));
-    let channel = endpoint.connect_lazy();
-    let client = WorkerServiceClient::new(channel);
+    let controllers = Controllers::new(&config.controller)?;
     let tools = crate::tools::detect().await;
     tracing::info!(cluster = %config.cluster, node = %config.node, tools = ?tools.keys().collect::<Vec<_>>(),
         "worker starting");
-    let executor = Executor::new(client.clone(), config.max_shards, tools.clone());
+    let executor = Executor::new(controllers.clone(), config.max_shards, tools.clone());
     let mut backoff = Duration::from_millis(200);
+    let mut known_id: Option<String> = None;
     loop {
-        let session = session(&config, &tools, client.clone(), &executor, &cancel);
+        let session = session(&config, &tools, &controllers, &executor, &mut known_id);
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             result = session => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %format!("{e:#}"), "session ended; registering again");
-                } else {
-                    backoff = Duration::from_millis(200);
-                }
+                let e = result.unwrap_err();
+                tracing::warn!(controller = %controllers.current(), error = %format!("{e:#}"), "session interrupted; reconnecting");
             }
         }
         tokio::select! {
@@ -48,43 +40,77 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> anyhow::Res
     }
 }
 
+fn failed(controllers: &Controllers, what: &str, status: tonic::Status) -> anyhow::Error {
+    controllers.failed(&status);
+    anyhow::anyhow!("{what}: {}", status.message())
+}
+
+/// One session; returns only with the reason it ended.
 async fn session(
     config: &WorkerConfig,
     tools: &std::collections::BTreeMap<String, String>,
-    mut client: WorkerServiceClient<Channel>,
+    controllers: &Controllers,
     executor: &Executor,
-    cancel: &CancellationToken,
-) -> anyhow::Result<()> {
-    let reply = client
-        .register(v1::RegisterRequest {
-            cluster: config.cluster.clone(),
-            node: config.node.clone(),
-            max_shards: config.max_shards,
-            tools: tools.clone().into_iter().collect(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("registering: {}", s.message()))?
-        .into_inner();
-    let id = reply.worker_id;
+    known_id: &mut Option<String>,
+) -> anyhow::Result<std::convert::Infallible> {
+    let mut client = controllers.client();
+    // Keep the session across a controller change when the new leader still knows it (the
+    // session lives in the store): running shards keep their assignments.
+    let id = match known_id.clone() {
+        Some(id) => {
+            let beat = v1::HeartbeatRequest {
+                worker_id: id.clone(),
+                running_shards: executor.running(),
+            };
+            match client.heartbeat(beat).await {
+                Ok(r) if r.get_ref().known => Some(id),
+                Ok(_) => None,
+                Err(s) => return Err(failed(controllers, "heartbeat", s)),
+            }
+        }
+        None => None,
+    };
+    let (id, interval) = match id {
+        Some(id) => (id, executor.heartbeat_interval()),
+        None => {
+            let reply = client
+                .register(v1::RegisterRequest {
+                    cluster: config.cluster.clone(),
+                    node: config.node.clone(),
+                    max_shards: config.max_shards,
+                    tools: tools.clone().into_iter().collect(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                })
+                .await
+                .map_err(|s| failed(controllers, "registering", s))?
+                .into_inner();
+            let interval = Duration::from_millis(reply.heartbeat_interval_ms.max(100));
+            executor.set_heartbeat_interval(interval);
+            tracing::info!(worker = %reply.worker_id, controller = %controllers.current(), "registered");
+            (reply.worker_id, interval)
+        }
+    };
+    *known_id = Some(id.clone());
     executor.set_worker_id(&id);
-    let interval = Duration::from_millis(reply.heartbeat_interval_ms.max(100));
-    tracing::info!(worker = %id, "registered");
     let mut stream = client
         .assignments(v1::AssignmentsRequest {
             worker_id: id.clone(),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("opening assignments: {}", s.message()))?
+        .map_err(|s| failed(controllers, "opening assignments", s))?
         .into_inner();
-    let heartbeat = heartbeat(client.clone(), id.clone(), interval, executor.clone());
+    let heartbeat = heartbeat(controllers.clone(), id.clone(), interval, executor.clone());
     tokio::pin!(heartbeat);
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            err = &mut heartbeat => return Err(err),
+            err = &mut heartbeat => {
+                if err.to_string().contains("no longer knows") {
+                    *known_id = None;
+                }
+                return Err(err);
+            }
             msg = stream.message() => {
-                let event = msg.map_err(|s| anyhow::anyhow!("assignment stream: {}", s.message()))?
+                let event = msg.map_err(|s| failed(controllers, "assignment stream", s))?
                     .ok_or_else(|| anyhow::anyhow!("the controller closed the assignment stream"))?;
                 handle(executor, event);
             }
@@ -110,7 +136,7 @@ fn handle(executor: &Executor, event: v1::AssignmentEvent) {
 
 /// Heartbeats until the session is lost; returns why.
 async fn heartbeat(
-    mut client: WorkerServiceClient<Channel>,
+    controllers: Controllers,
     id: String,
     interval: Duration,
     executor: Executor,
@@ -122,12 +148,20 @@ async fn heartbeat(
             worker_id: id.clone(),
             running_shards: executor.running(),
         };
-        match tokio::time::timeout(interval, client.heartbeat(beat)).await {
+        match tokio::time::timeout(interval, controllers.client().heartbeat(beat)).await {
             Ok(Ok(r)) if r.get_ref().known => failures = 0,
             Ok(Ok(_)) => return anyhow::anyhow!("the controller no longer knows session {id}"),
             Ok(Err(s)) => {
                 failures += 1;
+                let leader_moved = s
+                    .metadata()
+                    .get(crate::controllers::LEADER_HEADER)
+                    .is_some();
+                controllers.failed(&s);
                 tracing::warn!(error = %s.message(), failures, "heartbeat failed");
+                if leader_moved {
+                    return anyhow::anyhow!("the leader moved");
+                }
             }
             Err(_) => {
                 failures += 1;
@@ -135,7 +169,7 @@ async fn heartbeat(
             }
         }
         // Past the lease, the session is gone anyway.
-        if failures >= 5 {
+        if failures >= 3 {
             return anyhow::anyhow!("{failures} heartbeats in a row failed");
         }
     }

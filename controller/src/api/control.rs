@@ -28,6 +28,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::ApplyAppRequest>,
     ) -> Result<Response<v1::App>, Status> {
+        self.ctx.require_leader()?;
         let ApplyApp { team, spec } = req.into_inner().try_into()?;
         let record = apps::apply(&*self.ctx.store, &team, spec).await?;
         Ok(Response::new(convert::app(&record)))
@@ -54,6 +55,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::DeleteAppRequest>,
     ) -> Result<Response<v1::DeleteAppResponse>, Status> {
+        self.ctx.require_leader()?;
         let AppRef { team, name } = req.into_inner().try_into()?;
         apps::delete(&*self.ctx.store, &team, &name).await?;
         Ok(Response::new(v1::DeleteAppResponse {}))
@@ -63,6 +65,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::AddStorageRequest>,
     ) -> Result<Response<v1::StorageLocation>, Status> {
+        self.ctx.require_leader()?;
         let raw = req
             .into_inner()
             .location
@@ -122,6 +125,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::CreateBackupRequest>,
     ) -> Result<Response<v1::Job>, Status> {
+        self.ctx.require_leader()?;
         let req: CreateBackup = req.into_inner().try_into()?;
         let job = jobs::create_backup(&self.ctx, req).await?;
         let view = jobs::view(&self.ctx, &job.team, &job.id).await?;
@@ -148,6 +152,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::CreateRestoreRequest>,
     ) -> Result<Response<v1::Job>, Status> {
+        self.ctx.require_leader()?;
         let req: CreateRestore = req.into_inner().try_into()?;
         let job = jobs::create_restore(&self.ctx, req).await?;
         let view = jobs::view(&self.ctx, &job.team, &job.id).await?;

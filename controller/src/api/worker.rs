@@ -42,6 +42,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
+        self.ctx.require_leader()?;
         let reg: Registration = req.into_inner().try_into()?;
         let record = self.ctx.workers.register(reg).await?;
         tracing::info!(worker = %record.id, cluster = %record.cluster, node = %record.node,
@@ -57,6 +58,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        self.ctx.require_leader()?;
         let r = req.into_inner();
         let known = self
             .ctx
@@ -72,6 +74,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<v1::AssignmentsRequest>,
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        self.ctx.require_leader()?;
         let id = req.into_inner().worker_id;
         let live = self.ctx.workers.live().await?;
         if !live.iter().any(|w| w.id == id) {
@@ -90,6 +93,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<v1::ProgressReport>,
     ) -> Result<Response<v1::ReportAck>, Status> {
+        self.ctx.require_leader()?;
         let p: Progress = req.into_inner().try_into()?;
         jobs::record_progress(&self.ctx, p);
         Ok(Response::new(v1::ReportAck { accepted: true }))
@@ -99,6 +103,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<v1::ShardResult>,
     ) -> Result<Response<v1::ReportAck>, Status> {
+        self.ctx.require_leader()?;
         let report: ShardReport = req.into_inner().try_into()?;
         let accepted = jobs::record_result(&self.ctx, report).await?;
         Ok(Response::new(v1::ReportAck { accepted }))
