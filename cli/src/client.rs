@@ -1,12 +1,22 @@
-//! The connection to the controller, with the caller's token attached to every call.
+//! The connection to the controllers. `--controller` may list several (`URL[,URL…]`): reads go
+//! to whichever answers; a follower refuses writes naming the leader (`ferry-leader` header),
+//! and the call is repeated there. While an election is in progress, calls are retried for a
+//! few seconds. Every call carries the caller's token.
 
+use std::future::Future;
 use std::time::Duration;
 
+use ferry_proto::v1;
 use ferry_proto::v1::control_service_client::ControlServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Response, Status};
 
 use crate::exit::{CliError, CliResult};
+
+const LEADER_HEADER: &str = "ferry-leader";
+/// How long a call keeps trying through a leader change.
+const FAILOVER_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Adds `authorization: Bearer TOKEN` when a token was given.
 #[derive(Clone)]
@@ -15,7 +25,7 @@ pub struct Auth {
 }
 
 impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         if let Some(h) = &self.header {
             req.metadata_mut().insert("authorization", h.clone());
         }
@@ -23,20 +33,34 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-/// A client of the CLI-facing API.
-pub type Client = ControlServiceClient<InterceptedService<Channel, Auth>>;
+type Client = ControlServiceClient<InterceptedService<Channel, Auth>>;
 
-/// Connects, or says clearly that the controller cannot be reached (exit code 5).
-pub async fn connect(url: &str, token: Option<&str>) -> CliResult<Client> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+/// A client of the CLI-facing API that follows the leader.
+pub struct Api {
+    urls: Vec<String>,
+    current: String,
+    auth: Auth,
+    client: Client,
+}
+
+fn endpoint(url: &str) -> CliResult<Endpoint> {
+    Ok(Endpoint::from_shared(url.to_owned())
         .map_err(|e| CliError::input(format!("invalid controller URL {url:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint.connect().await.map_err(|e| {
-        let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
-        CliError::unreachable(format!(
-            "cannot reach the controller at {url}: {cause} (is ferry-controller running? set --controller or FERRY_CONTROLLER)"
-        ))
-    })?;
+        .connect_timeout(Duration::from_secs(5)))
+}
+
+/// Connects to the first controller of the list that answers, or says clearly that none can be
+/// reached (exit code 5).
+pub async fn connect(list: &str, token: Option<&str>) -> CliResult<Api> {
+    let urls: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        return Err(CliError::input("--controller names no URL"));
+    }
     let header =
         match token {
             Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
@@ -44,8 +68,110 @@ pub async fn connect(url: &str, token: Option<&str>) -> CliResult<Client> {
             })?),
             None => None,
         };
-    Ok(ControlServiceClient::with_interceptor(
-        channel,
-        Auth { header },
-    ))
+    let auth = Auth { header };
+    let mut last = String::new();
+    for url in &urls {
+        match endpoint(url)?.connect().await {
+            Ok(channel) => {
+                return Ok(Api {
+                    client: ControlServiceClient::with_interceptor(channel, auth.clone()),
+                    current: url.clone(),
+                    urls,
+                    auth,
+                });
+            }
+            Err(e) => {
+                last = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string());
+            }
+        }
+    }
+    Err(CliError::unreachable(format!(
+        "cannot reach the controller at {list}: {last} (is ferry-controller running? set --controller or FERRY_CONTROLLER)"
+    )))
+}
+
+impl Api {
+    fn switch(&mut self, url: &str) -> bool {
+        match endpoint(url) {
+            Ok(e) => {
+                self.client =
+                    ControlServiceClient::with_interceptor(e.connect_lazy(), self.auth.clone());
+                self.current = url.to_owned();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Runs one call, following the leader and riding out an election.
+    async fn call<Req, T, F, Fut>(&mut self, f: F, req: Req) -> Result<Response<T>, Status>
+    where
+        Req: Clone,
+        F: Fn(Client, Req) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + FAILOVER_PATIENCE;
+        loop {
+            let status = match f(self.client.clone(), req.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(s) => s,
+            };
+            if status.code() != Code::Unavailable || tokio::time::Instant::now() > deadline {
+                return Err(status);
+            }
+            let hint = status
+                .metadata()
+                .get(LEADER_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            match hint {
+                Some(leader) if leader != self.current => {
+                    if !self.switch(&leader) {
+                        return Err(status);
+                    }
+                }
+                _ => {
+                    // Down, or no leader yet: try the next controller after a pause.
+                    let i = self.urls.iter().position(|u| *u == self.current);
+                    let next = self.urls[i.map(|i| (i + 1) % self.urls.len()).unwrap_or(0)].clone();
+                    self.switch(&next);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Generates one leader-following method per RPC, with the generated client's signature.
+macro_rules! rpcs {
+    ($($name:ident($req:ty) -> $resp:ty;)*) => {
+        impl Api {
+            $(
+                #[doc = concat!("`", stringify!($name), "`, on the leader if needed.")]
+                pub async fn $name(&mut self, req: $req) -> Result<Response<$resp>, Status> {
+                    self.call(|mut c, r| async move { c.$name(r).await }, req).await
+                }
+            )*
+        }
+    };
+}
+
+rpcs! {
+    apply_app(v1::ApplyAppRequest) -> v1::App;
+    list_apps(v1::ListAppsRequest) -> v1::ListAppsResponse;
+    get_app(v1::GetAppRequest) -> v1::App;
+    delete_app(v1::DeleteAppRequest) -> v1::DeleteAppResponse;
+    add_storage(v1::AddStorageRequest) -> v1::StorageLocation;
+    list_storage(v1::ListStorageRequest) -> v1::ListStorageResponse;
+    list_workers(v1::ListWorkersRequest) -> v1::ListWorkersResponse;
+    list_clusters(v1::ListClustersRequest) -> v1::ListClustersResponse;
+    create_backup(v1::CreateBackupRequest) -> v1::Job;
+    list_backups(v1::ListBackupsRequest) -> v1::ListJobsResponse;
+    get_backup(v1::GetJobRequest) -> v1::Job;
+    create_restore(v1::CreateRestoreRequest) -> v1::Job;
+    list_restores(v1::ListRestoresRequest) -> v1::ListJobsResponse;
+    get_restore(v1::GetJobRequest) -> v1::Job;
+    watch_job(v1::GetJobRequest) -> tonic::Streaming<v1::Job>;
 }

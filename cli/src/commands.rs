@@ -6,11 +6,11 @@ pub mod storage;
 pub mod workers;
 
 use crate::args::Output;
-use crate::client::Client;
+use crate::client::Api;
 
 /// What every command gets.
 pub struct Ctx {
-    pub client: Client,
+    pub client: Api,
     pub team: String,
     pub output: Output,
 }
