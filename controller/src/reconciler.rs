@@ -237,9 +237,9 @@ async fn wait_for_worker(
         shard.state = ShardState::Failed;
         shard.finished_at_ms = now;
         shard.error = format!(
-            "no live {} could take this shard for {}",
-            describe_wanted(job, shard),
-            humantime::format_duration(ctx.settings.unschedulable_timeout)
+            "no live worker could take this shard for {} (it needs {})",
+            humantime::format_duration(ctx.settings.unschedulable_timeout),
+            describe_wanted(job, shard)
         );
     } else {
         return Ok(());

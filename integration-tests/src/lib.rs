@@ -169,13 +169,15 @@ impl Run {
     }
 }
 
-/// A test installation: a controller process, worker processes, a scratch directory.
+/// A test installation: controller processes, worker processes, a scratch directory.
 pub struct Cluster {
+    /// Every controller's URL, comma-separated (what workers and the CLI are given).
     pub url: String,
-    pub controller: Option<Proc>,
+    pub controllers: Vec<Option<Proc>>,
     pub workers: Vec<Proc>,
-    port: u16,
+    ports: Vec<u16>,
     controller_args: Vec<String>,
+    starts: usize,
     /// Last, so that processes are stopped (and their logs printed) before it is removed.
     pub dir: tempfile::TempDir,
 }
@@ -183,22 +185,50 @@ pub struct Cluster {
 impl Cluster {
     /// A controller with the given extra flags, on a fresh port and data dir.
     pub fn start(controller_args: &[&str]) -> Cluster {
+        Cluster::start_n(1, controller_args)
+    }
+
+    /// `n` controllers with the same extra flags (e.g. one `--store etcd:URL`), each on its own
+    /// port and data dir.
+    pub fn start_n(n: usize, controller_args: &[&str]) -> Cluster {
         bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("ferry-it-")
             .tempdir()
             .expect("creating a test directory");
-        let port = free_port();
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut cluster = Cluster {
-            url: format!("http://127.0.0.1:{port}"),
+            url: ports
+                .iter()
+                .map(|p| format!("http://127.0.0.1:{p}"))
+                .collect::<Vec<_>>()
+                .join(","),
             dir,
-            controller: None,
+            controllers: (0..n).map(|_| None).collect(),
             workers: Vec::new(),
-            port,
+            ports,
             controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
+            starts: 0,
         };
-        cluster.start_controller();
+        for i in 0..n {
+            cluster.start_controller_n(i);
+        }
         cluster
+    }
+
+    /// The URL of controller `i`.
+    pub fn controller_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[i])
+    }
+
+    /// Which controller serves on `url`.
+    pub fn controller_index(&self, url: &str) -> Option<usize> {
+        (0..self.ports.len()).find(|i| self.controller_url(*i) == url)
+    }
+
+    /// Controller `i`'s process.
+    pub fn controller(&mut self, i: usize) -> &mut Proc {
+        self.controllers[i].as_mut().expect("controller running")
     }
 
     /// The scratch directory.
@@ -206,30 +236,43 @@ impl Cluster {
         self.dir.path()
     }
 
-    /// (Re)starts the controller on the same port and data dir, and waits until it answers.
+    /// (Re)starts the (first) controller on the same port and data dir.
     pub fn start_controller(&mut self) {
-        let data = self.path().join("controller-data");
-        let log = self.path().join(format!(
-            "controller-{}.log",
-            self.workers.len() + usize::from(self.controller.is_some())
-        ));
+        self.start_controller_n(0);
+    }
+
+    /// (Re)starts controller `i` on its port and data dir, and waits until it answers.
+    pub fn start_controller_n(&mut self, i: usize) {
+        let data = if i == 0 {
+            self.path().join("controller-data")
+        } else {
+            self.path().join(format!("controller-data-{i}"))
+        };
+        self.starts += 1;
+        let log = self
+            .path()
+            .join(format!("controller-{i}-{}.log", self.starts));
         let mut cmd = Command::new(bin_dir().join("ferry-controller"));
         cmd.arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("127.0.0.1:{}", self.ports[i]))
             .arg("--data-dir")
             .arg(&data)
             .arg("--heartbeat-interval")
             .arg(TEST_HEARTBEAT)
             .args(&self.controller_args)
             .env("RUST_LOG", "info");
-        self.controller = Some(Proc::spawn("ferry-controller", &mut cmd, log));
-        self.wait_until_serving();
+        self.controllers[i] = Some(Proc::spawn(
+            &format!("ferry-controller #{i}"),
+            &mut cmd,
+            log,
+        ));
+        self.wait_until_serving(i);
     }
 
-    fn wait_until_serving(&self) {
+    fn wait_until_serving(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let run = self.ferry(&["cluster", "list"]);
+            let run = ferry_at(&self.controller_url(i), &["cluster", "list"]);
             if run.code == 0 {
                 return;
             }
@@ -351,7 +394,7 @@ pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) 
 impl Cluster {
     pub fn all_logs(&self) -> String {
         let mut out = String::new();
-        for p in self.controller.iter().chain(self.workers.iter()) {
+        for p in self.controllers.iter().flatten().chain(self.workers.iter()) {
             out.push_str(&std::fs::read_to_string(&p.log).unwrap_or_default());
         }
         out
@@ -430,6 +473,95 @@ impl Redis {
     }
 }
 
+/// A real etcd (Debian's `etcd`) on free ports with its own data dir; it can be killed and
+/// started again on the same ports and data.
+pub struct Etcd {
+    pub url: String,
+    peer: String,
+    data: PathBuf,
+    log_dir: PathBuf,
+    proc_: Option<Proc>,
+    starts: usize,
+}
+
+impl Etcd {
+    /// Starts etcd under `dir` and waits until it answers.
+    pub fn start(dir: &Path) -> Etcd {
+        let mut etcd = Etcd {
+            url: format!("http://127.0.0.1:{}", free_port()),
+            peer: format!("http://127.0.0.1:{}", free_port()),
+            data: dir.join("etcd-data"),
+            log_dir: dir.to_path_buf(),
+            proc_: None,
+            starts: 0,
+        };
+        etcd.restart();
+        etcd
+    }
+
+    /// Starts it (again).
+    pub fn restart(&mut self) {
+        self.starts += 1;
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--data-dir")
+            .arg(&self.data)
+            .args(["--name", "it"])
+            .args([
+                "--listen-client-urls",
+                &self.url,
+                "--advertise-client-urls",
+                &self.url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &self.peer,
+                "--initial-advertise-peer-urls",
+                &self.peer,
+            ])
+            .args(["--initial-cluster", &format!("it={}", self.peer)]);
+        let log = self.log_dir.join(format!("etcd-{}.log", self.starts));
+        self.proc_ = Some(Proc::spawn("etcd", &mut cmd, log));
+        wait_for(Duration::from_secs(30), "etcd to answer", || {
+            self.get("/probe").is_some()
+        });
+    }
+
+    /// SIGKILLs it.
+    pub fn kill(&mut self) {
+        if let Some(p) = self.proc_.as_mut() {
+            p.kill();
+        }
+        self.proc_ = None;
+    }
+
+    /// The value of a key (`Some("")` when absent), or `None` when etcd does not answer.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.url,
+                "--command-timeout=2s",
+                "get",
+                key,
+                "--print-value-only",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("etcdctl is required (apt-get install etcd-client; scripts/setup)");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// The URL of the elected controller, if any.
+    pub fn leader_url(&self) -> Option<String> {
+        let value = self.get("/ferry/v1/leader")?;
+        let v: Value = serde_json::from_str(&value).ok()?;
+        v["url"].as_str().map(str::to_owned)
+    }
+}
+
 /// Writes `len` bytes of incompressible data.
 pub fn write_random_file(path: &Path, len: u64) {
     let mut src = std::fs::File::open("/dev/urandom").expect("/dev/urandom");
@@ -460,4 +592,42 @@ pub fn listing(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// The `grpc.health.v1` status of a controller's API: `Some(true)` SERVING, `Some(false)`
+/// anything else, `None` when it does not answer.
+pub fn health(url: &str) -> Option<bool> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .ok()?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .ok()?;
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let req = tonic_health::pb::HealthCheckRequest {
+            service: "ferry.v1.ControlService".into(),
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(3), client.check(req))
+            .await
+            .ok()?
+            .ok()?;
+        Some(
+            resp.into_inner().status
+                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+        )
+    })
+}
+
+/// A directory of `files` × `mib` MiB of random data, for shards that run long enough to be
+/// interrupted.
+pub fn big_volume(dir: &Path, files: usize, mib: u64) {
+    std::fs::create_dir_all(dir).expect("creating a volume");
+    for i in 0..files {
+        write_random_file(&dir.join(format!("blob-{i}.bin")), mib << 20);
+    }
 }

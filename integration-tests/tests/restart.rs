@@ -24,7 +24,7 @@ fn backups_survive_a_controller_restart() {
         .expect_code(0)
         .json();
 
-    c.controller.as_mut().unwrap().stop();
+    c.controller(0).stop();
     c.ferry(&["backup", "list"]).expect_code(5);
     c.start_controller();
 
@@ -95,7 +95,7 @@ fn a_job_in_flight_resumes_after_the_controller_is_killed() {
     );
     // The embedded worker dies with the controller; the new controller finds the job in the
     // store, sees the lost assignment and runs the shard again.
-    c.controller.as_mut().unwrap().kill();
+    c.controller(0).kill();
     c.start_controller();
     let done = c
         .ferry(&["backup", "watch", &id, "-o", "json"])
