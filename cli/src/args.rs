@@ -157,6 +157,17 @@ pub enum BackupCmd {
     /// Follow a backup until it ends.
     #[command(after_help = "Example:\n  ferry backup watch shop-20261121-103500-3fa2")]
     Watch { id: String },
+    /// Stop a running backup; nothing of it is kept.
+    #[command(after_help = "Example:\n  ferry backup cancel shop-20261121-103500-3fa2 --wait")]
+    Cancel {
+        id: String,
+        /// Wait until it has stopped.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete a finished backup: its archives in storage and its catalog entry.
+    #[command(after_help = "Example:\n  ferry backup delete shop-20261121-103500-3fa2")]
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +203,16 @@ pub enum RestoreCmd {
     /// Describe a restore.
     #[command(after_help = "Example:\n  ferry restore get restore-shop-copy-20261121-104000-9c1d")]
     Get { id: String },
+    /// Stop a running restore (the target may hold part of the data).
+    #[command(
+        after_help = "Example:\n  ferry restore cancel restore-shop-copy-20261121-104000-9c1d"
+    )]
+    Cancel {
+        id: String,
+        /// Wait until it has stopped.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -170,6 +170,9 @@ rpcs! {
     create_backup(v1::CreateBackupRequest) -> v1::Job;
     list_backups(v1::ListBackupsRequest) -> v1::ListJobsResponse;
     get_backup(v1::GetJobRequest) -> v1::Job;
+    cancel_backup(v1::GetJobRequest) -> v1::Job;
+    delete_backup(v1::GetJobRequest) -> v1::DeleteBackupResponse;
+    cancel_restore(v1::GetJobRequest) -> v1::Job;
     create_restore(v1::CreateRestoreRequest) -> v1::Job;
     list_restores(v1::ListRestoresRequest) -> v1::ListJobsResponse;
     get_restore(v1::GetJobRequest) -> v1::Job;

@@ -124,6 +124,7 @@ pub async fn create_backup(ctx: &Context, req: CreateBackup) -> Result<JobRecord
         trigger: "manual".into(),
         expires_at_ms: req.ttl.map(|t| now + t.as_millis() as i64),
         restore: None,
+        cancel_requested: false,
         stored_bytes: 0,
         source_bytes: 0,
     };
@@ -265,6 +266,7 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
             rewrites: req.rewrites,
             creates_app,
         }),
+        cancel_requested: false,
         stored_bytes: 0,
         source_bytes: 0,
     };
@@ -398,4 +400,98 @@ pub async fn record_result(ctx: &Context, report: ShardReport) -> Result<bool> {
         "shard {} changed too often to record its result; retry",
         report.shard
     )))
+}
+
+/// Asks a running job to stop; the reconciler stops its shards and ends it `Cancelled`.
+/// Cancelling a finished job is refused; cancelling twice is fine.
+pub async fn cancel(ctx: &Context, team: &str, id: &str, kind: JobKind) -> Result<JobRecord> {
+    loop {
+        let (mut job, rev) = match get_json::<JobRecord>(&*ctx.store, &keys::job(id)).await? {
+            Some((job, rev)) if job.team == team && job.kind == kind => (job, rev),
+            _ => {
+                let what = match kind {
+                    JobKind::Backup => "backup",
+                    JobKind::Restore => "restore",
+                };
+                return Err(Error::NotFound(format!(
+                    "{what} {id:?} not found in team {team:?}"
+                )));
+            }
+        };
+        if job.state.is_final() {
+            return Err(Error::FailedPrecondition(format!(
+                "{id} already ended {:?}; nothing to cancel",
+                job.state
+            )));
+        }
+        if job.cancel_requested {
+            return Ok(job);
+        }
+        job.cancel_requested = true;
+        job.message = "cancelling".into();
+        let key = keys::job(id);
+        if ctx
+            .store
+            .txn(
+                vec![Condition::ModRevision(key.clone(), rev)],
+                vec![Op::put_json(key, &job)],
+            )
+            .await?
+        {
+            tracing::info!(job = %id, "cancel requested");
+            ctx.notify();
+            return Ok(job);
+        }
+    }
+}
+
+/// Deletes a finished backup: the manifest first (so that nothing can mistake what is left for
+/// a backup), then its archives and any unfinished upload, then the catalog entry. When storage
+/// refuses, the entry stays so that the delete can be retried — nothing is forgotten silently.
+pub async fn delete_backup(ctx: &Context, team: &str, id: &str) -> Result<u64> {
+    let job = get_job(ctx, team, id).await?;
+    if job.kind != JobKind::Backup {
+        return Err(Error::NotFound(format!(
+            "backup {id:?} not found in team {team:?}"
+        )));
+    }
+    if !job.state.is_final() {
+        return Err(Error::FailedPrecondition(format!(
+            "backup {id} is still {:?}; cancel it first (ferry backup cancel {id})",
+            job.state
+        )));
+    }
+    let deleted = delete_objects(ctx, &job).await?;
+    let mut ops = vec![Op::delete(keys::job(id))];
+    ops.extend(
+        shards_of(ctx, id)
+            .await?
+            .iter()
+            .map(|s| Op::delete(keys::shard(id, &s.id))),
+    );
+    ctx.store.txn(vec![], ops).await?;
+    tracing::info!(job = %id, objects = deleted, "backup deleted");
+    ctx.notify();
+    Ok(deleted)
+}
+
+/// Removes every object of a backup from its storage (manifest first); returns how many.
+pub async fn delete_objects(ctx: &Context, job: &JobRecord) -> Result<u64> {
+    let Some(location) = apps::find_storage(&*ctx.store, &job.storage).await? else {
+        return Ok(0); // the location is gone, and its objects with it as far as Ferry knows
+    };
+    let store = ferry_storage::open(&location)?;
+    let dir = layout::backup_dir(&job.team, &job.app, &job.id);
+    let manifest = layout::manifest_key(&job.team, &job.app, &job.id);
+    let mut deleted = 0;
+    if store.head(&manifest).await?.is_some() {
+        store.delete(&manifest).await?;
+        deleted += 1;
+    }
+    store.abort_incomplete(&dir).await?;
+    for object in store.list(&dir).await? {
+        store.delete(&object.key).await?;
+        deleted += 1;
+    }
+    Ok(deleted)
 }

@@ -142,6 +142,9 @@ async fn reconcile_job(
             .map(|kv| kv.mod_revision)
             .unwrap_or(rev);
     }
+    if job.cancel_requested {
+        return cancel_job(ctx, job, rev).await;
+    }
     let now = now_ms();
     let mut waiting_for = None;
     let mut shards = Vec::new();
@@ -387,6 +390,53 @@ pub async fn tasks_of_worker(ctx: &Context, worker: &str) -> Result<Vec<ShardTas
         }
     }
     Ok(out)
+}
+
+/// Stops every unfinished shard of a cancelled job (telling its worker), then ends the job:
+/// a cancelled backup leaves nothing in storage.
+async fn cancel_job(ctx: &Context, mut job: JobRecord, rev: i64) -> Result<()> {
+    let now = now_ms();
+    for (mut shard, srev) in
+        list_json::<ShardRecord>(&*ctx.store, &keys::shards_of_job(&job.id)).await?
+    {
+        if shard.state.is_final() {
+            continue;
+        }
+        if shard.state == ShardState::Assigned {
+            ctx.workers.deliver(
+                &shard.worker,
+                Delivery::Cancel(ferry_proto::model::ShardKey {
+                    job_id: shard.job_id.clone(),
+                    shard_id: shard.id.clone(),
+                    attempt: shard.attempt,
+                }),
+            );
+        }
+        shard.state = ShardState::Cancelled;
+        shard.error = "cancelled".into();
+        shard.finished_at_ms = now;
+        let key = keys::shard(&job.id, &shard.id);
+        let ops = vec![
+            Op::put_json(key.clone(), &shard),
+            Op::delete(keys::assignment(&shard.worker, &shard.job_id, &shard.id)),
+        ];
+        ctx.store
+            .txn(vec![Condition::ModRevision(key, srev)], ops)
+            .await?;
+    }
+    if job.kind == JobKind::Backup {
+        crate::jobs::delete_objects(ctx, &job).await?;
+    }
+    job.state = JobState::Cancelled;
+    job.finished_at_ms = now;
+    job.message = match job.kind {
+        JobKind::Backup => "cancelled; nothing was kept".into(),
+        JobKind::Restore => "cancelled; the target may hold part of the restored data".into(),
+    };
+    if save_job(ctx, &job, rev).await? {
+        tracing::info!(job = %job.id, "job cancelled");
+    }
+    Ok(())
 }
 
 fn shard_errors(shards: &[ShardRecord]) -> String {

@@ -73,6 +73,9 @@ pub struct JobRecord {
     /// Restore only: the backup read and how.
     #[serde(default)]
     pub restore: Option<RestorePlan>,
+    /// Set by `cancel`: the reconciler stops the shards and ends the job `Cancelled`.
+    #[serde(default)]
+    pub cancel_requested: bool,
     /// Backup only: summary of what was written, once committed.
     #[serde(default)]
     pub stored_bytes: u64,

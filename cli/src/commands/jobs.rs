@@ -73,6 +73,30 @@ pub async fn backup(ctx: &mut Ctx, cmd: BackupCmd) -> CliResult {
             let job = follow(ctx, &id).await?;
             conclude(ctx, &job)
         }
+        BackupCmd::Cancel { id, wait } => {
+            let req = v1::GetJobRequest {
+                team: ctx.team.clone(),
+                id: id.clone(),
+            };
+            let job = ctx.client.cancel_backup(req).await?.into_inner();
+            cancelled(ctx, job, wait).await
+        }
+        BackupCmd::Delete { id } => {
+            let req = v1::GetJobRequest {
+                team: ctx.team.clone(),
+                id: id.clone(),
+            };
+            let resp = ctx.client.delete_backup(req).await?.into_inner();
+            if ctx.json() {
+                print_json(&json!({"deleted": id, "objects_deleted": resp.objects_deleted}));
+            } else {
+                println!(
+                    "backup {id} deleted ({} objects removed from storage)",
+                    resp.objects_deleted
+                );
+            }
+            Ok(())
+        }
     }
 }
 
@@ -118,6 +142,14 @@ pub async fn restore(ctx: &mut Ctx, cmd: RestoreCmd) -> CliResult {
             list(ctx, &jobs, false);
             Ok(())
         }
+        RestoreCmd::Cancel { id, wait } => {
+            let req = v1::GetJobRequest {
+                team: ctx.team.clone(),
+                id,
+            };
+            let job = ctx.client.cancel_restore(req).await?.into_inner();
+            cancelled(ctx, job, wait).await
+        }
         RestoreCmd::Get { id } => {
             let job = ctx
                 .client
@@ -131,6 +163,26 @@ pub async fn restore(ctx: &mut Ctx, cmd: RestoreCmd) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// After a cancel request: print it, or wait until the job has stopped.
+async fn cancelled(ctx: &mut Ctx, job: v1::Job, wait: bool) -> CliResult {
+    let job = if wait {
+        follow(ctx, &job.id).await?
+    } else {
+        job
+    };
+    if wait && job.state != v1::JobState::Cancelled as i32 {
+        return conclude(ctx, &job);
+    }
+    if ctx.json() {
+        print_json(&job_json(&job));
+    } else if wait {
+        println!("{} cancelled: {}", job.id, job.message);
+    } else {
+        println!("{}: cancel requested", job.id);
+    }
+    Ok(())
 }
 
 async fn finish_create(ctx: &mut Ctx, job: v1::Job, wait: bool) -> CliResult {

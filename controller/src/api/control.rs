@@ -148,6 +148,34 @@ impl ControlService for ControlApi {
             .await
     }
 
+    async fn cancel_backup(
+        &self,
+        req: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        self.ctx.require_leader()?;
+        self.cancel(req.into_inner().try_into()?, JobKind::Backup)
+            .await
+    }
+
+    async fn delete_backup(
+        &self,
+        req: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::DeleteBackupResponse>, Status> {
+        self.ctx.require_leader()?;
+        let JobRef { team, id } = req.into_inner().try_into()?;
+        let objects_deleted = jobs::delete_backup(&self.ctx, &team, &id).await?;
+        Ok(Response::new(v1::DeleteBackupResponse { objects_deleted }))
+    }
+
+    async fn cancel_restore(
+        &self,
+        req: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        self.ctx.require_leader()?;
+        self.cancel(req.into_inner().try_into()?, JobKind::Restore)
+            .await
+    }
+
     async fn create_restore(
         &self,
         req: Request<v1::CreateRestoreRequest>,
@@ -225,6 +253,12 @@ impl ControlService for ControlApi {
 }
 
 impl ControlApi {
+    async fn cancel(&self, r: JobRef, kind: JobKind) -> Result<Response<v1::Job>, Status> {
+        jobs::cancel(&self.ctx, &r.team, &r.id, kind).await?;
+        let view = jobs::view(&self.ctx, &r.team, &r.id).await?;
+        Ok(Response::new(convert::job(&self.ctx, &view)))
+    }
+
     async fn list_jobs(
         &self,
         f: TeamFilter,

@@ -1,0 +1,146 @@
+//! Cancel and delete: a running backup of a large volume cancelled within seconds leaves no
+//! manifest, no archive and no unfinished upload; a deleted backup's objects are gone.
+
+use std::time::{Duration, Instant};
+
+use ferry_integration_tests::{Cluster, big_volume, listing, wait_for};
+
+#[test]
+fn cancelling_a_running_backup_stops_it_and_keeps_nothing() {
+    let mut c = Cluster::start(&["--no-embedded-worker"]);
+    c.add_worker("dc-a", "node-1");
+    let storage = c.path().join("archives");
+    c.ferry(&[
+        "storage",
+        "add",
+        "archives",
+        "--local",
+        storage.to_str().unwrap(),
+        "--cluster",
+        "dc-a",
+    ])
+    .expect_code(0);
+    let data = c.path().join("srv/big");
+    big_volume(&data, 12, 64);
+    c.apply(&format!(
+        "name: big\ncluster: dc-a\ncomponents:\n  - name: store\n    volumes:\n      - {{name: data, path: {}}}\n",
+        data.display()
+    ))
+    .expect_code(0);
+    let id = c
+        .ferry(&["backup", "create", "big", "-o", "json"])
+        .expect_code(0)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(
+        Duration::from_secs(60),
+        "the shard to be moving bytes",
+        || c.backup(&id)["shards"][0]["bytes"].as_u64().unwrap_or(0) > 0,
+    );
+    let asked = Instant::now();
+    let job = c
+        .ferry(&["backup", "cancel", &id, "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
+    let took = asked.elapsed();
+    assert_eq!(job["state"], "Cancelled", "{job:#}");
+    assert_eq!(job["shards"][0]["state"], "Cancelled");
+    assert!(took < Duration::from_secs(10), "cancel took {took:?}");
+    eprintln!("cancelled in {took:?}");
+    // Nothing of it in storage: no manifest, no archive, no unfinished upload — now, and after
+    // the worker had time to notice.
+    let dir = storage.join(format!("teams/default/apps/big/backups/{id}"));
+    assert!(
+        listing(&dir).iter().all(|p| !p.contains('.')),
+        "left: {:?}",
+        listing(&dir)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        listing(&dir).iter().all(|p| !p.contains('.')),
+        "left: {:?}",
+        listing(&dir)
+    );
+    // Cancelling again is refused (it ended); the worker is free for the next backup.
+    c.ferry(&["backup", "cancel", &id]).expect_code(2);
+    let next = c
+        .ferry(&["backup", "create", "big", "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(next["state"], "Completed");
+}
+
+#[test]
+fn deleting_a_backup_removes_its_objects_and_entry() {
+    let c = Cluster::start(&[]);
+    let data = c.path().join("srv/app");
+    ferry_archive::sample::generate(&data, 3).unwrap();
+    c.apply(&format!(
+        "name: app\ncomponents:\n  - name: web\n    config: {{a: 1}}\n    volumes:\n      - {{name: v, path: {}}}\n",
+        data.display()
+    ))
+    .expect_code(0);
+    let keep = c
+        .ferry(&["backup", "create", "app", "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
+    let gone = c
+        .ferry(&["backup", "create", "app", "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
+    let (keep, gone) = (keep["id"].as_str().unwrap(), gone["id"].as_str().unwrap());
+    let root = c
+        .path()
+        .join("controller-data/storage/teams/default/apps/app/backups");
+    assert_eq!(
+        listing(&root.join(gone))
+            .iter()
+            .filter(|p| p.ends_with(".tar.zst") || p.ends_with(".json"))
+            .count(),
+        3
+    );
+
+    let run = c
+        .ferry(&["backup", "delete", gone, "-o", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(run["objects_deleted"], 3);
+    assert!(
+        listing(&root.join(gone)).is_empty(),
+        "{:?}",
+        listing(&root.join(gone))
+    );
+    let list = c
+        .ferry(&["backup", "list", "-o", "json"])
+        .expect_code(0)
+        .json();
+    let ids: Vec<&str> = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![keep]);
+    c.ferry(&["backup", "delete", gone]).expect_code(3);
+    c.ferry(&["backup", "get", gone]).expect_code(3);
+    // The other backup is untouched and still restores.
+    let copy = c.path().join("copy");
+    c.ferry(&[
+        "restore",
+        "create",
+        keep,
+        "--to-app",
+        "copy",
+        "--rewrite",
+        &format!("{}={}", data.display(), copy.display()),
+        "--wait",
+    ])
+    .expect_code(0);
+    assert!(
+        ferry_archive::compare_trees(&data, &copy)
+            .unwrap()
+            .is_empty()
+    );
+}
