@@ -6,6 +6,7 @@ pub mod dump;
 pub mod exec;
 pub mod mariadb;
 pub mod postgres;
+pub mod rdb;
 pub mod redis;
 pub mod volume;
 
