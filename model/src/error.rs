@@ -13,6 +13,8 @@ pub enum ModelError {
     Manifest(String),
     #[error("invalid rewrite {0:?}: expected OLD=NEW with a non-empty OLD")]
     Rewrite(String),
+    #[error("{0}")]
+    Schedule(String),
     #[error("invalid backup manifest: {0}")]
     BackupManifest(String),
 }

@@ -9,6 +9,7 @@ pub mod layout;
 pub mod manifest;
 pub mod names;
 pub mod rewrite;
+pub mod schedule;
 pub mod storage;
 pub mod task;
 
