@@ -1,24 +1,727 @@
-//! PostgreSQL shards (being built).
+//! PostgreSQL shards: one database per shard, dumped with `pg_dump` and restored with
+//! `pg_restore`, both streaming through the shared dump archive (`dump.rs`).
+//!
+//! - **Backup** is `pg_dump --format=custom`: one consistent snapshot of the whole database (every
+//!   schema, large objects, comments, grants) in the format `pg_restore` understands. pg_dump's
+//!   own compression is off (`--compress=0`): the shard is zstd-compressed anyway, and zlib
+//!   before zstd only costs CPU and makes zstd's job harder. The source's encoding and locale go
+//!   into the archive's [`DumpInfo`] so that the restore can create an identical database.
+//! - **Restore** creates the target database from `template0` with those settings when it does
+//!   not exist (or drops and recreates it with `--overwrite`), then runs
+//!   `pg_restore --single-transaction --exit-on-error`: a restore that fails half-way rolls back
+//!   and leaves an empty database, never a half-restored one. `--no-owner`, because the owner
+//!   roles of the source need not exist where the copy lands; the restoring user owns the copy.
+//! - **Verify** refuses a target that exists and holds anything ([`check_empty`]); the restore
+//!   checks again right before writing.
+//! - The password reaches the tools only through `PGPASSWORD` in the child's environment, never
+//!   through arguments, errors or logs; `--no-password` makes a missing one fail instead of
+//!   prompting.
 
-use ferry_model::task::ShardOutcome;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
+use ferry_model::app::DatabaseSpec;
+use ferry_model::task::{Resource, ShardOutcome};
+use serde_json::{Map, Value};
+
+use super::dump::{self, DumpInfo};
 use super::{Run, ShardError};
+use crate::executor::tail;
 
-fn not_yet() -> ShardError {
-    ShardError::permanent("the postgres engine is not built yet")
-}
+/// Seconds libpq waits for a connection before giving up.
+const CONNECT_TIMEOUT_SECS: &str = "10";
 
 /// Dumps one database into the shard archive.
-pub async fn backup(_run: &Run) -> Result<ShardOutcome, ShardError> {
-    Err(not_yet())
+pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
+    let (conn, db) = Conn::from_run(run)?;
+    let options = {
+        let (conn, db) = (conn.clone(), db.clone());
+        blocking(move || conn.database_options(&db)).await?
+    };
+    let info = DumpInfo {
+        engine: "postgres".into(),
+        tool_version: run.tool_version("pg_dump"),
+        database: Some(db.clone()),
+        options,
+    };
+    let mut cmd = conn.command("pg_dump", &db);
+    cmd.args(["--format=custom", "--compress=0"]);
+    dump::backup_from_command(run, cmd, info)
+        .await
+        .map_err(|e| conn.explain(e, &format!("dumping database \"{db}\"")))
 }
 
-/// Restores the shard archive into the target database.
-pub async fn restore(_run: &Run) -> Result<ShardOutcome, ShardError> {
-    Err(not_yet())
+/// Restores the shard archive into the target database, creating it (or, with `--overwrite`,
+/// replacing it) first.
+pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
+    let (conn, db) = Conn::from_run(run)?;
+    let overwrite = run.task.overwrite;
+    let prepared = Arc::new(Mutex::new(Prepared::default()));
+    let restored = {
+        let (conn, db, prepared) = (conn.clone(), db.clone(), prepared.clone());
+        dump::restore_into_command(run, move |info| {
+            if info.engine != "postgres" {
+                return Err(ShardError::permanent(format!(
+                    "the archive holds a {} dump, not a postgres one",
+                    info.engine
+                )));
+            }
+            let target = conn.prepare_target(&db, info, overwrite)?;
+            *prepared.lock().unwrap_or_else(|e| e.into_inner()) = target;
+            let mut cmd = conn.command("pg_restore", &db);
+            cmd.args(["--no-owner", "--exit-on-error", "--single-transaction"]);
+            Ok(cmd)
+        })
+        .await
+    };
+    let prepared = std::mem::take(&mut *prepared.lock().unwrap_or_else(|e| e.into_inner()));
+    match restored {
+        Ok(bytes) => {
+            // After the content: a setting such as default_transaction_read_only must not get
+            // in pg_restore's way.
+            let refused = {
+                let (conn, db) = (conn.clone(), db.clone());
+                blocking(move || Ok(conn.apply_properties(&db, prepared.properties))).await?
+            };
+            Ok(ShardOutcome {
+                source_bytes: bytes,
+                tool_version: Some(run.tool_version("pg_restore")).filter(|v| !v.is_empty()),
+                detail: refused.join("; "),
+                ..Default::default()
+            })
+        }
+        Err(e) => {
+            if prepared.fresh {
+                // The restore rolled back; leave no empty database behind that it created.
+                let (conn, target) = (conn.clone(), db.clone());
+                if let Err(err) = blocking(move || conn.drop_if_still_empty(&target)).await {
+                    tracing::warn!(
+                        database = %db,
+                        error = %err,
+                        "could not remove the database a failed restore created"
+                    );
+                }
+            }
+            // Errors of the preparation carry their context already; pg_restore's do not.
+            if e.message.starts_with("pg_restore") {
+                return Err(conn.explain(e, &format!("restoring into database \"{db}\"")));
+            }
+            Err(ShardError {
+                permanent: e.permanent || is_permanent(&e.message),
+                ..e
+            })
+        }
+    }
 }
 
-/// Refuses a target database that exists and is not empty (the verify step of a restore).
-pub async fn check_empty(_run: &Run) -> Result<(), ShardError> {
-    Err(not_yet())
+/// What preparing the target did, for after pg_restore.
+#[derive(Default)]
+struct Prepared {
+    /// The database did not exist: a failed restore removes it again.
+    fresh: bool,
+    /// The source database's settings and comment, to apply to a database this restore
+    /// created: `(what, SQL)`.
+    properties: Vec<(String, String)>,
+}
+
+/// Refuses a target database that exists and is not empty (the verify step of a restore); a
+/// missing one is fine, the restore creates it.
+pub async fn check_empty(run: &Run) -> Result<(), ShardError> {
+    let (conn, db) = Conn::from_run(run)?;
+    blocking(move || conn.ensure_empty(&db).map(drop)).await
+}
+
+/// Runs short blocking work (psql calls) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ShardError> + Send + 'static,
+) -> Result<T, ShardError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ShardError::transient(format!("postgres helper thread failed: {e}")))?
+}
+
+/// How to reach the server of a shard: the spec's host, port and user plus the resolved password.
+/// Deliberately not `Debug`: it holds the password.
+#[derive(Clone)]
+struct Conn {
+    host: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+impl Conn {
+    /// The connection and database name of a task; fails permanently on a malformed resource.
+    fn from_run(run: &Run) -> Result<(Conn, String), ShardError> {
+        let (spec, db) = match &run.task.resource {
+            Resource::Database {
+                spec,
+                database: Some(db),
+            } => (spec, db),
+            Resource::Database { database: None, .. } => {
+                return Err(ShardError::permanent(
+                    "a postgres shard must name its database",
+                ));
+            }
+            other => {
+                return Err(ShardError::permanent(format!(
+                    "not a postgres shard: {}",
+                    other.kind()
+                )));
+            }
+        };
+        if db.is_empty() || db.contains('\0') {
+            return Err(ShardError::permanent(format!(
+                "invalid postgres database name {db:?}"
+            )));
+        }
+        Ok((Conn::new(spec)?, db.clone()))
+    }
+
+    fn new(spec: &DatabaseSpec) -> Result<Conn, ShardError> {
+        Ok(Conn {
+            host: spec.host.clone(),
+            port: spec.port,
+            user: spec.user.clone(),
+            password: dump::password(spec)?,
+        })
+    }
+
+    /// `host:port` for messages.
+    fn location(&self) -> String {
+        let host = self.host.as_deref().unwrap_or("localhost");
+        match self.port {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }
+    }
+
+    /// A libpq tool connected to `db`: connection flags, `--no-password`, and the password only
+    /// in the environment.
+    fn command(&self, program: &str, db: &str) -> Command {
+        let mut cmd = Command::new(program);
+        if let Some(host) = &self.host {
+            cmd.arg("-h").arg(host);
+        }
+        if let Some(port) = self.port {
+            cmd.arg("-p").arg(port.to_string());
+        }
+        if let Some(user) = &self.user {
+            cmd.arg("-U").arg(user);
+        }
+        // A conninfo string, so that no database name can be mistaken for one.
+        cmd.arg("--no-password").arg("-d").arg(conninfo_dbname(db));
+        cmd.env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_SECS)
+            .env("PGAPPNAME", "ferry-worker");
+        if let Some(password) = &self.password {
+            cmd.env("PGPASSWORD", password);
+        }
+        cmd
+    }
+
+    /// Runs one SQL statement with psql in `db` and returns its unaligned, tuples-only output.
+    fn psql(&self, db: &str, sql: &str) -> Result<String, ShardError> {
+        let mut cmd = self.command("psql", db);
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
+        dump::run_capture(cmd)
+    }
+
+    /// Runs SQL fed through psql's stdin, for statements that carry values of the source (a
+    /// database setting may be a secret, e.g. a JWT key): arguments are visible to `ps`.
+    fn psql_stdin(&self, db: &str, sql: &str) -> Result<(), ShardError> {
+        let mut cmd = self.command("psql", db);
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ShardError::transient(format!("psql could not start: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A few hundred bytes: the pipe takes them before psql reads.
+            let _ = stdin.write_all(sql.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| ShardError::transient(format!("waiting for psql: {e}")))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(ShardError::transient(format!(
+            "psql failed ({}): {}",
+            out.status,
+            tail(&out.stderr)
+        )))
+    }
+
+    /// Runs a query returning one JSON object.
+    fn psql_json(&self, db: &str, sql: &str) -> Result<Map<String, Value>, ShardError> {
+        let out = self.psql(db, sql)?;
+        serde_json::from_str(out.trim()).map_err(|e| {
+            ShardError::transient(format!("unexpected answer from psql ({e}): {out:?}"))
+        })
+    }
+
+    /// Adds context to an error, and makes it permanent when retrying cannot help.
+    fn explain(&self, e: ShardError, doing: &str) -> ShardError {
+        if e == ShardError::cancelled() {
+            return e;
+        }
+        ShardError {
+            permanent: e.permanent || is_permanent(&e.message),
+            message: format!("{doing} on {}: {}", self.location(), e.message),
+        }
+    }
+
+    /// Whether `db` exists, asked of the maintenance database (locale-independent, unlike
+    /// parsing a connection error).
+    fn exists(&self, db: &str) -> Result<bool, ShardError> {
+        let sql = format!(
+            "SELECT count(*) FROM pg_catalog.pg_database WHERE datname = {}",
+            quote_literal(db)
+        );
+        let out = self
+            .psql(maintenance_db(db), &sql)
+            .map_err(|e| self.explain(e, &format!("looking for database \"{db}\"")))?;
+        Ok(out.trim() != "0")
+    }
+
+    /// The source database's encoding and locale, to create the restored one alike.
+    fn database_options(&self, db: &str) -> Result<Map<String, Value>, ShardError> {
+        // Settings (ALTER DATABASE … SET) and the comment belong to the database, not to its
+        // content, so pg_dump leaves them out without --create: carry them in DumpInfo.
+        // to_jsonb(d) reads the locale-provider columns without naming them: they differ
+        // between server versions (daticulocale in 15–16, datlocale from 17).
+        let sql = "SELECT json_build_object(\
+                'encoding', pg_catalog.pg_encoding_to_char(d.encoding), \
+                'lc_collate', d.datcollate, \
+                'lc_ctype', d.datctype, \
+                'locale_provider', j->>'datlocprovider', \
+                'locale', coalesce(j->>'datlocale', j->>'daticulocale'), \
+                'icu_rules', j->>'daticurules', \
+                'settings', (SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s \
+                             WHERE s.setdatabase = d.oid AND s.setrole = 0), \
+                'comment', pg_catalog.shobj_description(d.oid, 'pg_database')) \
+            FROM pg_catalog.pg_database d, pg_catalog.to_jsonb(d) j \
+            WHERE d.datname = pg_catalog.current_database()";
+        match self.psql_json(db, sql) {
+            Ok(mut options) => {
+                options.retain(|_, v| !v.is_null());
+                Ok(options)
+            }
+            Err(e) => {
+                // Tell a missing database (permanent) from a server we cannot reach.
+                if let Ok(false) = self.exists(db) {
+                    return Err(ShardError::permanent(format!(
+                        "source database \"{db}\" does not exist on {}",
+                        self.location()
+                    )));
+                }
+                Err(self.explain(e, &format!("reading database \"{db}\"")))
+            }
+        }
+    }
+
+    /// Objects in `db` a restore could collide with and the database's encoding, or `None` when
+    /// `db` does not exist.
+    fn inspect(&self, db: &str) -> Result<Option<(u64, String)>, ShardError> {
+        if !self.exists(db)? {
+            return Ok(None);
+        }
+        let answer = self
+            .psql_json(db, COUNT_OBJECTS)
+            .map_err(|e| self.explain(e, &format!("inspecting database \"{db}\"")))?;
+        let objects = answer
+            .get("objects")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                ShardError::transient(format!("unexpected answer from psql: {answer:?}"))
+            })?;
+        let encoding = answer
+            .get("encoding")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Some((objects, encoding)))
+    }
+
+    /// Fails permanently if `db` exists and is not empty; returns its encoding if it exists.
+    fn ensure_empty(&self, db: &str) -> Result<Option<String>, ShardError> {
+        match self.inspect(db)? {
+            None => Ok(None),
+            Some((0, encoding)) => Ok(Some(encoding)),
+            Some((n, _)) => Err(ShardError::permanent(format!(
+                "target database \"{db}\" on {} is not empty ({n} objects); restore into a new \
+                 database (--rewrite {db}=NEW) or replace it with --overwrite",
+                self.location()
+            ))),
+        }
+    }
+
+    /// Makes `db` ready for pg_restore: created like the source (encoding, locale), dropped and
+    /// recreated (overwrite), or checked to be empty.
+    fn prepare_target(
+        &self,
+        db: &str,
+        info: &DumpInfo,
+        overwrite: bool,
+    ) -> Result<Prepared, ShardError> {
+        let mut exists = self.exists(db)?;
+        if exists && !overwrite {
+            match self.ensure_empty(db)? {
+                Some(encoding) => {
+                    let wanted = info.options.get("encoding").and_then(Value::as_str);
+                    if wanted.is_some_and(|w| !w.eq_ignore_ascii_case(&encoding)) {
+                        tracing::warn!(
+                            database = db,
+                            target_encoding = %encoding,
+                            source_encoding = ?wanted,
+                            "restoring into an existing empty database with another encoding"
+                        );
+                    }
+                    // Someone made it for us: its settings are theirs.
+                    return Ok(Prepared::default());
+                }
+                // Dropped since we looked: create it.
+                None => exists = false,
+            }
+        }
+        if exists {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db));
+            self.psql(maintenance_db(db), &sql)
+                .map_err(|e| self.explain(e, &format!("dropping database \"{db}\"")))?;
+            tracing::info!(database = db, "dropped the target database (--overwrite)");
+        }
+        let sql = create_database_sql(db, &info.options);
+        self.psql(maintenance_db(db), &sql)
+            .map_err(|e| self.explain(e, &format!("creating database \"{db}\"")))?;
+        tracing::info!(database = db, "created the target database");
+        Ok(Prepared {
+            fresh: !exists,
+            properties: database_properties_sql(db, &info.options),
+        })
+    }
+
+    /// Applies the source database's settings and comment. What the server refuses (a
+    /// superuser-only setting, say) is reported, not fatal: it must not cost the data. Values
+    /// stay out of messages; a setting may hold a secret.
+    fn apply_properties(&self, db: &str, properties: Vec<(String, String)>) -> Vec<String> {
+        let mut refused = Vec::new();
+        for (what, sql) in properties {
+            if let Err(e) = self.psql_stdin(maintenance_db(db), &sql) {
+                tracing::warn!(database = db, property = %what, error = %e, "not restored");
+                refused.push(format!("database {what} not restored: {}", e.message));
+            }
+        }
+        refused
+    }
+
+    /// Drops `db` if it holds nothing (after a failed restore into a database it created).
+    fn drop_if_still_empty(&self, db: &str) -> Result<(), ShardError> {
+        if let Some((0, _)) = self.inspect(db)? {
+            let sql = format!("DROP DATABASE IF EXISTS {}", quote_ident(db));
+            self.psql(maintenance_db(db), &sql)?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts what a restore could collide with: relations, routines, types, collations,
+/// operators, text search objects, conversions and statistics in user schemas; user schemas but
+/// `public`; extensions but plpgsql; large objects; event triggers, publications and foreign
+/// servers. Temporary schemas of other sessions are not the database's content.
+const COUNT_OBJECTS: &str = "WITH ns AS (\
+        SELECT oid FROM pg_catalog.pg_namespace \
+        WHERE nspname NOT IN ('pg_catalog', 'information_schema') \
+          AND nspname !~ '^pg_(toast|temp_)') \
+    SELECT json_build_object('objects', \
+        (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace IN (SELECT oid FROM ns)) \
+      + (SELECT count(*) FROM pg_catalog.pg_proc WHERE pronamespace IN (SELECT oid FROM ns)) \
+      + (SELECT count(*) FROM pg_catalog.pg_type t \
+         WHERE typnamespace IN (SELECT oid FROM ns) AND typrelid = 0 \
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type e WHERE e.typarray = t.oid)) \
+      + (SELECT count(*) FROM pg_catalog.pg_collation WHERE collnamespace IN (SELECT oid FROM ns)) \
+      + (SELECT count(*) FROM pg_catalog.pg_operator WHERE oprnamespace IN (SELECT oid FROM ns)) \
+      + (SELECT count(*) FROM pg_catalog.pg_ts_config WHERE cfgnamespace IN (SELECT oid FROM ns)) \
+      + (SELECT count(*) FROM pg_catalog.pg_ts_dict WHERE dictnamespace IN (SELECT oid FROM ns)) \
+      + (SELECT count(*) FROM pg_catalog.pg_conversion WHERE connamespace IN (SELECT oid FROM ns)) \
+      + (SELECT count(*) FROM pg_catalog.pg_statistic_ext WHERE stxnamespace IN (SELECT oid FROM ns)) \
+      + (SELECT count(*) FROM pg_catalog.pg_namespace \
+         WHERE oid IN (SELECT oid FROM ns) AND nspname <> 'public') \
+      + (SELECT count(*) FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql') \
+      + (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata) \
+      + (SELECT count(*) FROM pg_catalog.pg_event_trigger) \
+      + (SELECT count(*) FROM pg_catalog.pg_publication) \
+      + (SELECT count(*) FROM pg_catalog.pg_foreign_server), \
+      'encoding', pg_catalog.pg_encoding_to_char(\
+        (SELECT encoding FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())))";
+
+/// The database CREATE and DROP run from: `postgres`, unless that is the one being replaced.
+fn maintenance_db(db: &str) -> &'static str {
+    if db == "postgres" {
+        "template1"
+    } else {
+        "postgres"
+    }
+}
+
+/// `CREATE DATABASE` with the source's encoding and locale, from the pristine `template0` (the
+/// only template that accepts another encoding or locale, and holds nothing of this server).
+fn create_database_sql(db: &str, options: &Map<String, Value>) -> String {
+    let option = |key: &str| {
+        options
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(db));
+    for (key, clause) in [
+        ("encoding", "ENCODING"),
+        ("lc_collate", "LC_COLLATE"),
+        ("lc_ctype", "LC_CTYPE"),
+    ] {
+        if let Some(value) = option(key) {
+            sql.push_str(&format!(" {clause} {}", quote_literal(value)));
+        }
+    }
+    // Only a non-libc provider needs saying, so that older servers still accept the statement.
+    match option("locale_provider") {
+        Some("i") => {
+            sql.push_str(" LOCALE_PROVIDER icu");
+            if let Some(locale) = option("locale") {
+                sql.push_str(&format!(" ICU_LOCALE {}", quote_literal(locale)));
+            }
+            if let Some(rules) = option("icu_rules") {
+                sql.push_str(&format!(" ICU_RULES {}", quote_literal(rules)));
+            }
+        }
+        Some("b") => {
+            sql.push_str(" LOCALE_PROVIDER builtin");
+            if let Some(locale) = option("locale") {
+                sql.push_str(&format!(" BUILTIN_LOCALE {}", quote_literal(locale)));
+            }
+        }
+        _ => {}
+    }
+    sql
+}
+
+/// `ALTER DATABASE … SET` for each of the source's settings (`name=value` as the catalog keeps
+/// them) and `COMMENT ON DATABASE`, each with a label for messages.
+fn database_properties_sql(db: &str, options: &Map<String, Value>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let settings = options.get("settings").and_then(Value::as_array);
+    for setting in settings.into_iter().flatten().filter_map(Value::as_str) {
+        let Some((name, value)) = setting.split_once('=') else {
+            continue;
+        };
+        // Like pg_dump: list settings are stored as one string but must be set as a list, or
+        // `search_path = 'a, b'` would become one schema named "a, b".
+        let value = if LIST_SETTINGS.contains(&name.to_ascii_lowercase().as_str()) {
+            split_setting_list(value)
+                .iter()
+                .map(|v| quote_literal(v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            quote_literal(value)
+        };
+        out.push((
+            format!("setting {name}"),
+            format!(
+                "ALTER DATABASE {} SET {} TO {value}",
+                quote_ident(db),
+                quote_ident(name)
+            ),
+        ));
+    }
+    if let Some(comment) = options.get("comment").and_then(Value::as_str) {
+        out.push((
+            "comment".to_owned(),
+            format!(
+                "COMMENT ON DATABASE {} IS {}",
+                quote_ident(db),
+                quote_literal(comment)
+            ),
+        ));
+    }
+    out
+}
+
+/// Settings whose value is a list of quoted elements (the server's GUC_LIST_QUOTE ones).
+const LIST_SETTINGS: &[&str] = &[
+    "local_preload_libraries",
+    "search_path",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "temp_tablespaces",
+    "unix_socket_directories",
+];
+
+/// Splits a list setting as the server prints it (`a, "B c", "x""y"`) into its elements.
+fn split_setting_list(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = value.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut element = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            while let Some(c) = chars.next() {
+                // A doubled quote is a quote; a single one ends the element.
+                if c == '"' && chars.next_if_eq(&'"').is_none() {
+                    break;
+                }
+                element.push(c);
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',' && !c.is_whitespace()) {
+                element.push(c);
+            }
+        }
+        out.push(element);
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next_if_eq(&',').is_none() {
+            break;
+        }
+    }
+    out
+}
+
+/// Errors no retry can fix: credentials, permissions, missing databases or roles, locales or
+/// extensions the server lacks, tool and server versions that do not fit.
+fn is_permanent(message: &str) -> bool {
+    const MARKERS: &[&str] = &[
+        "password authentication failed",
+        "no password supplied",
+        "permission denied",
+        "no pg_hba.conf entry",
+        "invalid locale name",
+        "server version mismatch",
+        "unsupported version",
+        "is not available",
+    ];
+    MARKERS.iter().any(|m| message.contains(m))
+        || message.lines().any(|line| {
+            ["database \"", "role \""].iter().any(|what| {
+                line.find(what)
+                    .is_some_and(|i| line[i..].contains("\" does not exist"))
+            })
+        })
+}
+
+/// An SQL identifier, quoted.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An SQL string literal, quoted the way `PQescapeLiteral` does (correct whatever
+/// `standard_conforming_strings` is).
+fn quote_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 3);
+    if value.contains('\\') {
+        out.push('E');
+    }
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' || c == '\\' {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// `dbname='…'` as a libpq connection string.
+fn conninfo_dbname(db: &str) -> String {
+    let mut out = String::from("dbname='");
+    for c in db.chars() {
+        if c == '\'' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("shop"), "\"shop\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(quote_literal("en_US.UTF-8"), "'en_US.UTF-8'");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("a\\'b"), "E'a\\\\''b'");
+        assert_eq!(conninfo_dbname("shop"), "dbname='shop'");
+        assert_eq!(conninfo_dbname("a'b\\c"), "dbname='a\\'b\\\\c'");
+    }
+
+    #[test]
+    fn create_statement_carries_encoding_and_locale() {
+        let options: Map<String, Value> = serde_json::from_str(
+            r#"{"encoding":"UTF8","lc_collate":"de_DE.UTF-8","lc_ctype":"C","locale_provider":"c"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            create_database_sql("shop copy", &options),
+            "CREATE DATABASE \"shop copy\" TEMPLATE template0 ENCODING 'UTF8' \
+             LC_COLLATE 'de_DE.UTF-8' LC_CTYPE 'C'"
+        );
+        let icu: Map<String, Value> = serde_json::from_str(
+            r#"{"encoding":"UTF8","lc_collate":"C","lc_ctype":"C","locale_provider":"i","locale":"und-u-ks-level2"}"#,
+        )
+        .unwrap();
+        assert!(
+            create_database_sql("x", &icu)
+                .ends_with(" LOCALE_PROVIDER icu ICU_LOCALE 'und-u-ks-level2'")
+        );
+        assert_eq!(
+            create_database_sql("x", &Map::new()),
+            "CREATE DATABASE \"x\" TEMPLATE template0"
+        );
+    }
+
+    #[test]
+    fn database_settings_become_alter_database() {
+        let options: Map<String, Value> = serde_json::from_str(
+            r#"{"settings":["search_path=sales, \"My Schema\", \"$user\"","TimeZone=Asia/Tokyo","myapp.flag=it's"],"comment":"shop data"}"#,
+        )
+        .unwrap();
+        let sql: Vec<String> = database_properties_sql("s", &options)
+            .into_iter()
+            .map(|(_, sql)| sql)
+            .collect();
+        assert_eq!(
+            sql,
+            [
+                "ALTER DATABASE \"s\" SET \"search_path\" TO 'sales', 'My Schema', '$user'",
+                "ALTER DATABASE \"s\" SET \"TimeZone\" TO 'Asia/Tokyo'",
+                "ALTER DATABASE \"s\" SET \"myapp.flag\" TO 'it''s'",
+                "COMMENT ON DATABASE \"s\" IS 'shop data'",
+            ]
+        );
+        assert_eq!(split_setting_list("\"\""), [""]);
+        assert_eq!(split_setting_list("a,b"), ["a", "b"]);
+        assert_eq!(split_setting_list("\"x\"\"y\" , z"), ["x\"y", "z"]);
+    }
+
+    #[test]
+    fn permanent_errors_are_recognised() {
+        assert!(is_permanent(
+            "psql: error: connection to server on socket \"/run/x\" failed: FATAL:  database \"shop\" does not exist"
+        ));
+        assert!(is_permanent("FATAL:  role \"bob\" does not exist"));
+        assert!(is_permanent(
+            "FATAL:  password authentication failed for user \"bob\""
+        ));
+        assert!(!is_permanent(
+            "connection to server at \"127.0.0.1\", port 1 failed: Connection refused"
+        ));
+        assert!(!is_permanent("ERROR:  relation \"t\" does not exist"));
+    }
 }
