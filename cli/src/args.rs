@@ -61,6 +61,9 @@ pub enum Command {
     /// Restore backups.
     #[command(subcommand)]
     Restore(RestoreCmd),
+    /// Scheduled backups with retention.
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
     /// The one-command tour: back up an example app, damage it, restore it, verify it.
     #[command(after_help = "Example:\n  ferry demo")]
     Demo(DemoArgs),
@@ -213,6 +216,49 @@ pub enum RestoreCmd {
         #[arg(long)]
         wait: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCmd {
+    /// Back up an app on a cron expression or a preset period, keeping the newest N.
+    #[command(
+        after_help = "Examples:\n  ferry schedule create nightly --app shop --cron '30 2 * * *' --tz Europe/Berlin --keep 7\n  ferry schedule create hourly-db --app shop --every hourly --keep 24\n\nCron: 5 fields (minute hour day month weekday), or 6 with seconds first; UTC unless --tz."
+    )]
+    Create {
+        name: String,
+        #[arg(long)]
+        app: String,
+        /// A cron expression.
+        #[arg(long, conflicts_with = "every", required_unless_present = "every")]
+        cron: Option<String>,
+        /// An IANA time zone for --cron (e.g. America/New_York) [default: UTC].
+        #[arg(long, requires = "cron")]
+        tz: Option<String>,
+        /// A preset period.
+        #[arg(long, value_parser = ["hourly", "daily", "weekly", "monthly"])]
+        every: Option<String>,
+        /// Keep the newest N completed backups of this schedule; older ones are deleted.
+        #[arg(long)]
+        keep: Option<u32>,
+        /// Storage location [default: the one serving the app's cluster].
+        #[arg(long)]
+        storage: Option<String>,
+    },
+    /// List the team's schedules with their next run.
+    #[command(after_help = "Example:\n  ferry schedule list")]
+    List,
+    /// Show a schedule.
+    #[command(after_help = "Example:\n  ferry schedule get nightly")]
+    Get { name: String },
+    /// Stop a schedule from starting backups.
+    #[command(after_help = "Example:\n  ferry schedule pause nightly")]
+    Pause { name: String },
+    /// Start it again from its next matching time.
+    #[command(after_help = "Example:\n  ferry schedule resume nightly")]
+    Resume { name: String },
+    /// Delete a schedule (its backups stay).
+    #[command(after_help = "Example:\n  ferry schedule delete nightly")]
+    Delete { name: String },
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -177,4 +177,10 @@ rpcs! {
     list_restores(v1::ListRestoresRequest) -> v1::ListJobsResponse;
     get_restore(v1::GetJobRequest) -> v1::Job;
     watch_job(v1::GetJobRequest) -> tonic::Streaming<v1::Job>;
+    create_schedule(v1::CreateScheduleRequest) -> v1::Schedule;
+    list_schedules(v1::ListSchedulesRequest) -> v1::ListSchedulesResponse;
+    get_schedule(v1::ScheduleRef) -> v1::Schedule;
+    pause_schedule(v1::ScheduleRef) -> v1::Schedule;
+    resume_schedule(v1::ScheduleRef) -> v1::Schedule;
+    delete_schedule(v1::ScheduleRef) -> v1::DeleteScheduleResponse;
 }

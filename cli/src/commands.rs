@@ -2,6 +2,7 @@
 
 pub mod apps;
 pub mod jobs;
+pub mod schedules;
 pub mod storage;
 pub mod workers;
 

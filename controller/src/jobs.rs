@@ -54,12 +54,7 @@ fn new_shard(job_id: &str, planned: &PlannedShard, op: ShardOp) -> ShardRecord {
 }
 
 async fn persist_new(ctx: &Context, job: &JobRecord, shards: &[ShardRecord]) -> Result<()> {
-    let mut ops = vec![Op::put_json(keys::job(&job.id), job)];
-    ops.extend(
-        shards
-            .iter()
-            .map(|s| Op::put_json(keys::shard(&job.id, &s.id), s)),
-    );
+    let ops = creation_ops(job, shards);
     let created = ctx
         .store
         .txn(vec![Condition::Absent(keys::job(&job.id))], ops)
@@ -95,6 +90,18 @@ async fn refuse_if_busy(ctx: &Context, team: &str, app: &str, kind: JobKind) -> 
 
 /// Starts a backup of an app: one shard per volume, config, database and exec.
 pub async fn create_backup(ctx: &Context, req: CreateBackup) -> Result<JobRecord> {
+    let (job, shards) = new_backup(ctx, req, "manual").await?;
+    persist_new(ctx, &job, &shards).await?;
+    Ok(job)
+}
+
+/// Plans a backup (job and shard records) without persisting it. Refuses an app that already has
+/// a backup running: one backup at a time per app.
+pub async fn new_backup(
+    ctx: &Context,
+    req: CreateBackup,
+    trigger: &str,
+) -> Result<(JobRecord, Vec<ShardRecord>)> {
     let app = apps::get(&*ctx.store, &req.team, &req.app).await?;
     let location =
         apps::choose_storage(&*ctx.store, req.storage.as_deref(), &app.spec.cluster).await?;
@@ -121,7 +128,7 @@ pub async fn create_backup(ctx: &Context, req: CreateBackup) -> Result<JobRecord
         finished_at_ms: 0,
         message: String::new(),
         labels: req.labels,
-        trigger: "manual".into(),
+        trigger: trigger.into(),
         expires_at_ms: req.ttl.map(|t| now + t.as_millis() as i64),
         restore: None,
         cancel_requested: false,
@@ -132,8 +139,18 @@ pub async fn create_backup(ctx: &Context, req: CreateBackup) -> Result<JobRecord
         .iter()
         .map(|p| new_shard(&job.id, p, ShardOp::Backup))
         .collect();
-    persist_new(ctx, &job, &shards).await?;
-    Ok(job)
+    Ok((job, shards))
+}
+
+/// The store writes that create a job and its shards.
+pub fn creation_ops(job: &JobRecord, shards: &[ShardRecord]) -> Vec<Op> {
+    let mut ops = vec![Op::put_json(keys::job(&job.id), job)];
+    ops.extend(
+        shards
+            .iter()
+            .map(|s| Op::put_json(keys::shard(&job.id, &s.id), s)),
+    );
+    ops
 }
 
 /// Reads the committed manifest of a backup from its storage.

@@ -8,6 +8,7 @@
 //! /ferry/v1/workers/WORKER                      worker session, attached to the worker's lease
 //! /ferry/v1/assignments/WORKER/JOB/SHARD        a shard handed to a worker, attached to its lease
 //! /ferry/v1/leader                              the elected controller, attached to its lease
+//! /ferry/v1/schedules/TEAM/NAME                 a schedule and its next run
 //! ```
 //!
 //! Leased keys vanish with their lease, so a dead worker's sessions and assignments disappear
@@ -80,6 +81,19 @@ pub fn assignments() -> String {
 /// Prefix of one worker's assignments.
 pub fn assignments_of_worker(worker: &str) -> String {
     format!("{ROOT}assignments/{worker}/")
+}
+
+/// `/ferry/v1/schedules/TEAM/NAME`
+pub fn schedule(team: &str, name: &str) -> String {
+    format!("{ROOT}schedules/{team}/{name}")
+}
+
+/// Prefix of every schedule (`None`) or of a team's.
+pub fn schedules(team: Option<&str>) -> String {
+    match team {
+        Some(t) => format!("{ROOT}schedules/{t}/"),
+        None => format!("{ROOT}schedules/"),
+    }
 }
 
 /// `/ferry/v1/leader`

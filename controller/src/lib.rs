@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod keys;
 pub mod reconciler;
 pub mod records;
+pub mod schedules;
 pub mod server;
 pub mod store;
 pub mod timing;

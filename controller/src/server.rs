@@ -157,6 +157,7 @@ async fn lead_while_elected(ctx: Arc<Context>, cancel: CancellationToken) {
             (true, None) => {
                 let t = cancel.child_token();
                 tokio::spawn(reconciler::run(ctx.clone(), t.clone()));
+                tokio::spawn(crate::schedules::run(ctx.clone(), t.clone()));
                 term = Some(t);
                 ctx.notify();
             }

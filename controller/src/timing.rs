@@ -35,6 +35,17 @@ impl Timings {
         self.heartbeat / 4
     }
 
+    /// How often the leader checks whether a schedule is due (a seconds-resolution cron fires
+    /// within this of its time).
+    pub fn schedule_tick(&self) -> Duration {
+        self.heartbeat / 4
+    }
+
+    /// How often expired backups and those beyond a schedule's `keep` are deleted.
+    pub fn gc_interval(&self) -> Duration {
+        self.heartbeat * 5
+    }
+
     /// Delay before retrying a failed shard the `failures`-th time: one heartbeat, doubling,
     /// at most 16 heartbeats.
     pub fn retry_backoff(&self, failures: u32) -> Duration {

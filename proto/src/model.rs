@@ -415,3 +415,69 @@ impl TryFrom<v1::ShardResult> for ShardReport {
         })
     }
 }
+
+/// `schedule create`.
+#[derive(Debug, Clone)]
+pub struct CreateSchedule {
+    pub team: String,
+    pub name: String,
+    pub app: String,
+    pub cron: Option<String>,
+    pub every: Option<ferry_model::schedule::Every>,
+    pub tz: Option<String>,
+    pub keep: Option<u32>,
+    pub storage: Option<String>,
+}
+
+impl TryFrom<v1::CreateScheduleRequest> for CreateSchedule {
+    type Error = ProtocolError;
+    fn try_from(r: v1::CreateScheduleRequest) -> Result<Self, Self::Error> {
+        check_name("schedule name", &r.name)?;
+        check_name("app name", &r.app)?;
+        let (cron, every): (Option<String>, Option<ferry_model::schedule::Every>) =
+            match (r.cron.is_empty(), r.every.is_empty()) {
+                (false, true) => (Some(r.cron), None),
+                (true, false) => (None, Some(r.every.parse()?)),
+                _ => {
+                    return Err(ProtocolError::Invalid {
+                        field: "schedule",
+                        reason: "give exactly one of --cron and --every".into(),
+                    });
+                }
+            };
+        let tz = (!r.tz.is_empty()).then_some(r.tz);
+        // Validates the expression and the zone now, so a bad one is refused at creation.
+        let expression = cron
+            .clone()
+            .unwrap_or_else(|| every.map(|e| e.cron()).unwrap_or_default().to_owned());
+        ferry_model::schedule::When::new(&expression, tz.as_deref())?;
+        Ok(CreateSchedule {
+            team: team(r.team)?,
+            name: r.name,
+            app: r.app,
+            cron,
+            every,
+            tz,
+            keep: (r.keep > 0).then_some(r.keep),
+            storage: optional_name("storage name", r.storage)?,
+        })
+    }
+}
+
+/// A named schedule of a team.
+#[derive(Debug, Clone)]
+pub struct ScheduleRef {
+    pub team: String,
+    pub name: String,
+}
+
+impl TryFrom<v1::ScheduleRef> for ScheduleRef {
+    type Error = ProtocolError;
+    fn try_from(r: v1::ScheduleRef) -> Result<Self, Self::Error> {
+        check_name("schedule name", &r.name)?;
+        Ok(ScheduleRef {
+            team: team(r.team)?,
+            name: r.name,
+        })
+    }
+}

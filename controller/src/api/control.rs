@@ -4,7 +4,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ferry_model::storage::StorageLocation;
-use ferry_proto::model::{AppRef, ApplyApp, CreateBackup, CreateRestore, JobRef, TeamFilter};
+use ferry_proto::model::{
+    AppRef, ApplyApp, CreateBackup, CreateRestore, CreateSchedule, JobRef, ScheduleRef, TeamFilter,
+};
 use ferry_proto::v1;
 use ferry_proto::v1::control_service_server::ControlService;
 use futures::Stream;
@@ -13,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::context::Context;
 use crate::records::JobKind;
-use crate::{apps, jobs};
+use crate::{apps, jobs, schedules};
 
 /// Handlers of `ferry.v1.ControlService`.
 pub struct ControlApi {
@@ -201,6 +203,69 @@ impl ControlService for ControlApi {
     ) -> Result<Response<v1::Job>, Status> {
         self.get_job(req.into_inner().try_into()?, JobKind::Restore)
             .await
+    }
+
+    async fn create_schedule(
+        &self,
+        req: Request<v1::CreateScheduleRequest>,
+    ) -> Result<Response<v1::Schedule>, Status> {
+        self.ctx.require_leader()?;
+        let req: CreateSchedule = req.into_inner().try_into()?;
+        let record = schedules::create(&self.ctx, req).await?;
+        Ok(Response::new(convert::schedule(&record)))
+    }
+
+    async fn list_schedules(
+        &self,
+        req: Request<v1::ListSchedulesRequest>,
+    ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
+        let team = v1::ListAppsRequest {
+            team: req.into_inner().team,
+        };
+        let TeamFilter { team, .. } = team.try_into()?;
+        let all = schedules::list(&self.ctx, &team).await?;
+        Ok(Response::new(v1::ListSchedulesResponse {
+            schedules: all.iter().map(convert::schedule).collect(),
+        }))
+    }
+
+    async fn get_schedule(
+        &self,
+        req: Request<v1::ScheduleRef>,
+    ) -> Result<Response<v1::Schedule>, Status> {
+        let ScheduleRef { team, name } = req.into_inner().try_into()?;
+        let (record, _) = schedules::get(&self.ctx, &team, &name).await?;
+        Ok(Response::new(convert::schedule(&record)))
+    }
+
+    async fn pause_schedule(
+        &self,
+        req: Request<v1::ScheduleRef>,
+    ) -> Result<Response<v1::Schedule>, Status> {
+        self.ctx.require_leader()?;
+        let ScheduleRef { team, name } = req.into_inner().try_into()?;
+        let record = schedules::set_paused(&self.ctx, &team, &name, true).await?;
+        Ok(Response::new(convert::schedule(&record)))
+    }
+
+    async fn resume_schedule(
+        &self,
+        req: Request<v1::ScheduleRef>,
+    ) -> Result<Response<v1::Schedule>, Status> {
+        self.ctx.require_leader()?;
+        let ScheduleRef { team, name } = req.into_inner().try_into()?;
+        let record = schedules::set_paused(&self.ctx, &team, &name, false).await?;
+        Ok(Response::new(convert::schedule(&record)))
+    }
+
+    async fn delete_schedule(
+        &self,
+        req: Request<v1::ScheduleRef>,
+    ) -> Result<Response<v1::DeleteScheduleResponse>, Status> {
+        self.ctx.require_leader()?;
+        let ScheduleRef { team, name } = req.into_inner().try_into()?;
+        schedules::delete(&self.ctx, &team, &name).await?;
+        Ok(Response::new(v1::DeleteScheduleResponse {}))
     }
 
     type WatchJobStream = JobStream;

@@ -127,3 +127,27 @@ pub fn job(ctx: &Context, view: &JobView) -> v1::Job {
         expires_at_ms: j.expires_at_ms.unwrap_or(0),
     }
 }
+
+/// A schedule as the API shows it.
+pub fn schedule(s: &crate::schedules::ScheduleRecord) -> v1::Schedule {
+    v1::Schedule {
+        team: s.team.clone(),
+        name: s.name.clone(),
+        app: s.app.clone(),
+        cron: s.when().map(|w| w.expression).unwrap_or_default(),
+        every: s
+            .every
+            .map(|e| format!("{e:?}").to_lowercase())
+            .unwrap_or_default(),
+        tz: s.tz.clone().unwrap_or_else(|| "UTC".into()),
+        keep: s.keep.unwrap_or(0),
+        storage: s.storage.clone().unwrap_or_default(),
+        paused: s.paused,
+        next_run_ms: s.next_run_ms,
+        last_run_ms: s.last_run_ms,
+        last_backup: s.last_backup.clone(),
+        runs: s.runs,
+        skipped: s.skipped,
+        last_skip: s.last_skip.clone(),
+    }
+}

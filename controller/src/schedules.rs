@@ -1,0 +1,321 @@
+//! Schedules and retention, run by the leader only.
+//!
+//! A schedule fires exactly once per tick, even across a leader change: the write that moves
+//! its next run forward and the write that creates the backup are one transaction, conditioned
+//! on the schedule's revision — a second leader replaying the same tick finds the revision
+//! changed and does nothing. The next run is always computed from *now*, so ticks missed while no
+//! controller ran are taken once, not once each. A tick whose app still has a backup running is
+//! skipped and recorded as skipped.
+//!
+//! Retention: a schedule's `keep` keeps its newest N completed backups; a backup's TTL expires
+//! it. Both are carried out by a periodic collector that deletes objects first and catalog
+//! entries after; a failure is written on the backup and retried, never silently dropped.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use ferry_model::now_ms;
+use ferry_model::schedule::{Every, When};
+use ferry_proto::model::{CreateBackup, CreateSchedule};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::jobs;
+use crate::keys;
+use crate::records::{JobKind, JobRecord, JobState};
+use crate::store::{Condition, Op, get_json, list_json};
+
+/// A schedule and what it has done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    pub team: String,
+    pub name: String,
+    pub app: String,
+    #[serde(default)]
+    pub cron: Option<String>,
+    #[serde(default)]
+    pub every: Option<Every>,
+    #[serde(default)]
+    pub tz: Option<String>,
+    #[serde(default)]
+    pub keep: Option<u32>,
+    #[serde(default)]
+    pub storage: Option<String>,
+    #[serde(default)]
+    pub paused: bool,
+    pub next_run_ms: i64,
+    #[serde(default)]
+    pub last_run_ms: i64,
+    #[serde(default)]
+    pub last_backup: String,
+    #[serde(default)]
+    pub runs: u64,
+    #[serde(default)]
+    pub skipped: u64,
+    #[serde(default)]
+    pub last_skip: String,
+}
+
+impl ScheduleRecord {
+    /// The parsed expression and zone.
+    pub fn when(&self) -> Result<When> {
+        let expression = self
+            .cron
+            .clone()
+            .or_else(|| self.every.map(|e| e.cron().to_owned()))
+            .unwrap_or_default();
+        Ok(When::new(&expression, self.tz.as_deref())?)
+    }
+
+    /// The trigger recorded on its backups.
+    pub fn trigger(&self) -> String {
+        trigger(&self.name)
+    }
+
+    fn next_after_now(&self) -> Result<i64> {
+        Ok(self.when()?.next_after(Utc::now())?.timestamp_millis())
+    }
+}
+
+/// The trigger of a schedule's backups: `schedule/NAME`.
+pub fn trigger(name: &str) -> String {
+    format!("schedule/{name}")
+}
+
+/// Creates a schedule; its first run is the next matching time.
+pub async fn create(ctx: &Context, req: CreateSchedule) -> Result<ScheduleRecord> {
+    let app = crate::apps::get(&*ctx.store, &req.team, &req.app).await?;
+    crate::apps::choose_storage(&*ctx.store, req.storage.as_deref(), &app.spec.cluster).await?;
+    let mut record = ScheduleRecord {
+        team: req.team,
+        name: req.name,
+        app: req.app,
+        cron: req.cron,
+        every: req.every,
+        tz: req.tz,
+        keep: req.keep,
+        storage: req.storage,
+        paused: false,
+        next_run_ms: 0,
+        last_run_ms: 0,
+        last_backup: String::new(),
+        runs: 0,
+        skipped: 0,
+        last_skip: String::new(),
+    };
+    record.next_run_ms = record.next_after_now()?;
+    let key = keys::schedule(&record.team, &record.name);
+    let created = ctx
+        .store
+        .txn(
+            vec![Condition::Absent(key.clone())],
+            vec![Op::put_json(key, &record)],
+        )
+        .await?;
+    if !created {
+        return Err(Error::AlreadyExists(format!(
+            "schedule {:?} already exists; delete it first or pick another name",
+            record.name
+        )));
+    }
+    tracing::info!(schedule = %record.name, app = %record.app, next = record.next_run_ms, "schedule created");
+    Ok(record)
+}
+
+/// A schedule, or NotFound.
+pub async fn get(ctx: &Context, team: &str, name: &str) -> Result<(ScheduleRecord, i64)> {
+    get_json::<ScheduleRecord>(&*ctx.store, &keys::schedule(team, name))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("schedule {name:?} not found in team {team:?}")))
+}
+
+/// A team's schedules.
+pub async fn list(ctx: &Context, team: &str) -> Result<Vec<ScheduleRecord>> {
+    Ok(
+        list_json::<ScheduleRecord>(&*ctx.store, &keys::schedules(Some(team)))
+            .await?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect(),
+    )
+}
+
+/// Pauses or resumes. Resuming starts from the next matching time: ticks missed while paused
+/// are not made up.
+pub async fn set_paused(
+    ctx: &Context,
+    team: &str,
+    name: &str,
+    paused: bool,
+) -> Result<ScheduleRecord> {
+    loop {
+        let (mut record, rev) = get(ctx, team, name).await?;
+        record.paused = paused;
+        if !paused {
+            record.next_run_ms = record.next_after_now()?;
+        }
+        let key = keys::schedule(team, name);
+        if ctx
+            .store
+            .txn(
+                vec![Condition::ModRevision(key.clone(), rev)],
+                vec![Op::put_json(key, &record)],
+            )
+            .await?
+        {
+            return Ok(record);
+        }
+    }
+}
+
+/// Deletes a schedule; its backups stay.
+pub async fn delete(ctx: &Context, team: &str, name: &str) -> Result<()> {
+    get(ctx, team, name).await?;
+    ctx.store.delete(&keys::schedule(team, name)).await?;
+    Ok(())
+}
+
+/// The leader's loop: fires due schedules, and collects expired backups.
+pub async fn run(ctx: Arc<Context>, cancel: CancellationToken) {
+    let mut last_gc = tokio::time::Instant::now();
+    loop {
+        if let Err(e) = tick(&ctx).await {
+            tracing::warn!(error = %e, "schedule tick failed; retrying");
+        }
+        if last_gc.elapsed() >= ctx.timings.gc_interval() {
+            if let Err(e) = collect(&ctx).await {
+                tracing::warn!(error = %e, "retention pass failed; retrying");
+            }
+            last_gc = tokio::time::Instant::now();
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(ctx.timings.schedule_tick()) => {}
+        }
+    }
+}
+
+async fn tick(ctx: &Context) -> Result<()> {
+    let now = now_ms();
+    for (schedule, rev) in list_json::<ScheduleRecord>(&*ctx.store, &keys::schedules(None)).await? {
+        if !schedule.paused && schedule.next_run_ms <= now {
+            fire(ctx, schedule, rev).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one tick of a schedule: a backup, or a recorded skip. Exactly once, see the module doc.
+async fn fire(ctx: &Context, mut schedule: ScheduleRecord, rev: i64) -> Result<()> {
+    let tick_ms = schedule.next_run_ms;
+    schedule.next_run_ms = schedule.next_after_now()?;
+    schedule.last_run_ms = now_ms();
+    let req = CreateBackup {
+        team: schedule.team.clone(),
+        app: schedule.app.clone(),
+        storage: schedule.storage.clone(),
+        labels: [("ferry.schedule/tick".to_owned(), tick_ms.to_string())].into(),
+        ttl: None,
+    };
+    let key = keys::schedule(&schedule.team, &schedule.name);
+    let mut conditions = vec![Condition::ModRevision(key.clone(), rev)];
+    let mut ops = Vec::new();
+    match jobs::new_backup(ctx, req, &schedule.trigger()).await {
+        Ok((job, shards)) => {
+            schedule.runs += 1;
+            schedule.last_backup = job.id.clone();
+            conditions.push(Condition::Absent(keys::job(&job.id)));
+            ops.extend(jobs::creation_ops(&job, &shards));
+            tracing::info!(schedule = %schedule.name, job = %job.id, "scheduled backup started");
+        }
+        Err(e) => {
+            // Busy app, app or storage gone: skip this tick, say why, try the next one.
+            schedule.skipped += 1;
+            schedule.last_skip = format!(
+                "{}: {e}",
+                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            tracing::warn!(schedule = %schedule.name, error = %e, "scheduled backup skipped");
+        }
+    }
+    ops.push(Op::put_json(key, &schedule));
+    if ctx.store.txn(conditions, ops).await? {
+        ctx.notify();
+    }
+    Ok(())
+}
+
+/// Deletes expired backups and those beyond their schedule's `keep`.
+pub async fn collect(ctx: &Context) -> Result<()> {
+    let now = now_ms();
+    let backups: Vec<JobRecord> = jobs::list_jobs(ctx)
+        .await?
+        .into_iter()
+        .filter(|j| j.kind == JobKind::Backup && j.state.is_final())
+        .collect();
+    let mut doomed: Vec<(&JobRecord, String)> = backups
+        .iter()
+        .filter(|j| j.expires_at_ms.is_some_and(|t| t <= now))
+        .map(|j| (j, "its TTL expired".to_owned()))
+        .collect();
+    for (schedule, _) in list_json::<ScheduleRecord>(&*ctx.store, &keys::schedules(None)).await? {
+        let Some(keep) = schedule.keep else { continue };
+        let mut mine: Vec<&JobRecord> = backups
+            .iter()
+            .filter(|j| j.team == schedule.team && j.trigger == schedule.trigger())
+            .collect();
+        mine.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.id.cmp(&a.id)));
+        // Keep the newest N that completed; older ones go, and so do failed runs older than
+        // the oldest one kept.
+        let kept: Vec<&JobRecord> = mine
+            .iter()
+            .copied()
+            .filter(|j| j.state == JobState::Completed)
+            .take(keep as usize)
+            .collect();
+        let Some(oldest_kept) = kept.last().map(|j| j.created_at_ms) else {
+            continue;
+        };
+        for j in mine {
+            let keep_it = kept.iter().any(|k| k.id == j.id) || j.created_at_ms > oldest_kept;
+            if !keep_it {
+                doomed.push((j, format!("schedule {} keeps {keep}", schedule.name)));
+            }
+        }
+    }
+    for (job, why) in doomed {
+        match jobs::delete_backup(ctx, &job.team, &job.id).await {
+            Ok(n) => {
+                tracing::info!(job = %job.id, objects = n, reason = %why, "backup removed by retention")
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "retention could not delete a backup");
+                report_failure(
+                    ctx,
+                    &job.id,
+                    &format!("retention ({why}) could not delete it: {e}; will retry"),
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn report_failure(ctx: &Context, id: &str, message: &str) -> Result<()> {
+    if let Some((mut job, rev)) = get_json::<JobRecord>(&*ctx.store, &keys::job(id)).await? {
+        if job.message != message {
+            job.message = message.to_owned();
+            let key = keys::job(id);
+            ctx.store
+                .txn(
+                    vec![Condition::ModRevision(key.clone(), rev)],
+                    vec![Op::put_json(key, &job)],
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
