@@ -127,6 +127,7 @@ pub fn job_json(j: &v1::Job) -> Value {
         "labels": j.labels,
         "trigger": j.trigger,
         "expires_at": time_json(j.expires_at_ms),
+        "safety_backup": if j.safety_backup.is_empty() { Value::Null } else { j.safety_backup.clone().into() },
         "shards": j.shards.iter().map(|s| json!({
             "id": s.id,
             "component": s.component,
@@ -156,6 +157,12 @@ pub fn print_job(j: &v1::Job) {
     println!("App:\t{} (team {}, cluster {})", j.app, j.team, j.cluster);
     if !j.backup_id.is_empty() {
         println!("Backup:\t{}", j.backup_id);
+    }
+    if !j.safety_backup.is_empty() {
+        println!(
+            "Safety backup:\t{} (the target as it was; restore it to roll back)",
+            j.safety_backup
+        );
     }
     println!("Storage:\t{}", j.storage);
     println!(

@@ -50,6 +50,7 @@ fn new_shard(job_id: &str, planned: &PlannedShard, op: ShardOp) -> ShardRecord {
         error: String::new(),
         started_at_ms: 0,
         finished_at_ms: 0,
+        missing_ok: false,
     }
 }
 
@@ -132,6 +133,8 @@ pub async fn new_backup(
         expires_at_ms: req.ttl.map(|t| now + t.as_millis() as i64),
         restore: None,
         cancel_requested: false,
+        safety_backup: None,
+        safety_done: false,
         stored_bytes: 0,
         source_bytes: 0,
     };
@@ -260,6 +263,44 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
             backup.id
         )));
     }
+    // In place (--overwrite): first a backup of what the target holds now, to roll back to.
+    let safety = if req.overwrite {
+        let sid = new_job_id(&target);
+        let now = now_ms();
+        let backup_job = JobRecord {
+            id: sid.clone(),
+            kind: JobKind::Backup,
+            state: JobState::Pending,
+            team: req.team.clone(),
+            app: target.clone(),
+            cluster: spec.cluster.clone(),
+            storage: backup.storage.clone(),
+            spec: spec.clone(),
+            created_at_ms: now,
+            started_at_ms: 0,
+            finished_at_ms: 0,
+            message: String::new(),
+            labels: [("ferry.restore".to_owned(), id.clone())].into(),
+            trigger: format!("safety/{id}"),
+            expires_at_ms: None,
+            restore: None,
+            safety_backup: None,
+            safety_done: false,
+            cancel_requested: false,
+            stored_bytes: 0,
+            source_bytes: 0,
+        };
+        let shards: Vec<ShardRecord> = plan_shards(&spec)
+            .iter()
+            .map(|p| ShardRecord {
+                missing_ok: true,
+                ..new_shard(&sid, p, ShardOp::Backup)
+            })
+            .collect();
+        Some((backup_job, shards))
+    } else {
+        None
+    };
     let job = JobRecord {
         id,
         kind: JobKind::Restore,
@@ -284,9 +325,28 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
             creates_app,
         }),
         cancel_requested: false,
+        safety_backup: safety.as_ref().map(|(s, _)| s.id.clone()),
+        safety_done: false,
         stored_bytes: 0,
         source_bytes: 0,
     };
+    if let Some((safety_job, safety_shards)) = &safety {
+        let mut ops = creation_ops(safety_job, safety_shards);
+        ops.extend(creation_ops(&job, &shards));
+        let conditions = vec![
+            Condition::Absent(keys::job(&job.id)),
+            Condition::Absent(keys::job(&safety_job.id)),
+        ];
+        if !ctx.store.txn(conditions, ops).await? {
+            return Err(Error::AlreadyExists(format!(
+                "job {} already exists",
+                job.id
+            )));
+        }
+        tracing::info!(job = %job.id, safety = %safety_job.id, "in-place restore created with a safety backup");
+        ctx.notify();
+        return Ok(job);
+    }
     persist_new(ctx, &job, &shards).await?;
     Ok(job)
 }

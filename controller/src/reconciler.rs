@@ -143,7 +143,41 @@ async fn reconcile_job(
             .unwrap_or(rev);
     }
     if job.cancel_requested {
-        return cancel_job(ctx, job, rev).await;
+        let message = match job.kind {
+            JobKind::Backup => "cancelled; nothing was kept",
+            JobKind::Restore => "cancelled; the target may hold part of the restored data",
+        };
+        return stop_job(ctx, job, rev, JobState::Cancelled, message.into()).await;
+    }
+    if let (Some(sid), false) = (job.safety_backup.clone(), job.safety_done) {
+        // An in-place restore writes nothing until its safety backup is complete.
+        let safety = crate::store::get_json::<JobRecord>(&*ctx.store, &keys::job(&sid))
+            .await?
+            .map(|(j, _)| j);
+        match safety.map(|s| s.state) {
+            Some(JobState::Completed) => {
+                job.safety_done = true;
+                save_job(ctx, &job, rev).await?;
+                return Ok(()); // the next pass starts the restore proper
+            }
+            Some(state) if !state.is_final() => {
+                let message = format!("waiting for the safety backup {sid} of the target");
+                if job.message != message {
+                    job.message = message;
+                    save_job(ctx, &job, rev).await?;
+                }
+                return Ok(());
+            }
+            other => {
+                let message = format!(
+                    "the safety backup {sid} ended {}; nothing was restored",
+                    other
+                        .map(|s| format!("{s:?}"))
+                        .unwrap_or_else(|| "missing".into())
+                );
+                return stop_job(ctx, job, rev, JobState::Failed, message).await;
+            }
+        }
     }
     let now = now_ms();
     let mut waiting_for = None;
@@ -361,6 +395,7 @@ pub fn task_for(job: &JobRecord, shard: &ShardRecord, storage: StorageLocation) 
         overwrite,
         rewrites,
         hooks,
+        missing_ok: shard.missing_ok,
     }
 }
 
@@ -392,9 +427,15 @@ pub async fn tasks_of_worker(ctx: &Context, worker: &str) -> Result<Vec<ShardTas
     Ok(out)
 }
 
-/// Stops every unfinished shard of a cancelled job (telling its worker), then ends the job:
-/// a cancelled backup leaves nothing in storage.
-async fn cancel_job(ctx: &Context, mut job: JobRecord, rev: i64) -> Result<()> {
+/// Stops every unfinished shard of a job (telling its worker), then ends the job in `state`:
+/// a stopped backup leaves nothing in storage.
+async fn stop_job(
+    ctx: &Context,
+    mut job: JobRecord,
+    rev: i64,
+    state: JobState,
+    message: String,
+) -> Result<()> {
     let now = now_ms();
     for (mut shard, srev) in
         list_json::<ShardRecord>(&*ctx.store, &keys::shards_of_job(&job.id)).await?
@@ -427,14 +468,11 @@ async fn cancel_job(ctx: &Context, mut job: JobRecord, rev: i64) -> Result<()> {
     if job.kind == JobKind::Backup {
         crate::jobs::delete_objects(ctx, &job).await?;
     }
-    job.state = JobState::Cancelled;
+    job.state = state;
     job.finished_at_ms = now;
-    job.message = match job.kind {
-        JobKind::Backup => "cancelled; nothing was kept".into(),
-        JobKind::Restore => "cancelled; the target may hold part of the restored data".into(),
-    };
+    job.message = message;
     if save_job(ctx, &job, rev).await? {
-        tracing::info!(job = %job.id, "job cancelled");
+        tracing::info!(job = %job.id, state = ?job.state, message = %job.message, "job stopped");
     }
     Ok(())
 }
@@ -499,7 +537,11 @@ async fn commit_backup(
     }
     // Remove what no manifest names: uploads of lost attempts that never finished (their writer
     // can no longer commit them), archives of attempts that lost, everything of a failed backup.
-    let keep: Vec<&str> = ok.iter().map(|s| s.object_key.as_str()).collect();
+    let keep: Vec<&str> = ok
+        .iter()
+        .filter(|s| !is_absent(s))
+        .map(|s| s.object_key.as_str())
+        .collect();
     let dir = format!(
         "{}shards/",
         layout::backup_dir(&job.team, &job.app, &job.id)
@@ -518,6 +560,11 @@ async fn commit_backup(
         tracing::info!(job = %job.id, state = ?job.state, bytes = job.source_bytes, stored = job.stored_bytes, "backup finished");
     }
     Ok(())
+}
+
+/// A shard whose resource held nothing (a safety backup of a target that did not exist).
+fn is_absent(shard: &ShardRecord) -> bool {
+    shard.outcome.as_ref().is_some_and(|o| o.absent)
 }
 
 fn build_manifest(job: &JobRecord, shards: &[ShardRecord]) -> BackupManifest {
@@ -539,6 +586,7 @@ fn build_manifest(job: &JobRecord, shards: &[ShardRecord]) -> BackupManifest {
         app_spec: job.spec.clone(),
         shards: shards
             .iter()
+            .filter(|s| !is_absent(s))
             .map(|s| {
                 let outcome = s.outcome.clone().unwrap_or_default();
                 let ok = s.state == ShardState::Succeeded;

@@ -73,6 +73,13 @@ pub struct JobRecord {
     /// Restore only: the backup read and how.
     #[serde(default)]
     pub restore: Option<RestorePlan>,
+    /// Restore with `--overwrite`: the backup of the target taken first; the restore writes
+    /// nothing until it completed.
+    #[serde(default)]
+    pub safety_backup: Option<String>,
+    /// The safety backup completed: the restore may write.
+    #[serde(default)]
+    pub safety_done: bool,
     /// Set by `cancel`: the reconciler stops the shards and ends the job `Cancelled`.
     #[serde(default)]
     pub cancel_requested: bool,
@@ -160,6 +167,9 @@ pub struct ShardRecord {
     pub started_at_ms: i64,
     #[serde(default)]
     pub finished_at_ms: i64,
+    /// See `ShardTask::missing_ok`.
+    #[serde(default)]
+    pub missing_ok: bool,
 }
 
 /// A live worker session, stored under the worker's lease.

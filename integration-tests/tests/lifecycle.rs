@@ -144,3 +144,138 @@ fn deleting_a_backup_removes_its_objects_and_entry() {
             .is_empty()
     );
 }
+
+/// `restore create ID --to-app SAME --overwrite`: a safety backup of the current state first,
+/// named in the result; restoring that safety backup brings the pre-restore state back —
+/// files and a PostgreSQL database alike.
+#[test]
+fn in_place_restore_takes_a_safety_backup_that_rolls_back() {
+    use ferry_integration_tests::{sh, unique};
+    struct DropDb(String);
+    impl Drop for DropDb {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("dropdb")
+                .args(["-h", "127.0.0.1", "--if-exists", "--force", &self.0])
+                .status();
+        }
+    }
+    let db = format!("ferry_inplace_{}", unique());
+    let _guard = DropDb(db.clone());
+    let psql = |sql: &str| {
+        sh(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-d",
+                &db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atc",
+                sql,
+            ],
+        )
+    };
+    let digest = || psql("SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM t");
+
+    let c = Cluster::start(&[]);
+    let data = c.path().join("srv/app");
+    ferry_archive::sample::generate(&data, 1).unwrap();
+    ferry_archive::sample::generate(&c.path().join("ref-a"), 1).unwrap();
+    sh("createdb", &["-h", "127.0.0.1", &db]);
+    psql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'A' FROM generate_series(1, 100) g;",
+    );
+    let digest_a = digest();
+    c.apply(&format!(
+        "name: app\ncomponents:\n  - name: web\n    volumes:\n      - {{name: v, path: {}}}\n    databases:\n      - {{name: main, engine: postgres, host: 127.0.0.1, databases: [{db}]}}\n",
+        data.display()
+    ))
+    .expect_code(0);
+    let a = c
+        .ferry(&["backup", "create", "app", "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
+    let a = a["id"].as_str().unwrap();
+
+    // Life goes on: state B.
+    ferry_archive::sample::damage(&data).unwrap();
+    std::fs::write(data.join("b-only.txt"), b"written after the backup").unwrap();
+    psql("UPDATE t SET v = 'B' WHERE id % 2 = 0; INSERT INTO t VALUES (1000, 'B only');");
+    let digest_b = digest();
+    let ref_b = c.path().join("ref-b");
+    sh(
+        "cp",
+        &["-a", data.to_str().unwrap(), ref_b.to_str().unwrap()],
+    );
+    assert!(
+        ferry_archive::compare_trees(&ref_b, &data)
+            .unwrap()
+            .is_empty(),
+        "cp -a is not a faithful reference"
+    );
+
+    // In place without --overwrite: refused, nothing changes.
+    c.ferry(&["restore", "create", a, "--wait", "-o", "json"])
+        .expect_code(1);
+    assert_eq!(digest(), digest_b);
+    assert!(
+        ferry_archive::compare_trees(&ref_b, &data)
+            .unwrap()
+            .is_empty()
+    );
+
+    // With --overwrite: a safety backup of B, then A is restored.
+    let r = c
+        .ferry(&[
+            "restore",
+            "create",
+            a,
+            "--overwrite",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    assert_eq!(r["state"], "Completed", "{r:#}");
+    let safety = r["safety_backup"]
+        .as_str()
+        .expect("the result names the safety backup")
+        .to_owned();
+    let s = c.backup(&safety);
+    assert_eq!(s["state"], "Completed");
+    assert_eq!(
+        s["trigger"],
+        format!("safety/{}", r["id"].as_str().unwrap())
+    );
+    let diffs = ferry_archive::compare_trees(&c.path().join("ref-a"), &data).unwrap();
+    assert!(diffs.is_empty(), "not back to A:\n{}", diffs.join("\n"));
+    assert_eq!(digest(), digest_a);
+    let text = c
+        .ferry(&["restore", "get", r["id"].as_str().unwrap()])
+        .expect_code(0)
+        .stdout;
+    assert!(
+        text.contains(&format!("Safety backup:\t{safety}")),
+        "{text}"
+    );
+
+    // Rolling back: restoring the safety backup brings B back.
+    let back = c
+        .ferry(&[
+            "restore",
+            "create",
+            &safety,
+            "--overwrite",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    assert_eq!(back["state"], "Completed", "{back:#}");
+    let diffs = ferry_archive::compare_trees(&ref_b, &data).unwrap();
+    assert!(diffs.is_empty(), "not back to B:\n{}", diffs.join("\n"));
+    assert_eq!(digest(), digest_b);
+}

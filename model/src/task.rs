@@ -210,6 +210,10 @@ pub struct ShardTask {
     /// Run around a backup of the shard.
     #[serde(default, skip_serializing_if = "Hooks::is_empty")]
     pub hooks: Hooks,
+    /// Backup only: a resource that is missing or empty is reported `absent` instead of failing
+    /// (safety backups of a restore target that does not exist yet).
+    #[serde(default)]
+    pub missing_ok: bool,
 }
 
 /// What a worker reports for a finished shard.
@@ -229,6 +233,9 @@ pub struct ShardOutcome {
     /// Anything else worth telling (files, links, skipped entries).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// The resource held nothing (missing or empty): no archive was written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absent: bool,
 }
 
 #[cfg(test)]

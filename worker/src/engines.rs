@@ -82,6 +82,13 @@ impl Run {
 
 /// Runs one task with the engine of its resource.
 pub async fn run(run: Run) -> Result<ShardOutcome, ShardError> {
+    if run.task.op == ShardOp::Backup && run.task.missing_ok && holds_nothing(&run).await {
+        return Ok(ShardOutcome {
+            absent: true,
+            detail: "missing or empty: nothing to keep".into(),
+            ..Default::default()
+        });
+    }
     match (&run.task.resource, run.task.op) {
         (_, ShardOp::Verify { check_target }) => verify(&run, check_target).await,
         (Resource::Volume { .. }, ShardOp::Backup) => volume::backup(&run).await,
@@ -98,6 +105,19 @@ pub async fn run(run: Run) -> Result<ShardOutcome, ShardError> {
             (Engine::Redis, ShardOp::Backup) => redis::backup(&run).await,
             (Engine::Redis, _) => redis::restore(&run).await,
         },
+    }
+}
+
+/// True when a volume or database is missing or empty (exec and config always hold something).
+async fn holds_nothing(run: &Run) -> bool {
+    match &run.task.resource {
+        Resource::Volume { path } => volume::check_empty(path).await.is_ok(),
+        Resource::Database { spec, .. } => match spec.engine {
+            Engine::Postgres => postgres::check_empty(run).await.is_ok(),
+            Engine::Mariadb | Engine::Mysql => mariadb::check_empty(run).await.is_ok(),
+            Engine::Redis => redis::check_empty(run).await.is_ok(),
+        },
+        Resource::Config { .. } | Resource::Exec { .. } => false,
     }
 }
 

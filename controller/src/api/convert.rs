@@ -125,6 +125,7 @@ pub fn job(ctx: &Context, view: &JobView) -> v1::Job {
         labels: j.labels.clone().into_iter().collect(),
         trigger: j.trigger.clone(),
         expires_at_ms: j.expires_at_ms.unwrap_or(0),
+        safety_backup: j.safety_backup.clone().unwrap_or_default(),
     }
 }
 

@@ -293,6 +293,7 @@ pub async fn backup_from_command(
         tool_version: Some(tool_version).filter(|v| !v.is_empty()),
         config: None,
         detail: String::new(),
+        absent: false,
     })
 }
 

@@ -69,6 +69,7 @@ pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
         tool_version: Some(format!("ferry-archive {}", env!("CARGO_PKG_VERSION"))),
         config: None,
         detail: describe(&stats),
+        absent: false,
     })
 }
 

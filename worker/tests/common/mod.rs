@@ -35,6 +35,7 @@ pub fn task(op: ShardOp, resource: Resource, storage: &StorageLocation, key: &st
         overwrite: false,
         rewrites: Vec::new(),
         hooks: Default::default(),
+        missing_ok: false,
     }
 }
 
