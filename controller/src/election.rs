@@ -109,10 +109,10 @@ async fn campaign(
     timings: &Timings,
     me: &ControllerInfo,
 ) -> Result<Option<LeaseId>, crate::store::StoreError> {
-    if let Some((current, _)) = get_json::<ControllerInfo>(store, &keys::leader()).await? {
-        if current.id != me.id {
-            return Ok(None);
-        }
+    if let Some((current, _)) = get_json::<ControllerInfo>(store, &keys::leader()).await?
+        && current.id != me.id
+    {
+        return Ok(None);
     }
     let lease = store.grant_lease(timings.election_ttl()).await?;
     let won = store

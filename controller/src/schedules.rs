@@ -305,17 +305,17 @@ pub async fn collect(ctx: &Context) -> Result<()> {
 }
 
 async fn report_failure(ctx: &Context, id: &str, message: &str) -> Result<()> {
-    if let Some((mut job, rev)) = get_json::<JobRecord>(&*ctx.store, &keys::job(id)).await? {
-        if job.message != message {
-            job.message = message.to_owned();
-            let key = keys::job(id);
-            ctx.store
-                .txn(
-                    vec![Condition::ModRevision(key.clone(), rev)],
-                    vec![Op::put_json(key, &job)],
-                )
-                .await?;
-        }
+    if let Some((mut job, rev)) = get_json::<JobRecord>(&*ctx.store, &keys::job(id)).await?
+        && job.message != message
+    {
+        job.message = message.to_owned();
+        let key = keys::job(id);
+        ctx.store
+            .txn(
+                vec![Condition::ModRevision(key.clone(), rev)],
+                vec![Op::put_json(key, &job)],
+            )
+            .await?;
     }
     Ok(())
 }

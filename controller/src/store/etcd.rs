@@ -230,10 +230,9 @@ pub mod testing {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             loop {
                 if let Ok(store) = super::EtcdStore::connect(std::slice::from_ref(&etcd.url)).await
+                    && crate::store::Store::get(&store, "/probe").await.is_ok()
                 {
-                    if crate::store::Store::get(&store, "/probe").await.is_ok() {
-                        return etcd;
-                    }
+                    return etcd;
                 }
                 assert!(std::time::Instant::now() < deadline, "etcd did not start");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
