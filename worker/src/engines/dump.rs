@@ -109,11 +109,13 @@ fn spawn(cmd: &mut Command, stdin: Stdio, stdout: Stdio) -> Result<Child, ShardE
         })
 }
 
-/// Waits for a child and turns a failure into an error carrying its stderr tail.
+/// Waits for a child and turns a failure into an error carrying its stderr tail (cut by
+/// `relevant`, so an engine can keep data a tool echoes out of error messages).
 fn finish(
     cmd: &Command,
     mut child: Child,
     stderr: std::thread::JoinHandle<Vec<u8>>,
+    relevant: fn(&[u8]) -> &[u8],
 ) -> Result<(), ShardError> {
     let status = child
         .wait()
@@ -125,8 +127,13 @@ fn finish(
     Err(ShardError::transient(format!(
         "{} failed ({status}): {}",
         program(cmd),
-        tail(&stderr)
+        tail(relevant(&stderr))
     )))
+}
+
+/// The whole of a tool's stderr is relevant.
+fn everything(stderr: &[u8]) -> &[u8] {
+    stderr
 }
 
 /// Writes the dump archive: the info entry, then `source` cut into chunks. Returns bytes read.
@@ -278,7 +285,7 @@ pub async fn backup_from_command(
                 // The upload side failed or was cancelled: stop the tool.
                 let _ = child.kill();
             }
-            let finished = finish(&cmd, child, stderr);
+            let finished = finish(&cmd, child, stderr, everything);
             let bytes =
                 written.map_err(|e| ShardError::transient(format!("streaming the dump: {e}")))?;
             finished?;
@@ -330,26 +337,34 @@ where
     F: FnOnce(&DumpInfo) -> Result<Command, ShardError> + Send + 'static,
 {
     restore_with(run, move |info, dump| {
-        let mut cmd = make(info)?;
-        let mut child = spawn(&mut cmd, Stdio::piped(), Stdio::null())?;
-        let stderr = collect_stderr(&mut child);
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| ShardError::transient("no stdin"))?;
-        let copied = std::io::copy(dump, &mut stdin);
-        drop(stdin);
-        if copied.is_err() {
-            let _ = child.kill();
-        }
-        let finished = finish(&cmd, child, stderr);
-        // A tool that died explains a broken pipe better than the pipe does.
-        finished?;
-        copied.map_err(|e| {
-            ShardError::transient(format!("streaming the dump into {}: {e}", program(&cmd)))
-        })
+        pipe_into(make(info)?, dump, everything)
     })
     .await
+}
+
+/// Streams `input` into a command's stdin (on the calling, blocking thread) and waits for it.
+/// A failure carries the command's stderr tail, cut by `relevant`. Returns the bytes streamed.
+pub fn pipe_into(
+    mut cmd: Command,
+    input: &mut dyn Read,
+    relevant: fn(&[u8]) -> &[u8],
+) -> Result<u64, ShardError> {
+    let mut child = spawn(&mut cmd, Stdio::piped(), Stdio::null())?;
+    let stderr = collect_stderr(&mut child);
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| ShardError::transient("no stdin"))?;
+    let copied = std::io::copy(input, &mut stdin);
+    drop(stdin);
+    if copied.is_err() {
+        let _ = child.kill();
+    }
+    // A tool that died explains a broken pipe better than the pipe does.
+    finish(&cmd, child, stderr, relevant)?;
+    copied.map_err(|e| {
+        ShardError::transient(format!("streaming the dump into {}: {e}", program(&cmd)))
+    })
 }
 
 struct CountingReader<'a> {

@@ -54,7 +54,7 @@
 //! That is mysqldump's format; no flag changes it.
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -64,7 +64,6 @@ use serde_json::{Map, Value};
 
 use super::dump::{self, DumpInfo};
 use super::{Run, ShardError};
-use crate::executor::tail;
 
 /// Dump tools, preferred first.
 const DUMP_TOOLS: &[&str] = &["mariadb-dump", "mysqldump"];
@@ -620,51 +619,20 @@ fn literal(value: &str) -> String {
 /// `rename.1` on the way ([`Retarget`]). Returns the dump's size. (The shape of
 /// [`dump::restore_into_command`], plus the filter.)
 fn replay(
-    mut cmd: Command,
+    cmd: Command,
     input: &mut dyn Read,
     rename: Option<(String, String)>,
 ) -> Result<u64, ShardError> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                ShardError::permanent(format!("{program} is not installed on this worker"))
-            }
-            _ => ShardError::transient(format!("{program} could not start: {e}")),
-        })?;
-    let stderr = collect_stderr(&mut child);
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| ShardError::transient("no stdin"))?;
     let mut counted = Counted {
         inner: input,
         bytes: 0,
     };
-    let copied = match &rename {
-        Some((from, to)) => std::io::copy(&mut Retarget::new(&mut counted, from, to), &mut stdin),
-        None => std::io::copy(&mut counted, &mut stdin),
+    match &rename {
+        Some((from, to)) => {
+            dump::pipe_into(cmd, &mut Retarget::new(&mut counted, from, to), last_error)?
+        }
+        None => dump::pipe_into(cmd, &mut counted, last_error)?,
     };
-    drop(stdin);
-    if copied.is_err() {
-        let _ = child.kill();
-    }
-    let status = child.wait();
-    let stderr = stderr.join().unwrap_or_default();
-    let status =
-        status.map_err(|e| ShardError::transient(format!("waiting for {program}: {e}")))?;
-    // A client that died explains a broken pipe better than the pipe does.
-    if !status.success() {
-        return Err(ShardError::transient(format!(
-            "{program} failed ({status}): {}",
-            tail(last_error(&stderr))
-        )));
-    }
-    copied.map_err(|e| ShardError::transient(format!("streaming the dump into {program}: {e}")))?;
     Ok(counted.bytes)
 }
 
@@ -694,27 +662,6 @@ impl Read for Counted<'_> {
         self.bytes += n as u64;
         Ok(n)
     }
-}
-
-/// Collects a child's stderr on a side thread, keeping only its tail.
-fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<Vec<u8>> {
-    let stderr = child.stderr.take();
-    std::thread::spawn(move || {
-        let mut out = Vec::new();
-        if let Some(mut s) = stderr {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                out.extend_from_slice(&buf[..n]);
-                if out.len() > 64 << 10 {
-                    out.drain(..out.len() - (16 << 10));
-                }
-            }
-        }
-        out
-    })
 }
 
 /// Most bytes of a statement's start [`Retarget`] holds to recognise it; anything longer
