@@ -631,3 +631,38 @@ pub fn big_volume(dir: &Path, files: usize, mib: u64) {
         write_random_file(&dir.join(format!("blob-{i}.bin")), mib << 20);
     }
 }
+
+impl Cluster {
+    /// `ferry storage add NAME --local DIR --cluster C` with DIR in the scratch directory;
+    /// returns DIR.
+    pub fn add_local_storage(&self, name: &str, cluster: &str) -> PathBuf {
+        let dir = self.path().join(name);
+        let path = dir.to_str().expect("utf-8 path");
+        self.ferry(&[
+            "storage",
+            "add",
+            name,
+            "--local",
+            path,
+            "--cluster",
+            cluster,
+        ])
+        .expect_code(0);
+        dir
+    }
+
+    /// Applies an app of one component with one volume at `path`.
+    pub fn apply_volume_app(
+        &self,
+        app: &str,
+        cluster: &str,
+        (component, volume): (&str, &str),
+        path: &Path,
+    ) {
+        self.apply(&format!(
+            "name: {app}\ncluster: {cluster}\ncomponents:\n  - name: {component}\n    volumes:\n      - {{name: {volume}, path: {}}}\n",
+            path.display()
+        ))
+        .expect_code(0);
+    }
+}

@@ -105,17 +105,7 @@ fn a_whole_app_backs_up_as_one_and_restores_beside_the_original() {
     let env = [("SHOP_DB_PASSWORD", secret.as_str())];
     c.add_worker_with("dc-a", "node-1", 2, &env);
     c.add_worker_with("dc-a", "node-2", 2, &env);
-    let storage = c.path().join("archives");
-    c.ferry(&[
-        "storage",
-        "add",
-        "archives",
-        "--local",
-        storage.to_str().unwrap(),
-        "--cluster",
-        "dc-a",
-    ])
-    .expect_code(0);
+    let storage = c.add_local_storage("archives", "dc-a");
     let redis = Redis::start(c.path());
     redis.cli(&["-n", "2", "SET", "session:1", "alice"]);
     redis.cli(&["-n", "2", "PEXPIRE", "session:1", "600000"]);

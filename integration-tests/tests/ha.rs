@@ -7,22 +7,8 @@ use std::time::{Duration, Instant};
 use ferry_integration_tests::{Cluster, Etcd, big_volume, health, listing, wait_for};
 
 fn setup_app(c: &Cluster, name: &str, data: &std::path::Path) -> std::path::PathBuf {
-    let storage = c.path().join("archives");
-    c.ferry(&[
-        "storage",
-        "add",
-        "archives",
-        "--local",
-        storage.to_str().unwrap(),
-        "--cluster",
-        "dc-a",
-    ])
-    .expect_code(0);
-    c.apply(&format!(
-        "name: {name}\ncluster: dc-a\ncomponents:\n  - name: store\n    volumes:\n      - {{name: data, path: {}}}\n",
-        data.display()
-    ))
-    .expect_code(0);
+    let storage = c.add_local_storage("archives", "dc-a");
+    c.apply_volume_app(name, "dc-a", ("store", "data"), data);
     storage
 }
 
@@ -298,24 +284,10 @@ fn a_partitioned_worker_cannot_commit_its_stale_attempt() {
 #[test]
 fn a_job_no_worker_can_take_says_why_and_fails() {
     let c = Cluster::start(&["--unschedulable-timeout", "3s"]);
-    let storage = c.path().join("dcx");
-    c.ferry(&[
-        "storage",
-        "add",
-        "dcx",
-        "--local",
-        storage.to_str().unwrap(),
-        "--cluster",
-        "dc-x",
-    ])
-    .expect_code(0);
+    c.add_local_storage("dcx", "dc-x");
     let data = c.path().join("srv/x");
     std::fs::create_dir_all(&data).unwrap();
-    c.apply(&format!(
-        "name: x\ncluster: dc-x\ncomponents:\n  - name: c\n    volumes:\n      - {{name: v, path: {}}}\n",
-        data.display()
-    ))
-    .expect_code(0);
+    c.apply_volume_app("x", "dc-x", ("c", "v"), &data);
     let id = start_backup(&c, "x");
     wait_for(
         Duration::from_secs(10),

@@ -67,17 +67,7 @@ fn tamper(storage: &Path, id: &str, tar: &[u8]) {
 #[test]
 fn hostile_archives_are_refused_and_write_nothing_outside() {
     let c = Cluster::start(&[]);
-    let storage = c.path().join("archives");
-    c.ferry(&[
-        "storage",
-        "add",
-        "archives",
-        "--local",
-        storage.to_str().unwrap(),
-        "--cluster",
-        "local",
-    ])
-    .expect_code(0);
+    let storage = c.add_local_storage("archives", "local");
     let data = c.path().join("srv/shop/data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("a.txt"), b"hello").unwrap();

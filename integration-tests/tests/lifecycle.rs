@@ -9,24 +9,10 @@ use ferry_integration_tests::{Cluster, big_volume, listing, wait_for};
 fn cancelling_a_running_backup_stops_it_and_keeps_nothing() {
     let mut c = Cluster::start(&["--no-embedded-worker"]);
     c.add_worker("dc-a", "node-1");
-    let storage = c.path().join("archives");
-    c.ferry(&[
-        "storage",
-        "add",
-        "archives",
-        "--local",
-        storage.to_str().unwrap(),
-        "--cluster",
-        "dc-a",
-    ])
-    .expect_code(0);
+    let storage = c.add_local_storage("archives", "dc-a");
     let data = c.path().join("srv/big");
     big_volume(&data, 12, 64);
-    c.apply(&format!(
-        "name: big\ncluster: dc-a\ncomponents:\n  - name: store\n    volumes:\n      - {{name: data, path: {}}}\n",
-        data.display()
-    ))
-    .expect_code(0);
+    c.apply_volume_app("big", "dc-a", ("store", "data"), &data);
     let id = c
         .ferry(&["backup", "create", "big", "-o", "json"])
         .expect_code(0)

@@ -204,24 +204,10 @@ fn ticks_fire_once_across_a_leader_change_and_busy_ticks_are_skipped() {
     let store = format!("etcd:{}", etcd.url);
     let mut c = Cluster::start_n(2, &["--store", &store, "--no-embedded-worker"]);
     c.add_worker("dc-a", "node-1");
-    let storage = c.path().join("archives");
-    c.ferry(&[
-        "storage",
-        "add",
-        "archives",
-        "--local",
-        storage.to_str().unwrap(),
-        "--cluster",
-        "dc-a",
-    ])
-    .expect_code(0);
+    c.add_local_storage("archives", "dc-a");
     let data = c.path().join("srv/big");
     big_volume(&data, 3, 64);
-    c.apply(&format!(
-        "name: big\ncluster: dc-a\ncomponents:\n  - name: store\n    volumes:\n      - {{name: data, path: {}}}\n",
-        data.display()
-    ))
-    .expect_code(0);
+    c.apply_volume_app("big", "dc-a", ("store", "data"), &data);
     // Every second, with backups that take longer than that: some ticks must be skipped.
     c.ferry(&[
         "schedule",

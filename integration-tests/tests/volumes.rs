@@ -8,17 +8,7 @@ fn two_volumes_round_trip_into_a_rewritten_copy() {
     let mut c = Cluster::start(&["--no-embedded-worker"]);
     c.add_worker("dc-a", "node-1");
     c.add_worker("dc-a", "node-2");
-    let storage = c.path().join("archives");
-    c.ferry(&[
-        "storage",
-        "add",
-        "archives",
-        "--local",
-        storage.to_str().unwrap(),
-        "--cluster",
-        "dc-a",
-    ])
-    .expect_code(0);
+    let storage = c.add_local_storage("archives", "dc-a");
 
     let srv = c.path().join("srv/shop");
     ferry_archive::sample::generate(&srv.join("uploads"), 1).unwrap();

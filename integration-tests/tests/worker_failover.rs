@@ -10,17 +10,7 @@ use ferry_integration_tests::{Cluster, wait_for, write_random_file};
 fn killed_worker_shard_is_retried_on_the_other_worker() {
     let mut c = Cluster::start(&["--no-embedded-worker"]);
     let first = c.add_worker("dc-a", "node-1");
-    let storage = c.path().join("archives");
-    c.ferry(&[
-        "storage",
-        "add",
-        "archives",
-        "--local",
-        storage.to_str().unwrap(),
-        "--cluster",
-        "dc-a",
-    ])
-    .expect_code(0);
+    let storage = c.add_local_storage("archives", "dc-a");
     let data = c.path().join("srv/big");
     std::fs::create_dir_all(&data).unwrap();
     // Incompressible, so the shard takes long enough to be killed in the middle.
@@ -45,11 +35,7 @@ fn killed_worker_shard_is_retried_on_the_other_worker() {
     let t = filetime::FileTime::from_last_modification_time(&std::fs::metadata(&data).unwrap());
     filetime::set_file_mtime(&reference, t).unwrap();
 
-    c.apply(&format!(
-        "name: big\ncluster: dc-a\ncomponents:\n  - name: store\n    volumes:\n      - {{name: data, path: {}}}\n",
-        data.display()
-    ))
-    .expect_code(0);
+    c.apply_volume_app("big", "dc-a", ("store", "data"), &data);
     let created = c
         .ferry(&["backup", "create", "big", "-o", "json"])
         .expect_code(0)

@@ -70,6 +70,36 @@ pub fn password(spec: &DatabaseSpec) -> Result<Option<String>, ShardError> {
     Ok(None)
 }
 
+/// The database spec and the one named database of a database shard (PostgreSQL, MariaDB);
+/// fails permanently on any other resource.
+pub fn named_database<'a>(
+    run: &'a Run,
+    engine: &str,
+) -> Result<(&'a DatabaseSpec, &'a str), ShardError> {
+    match &run.task.resource {
+        ferry_model::task::Resource::Database {
+            spec,
+            database: Some(db),
+        } => Ok((spec, db)),
+        ferry_model::task::Resource::Database { database: None, .. } => Err(ShardError::permanent(
+            format!("a {engine} shard must name its database"),
+        )),
+        other => Err(ShardError::permanent(format!(
+            "not a {engine} shard: {}",
+            other.kind()
+        ))),
+    }
+}
+
+/// `host:port` of a database, for messages.
+pub fn server_of(host: Option<&str>, port: Option<u16>) -> String {
+    let host = host.unwrap_or("localhost");
+    match port {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
 /// Collects a child's stderr on a side thread so that it can never block the child.
 fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<Vec<u8>> {
     let mut stderr = child.stderr.take();

@@ -59,7 +59,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferry_model::app::{DatabaseSpec, Engine};
-use ferry_model::task::{Resource, ShardOutcome};
+use ferry_model::task::ShardOutcome;
 use serde_json::{Map, Value};
 
 use super::dump::{self, DumpInfo};
@@ -231,25 +231,9 @@ struct Conn {
 impl Conn {
     /// The connection and database name of a task; fails permanently on a malformed resource.
     fn from_run(run: &Run) -> Result<(Conn, String), ShardError> {
-        let (spec, db) = match &run.task.resource {
-            Resource::Database {
-                spec,
-                database: Some(db),
-            } => (spec, db),
-            Resource::Database { database: None, .. } => {
-                return Err(ShardError::permanent(
-                    "a mariadb/mysql shard must name its database",
-                ));
-            }
-            other => {
-                return Err(ShardError::permanent(format!(
-                    "not a mariadb/mysql shard: {}",
-                    other.kind()
-                )));
-            }
-        };
+        let (spec, db) = dump::named_database(run, "mariadb/mysql")?;
         check_database_name(db)?;
-        Ok((Conn::new(spec)?, db.clone()))
+        Ok((Conn::new(spec)?, db.to_owned()))
     }
 
     fn new(spec: &DatabaseSpec) -> Result<Conn, ShardError> {
@@ -264,11 +248,7 @@ impl Conn {
 
     /// `host:port` for messages.
     fn server(&self) -> String {
-        let host = self.host.as_deref().unwrap_or("localhost");
-        match self.port {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        }
+        dump::server_of(self.host.as_deref(), self.port)
     }
 
     /// The user, for messages.

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use ferry_model::app::DatabaseSpec;
-use ferry_model::task::{Resource, ShardOutcome};
+use ferry_model::task::ShardOutcome;
 use serde_json::{Map, Value};
 
 use super::dump::{self, DumpInfo};
@@ -154,29 +154,13 @@ struct Conn {
 impl Conn {
     /// The connection and database name of a task; fails permanently on a malformed resource.
     fn from_run(run: &Run) -> Result<(Conn, String), ShardError> {
-        let (spec, db) = match &run.task.resource {
-            Resource::Database {
-                spec,
-                database: Some(db),
-            } => (spec, db),
-            Resource::Database { database: None, .. } => {
-                return Err(ShardError::permanent(
-                    "a postgres shard must name its database",
-                ));
-            }
-            other => {
-                return Err(ShardError::permanent(format!(
-                    "not a postgres shard: {}",
-                    other.kind()
-                )));
-            }
-        };
+        let (spec, db) = dump::named_database(run, "postgres")?;
         if db.is_empty() || db.contains('\0') {
             return Err(ShardError::permanent(format!(
                 "invalid postgres database name {db:?}"
             )));
         }
-        Ok((Conn::new(spec)?, db.clone()))
+        Ok((Conn::new(spec)?, db.to_owned()))
     }
 
     fn new(spec: &DatabaseSpec) -> Result<Conn, ShardError> {
@@ -190,11 +174,7 @@ impl Conn {
 
     /// `host:port` for messages.
     fn location(&self) -> String {
-        let host = self.host.as_deref().unwrap_or("localhost");
-        match self.port {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        }
+        dump::server_of(self.host.as_deref(), self.port)
     }
 
     /// A libpq tool connected to `db`: connection flags, `--no-password`, and the password only
