@@ -42,6 +42,14 @@ async fn run(cli: args::Cli) -> CliResult {
     if let Command::Demo(args) = cli.command {
         return demo::run(args).await;
     }
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <args::Cli as clap::CommandFactory>::command();
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "ferry", &mut script);
+        // A closed pipe (`| head`) is not an error worth a message.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        return Ok(());
+    }
     ferry_model::names::check_name("team name", &cli.team)
         .map_err(|e| CliError::input(e.to_string()))?;
     let client = client::connect(&cli.controller, cli.token.as_deref()).await?;
@@ -60,6 +68,6 @@ async fn run(cli: args::Cli) -> CliResult {
         Command::Backup(cmd) => commands::jobs::backup(&mut ctx, cmd).await,
         Command::Restore(cmd) => commands::jobs::restore(&mut ctx, cmd).await,
         Command::Schedule(cmd) => commands::schedules::run(&mut ctx, cmd).await,
-        Command::Demo(_) => unreachable!("handled above"),
+        Command::Demo(_) | Command::Completions { .. } => unreachable!("handled above"),
     }
 }

@@ -121,3 +121,35 @@ fn bad_input_gives_clear_errors_and_exit_codes() {
         run.stderr
     );
 }
+
+#[test]
+fn completions_and_help_examples() {
+    for shell in ["bash", "zsh", "fish"] {
+        let run = ferry_at("http://127.0.0.1:1", &["completions", shell]).expect_code(0);
+        assert!(
+            run.stdout.contains("schedule") && run.stdout.contains("restore"),
+            "{shell}"
+        );
+    }
+    ferry_at("http://127.0.0.1:1", &["completions", "tcsh"]).expect_code(2);
+    // Every command's help has an example.
+    for cmd in [
+        vec!["app", "apply"],
+        vec!["storage", "add"],
+        vec!["backup", "create"],
+        vec!["backup", "cancel"],
+        vec!["backup", "delete"],
+        vec!["restore", "create"],
+        vec!["schedule", "create"],
+        vec!["worker", "list"],
+    ] {
+        let mut args = cmd.clone();
+        args.push("--help");
+        let run = ferry_at("http://127.0.0.1:1", &args).expect_code(0);
+        assert!(
+            run.stdout.contains("Example"),
+            "{cmd:?} --help has no example:\n{}",
+            run.stdout
+        );
+    }
+}
