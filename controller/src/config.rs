@@ -55,6 +55,9 @@ pub struct Args {
     /// The URL other controllers, workers and CLIs reach this one at [default: http://LISTEN].
     #[arg(long, env = "FERRY_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9100).
+    #[arg(long, env = "FERRY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The keys a config file may hold.
@@ -72,6 +75,7 @@ pub struct FileConfig {
     pub unschedulable_timeout: Option<Duration>,
     pub log_format: Option<String>,
     pub advertise_url: Option<String>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 mod humantime_serde_opt {
@@ -119,6 +123,8 @@ pub struct ControllerConfig {
     pub json_logs: bool,
     /// Where others reach this controller; `None`: derived from the listen address.
     pub advertise_url: Option<String>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ControllerConfig {
@@ -133,6 +139,7 @@ impl ControllerConfig {
             settings: Settings::default(),
             json_logs: false,
             advertise_url: None,
+            metrics_listen: None,
         }
     }
 
@@ -196,6 +203,7 @@ impl ControllerConfig {
             },
             json_logs,
             advertise_url: args.advertise_url.or(file.advertise_url),
+            metrics_listen: args.metrics_listen.or(file.metrics_listen),
         })
     }
 }

@@ -52,6 +52,7 @@ pub struct Context {
     pub changed: watch::Sender<u64>,
     /// This controller's current role (leader or follower).
     pub role: watch::Receiver<Role>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// gRPC metadata key naming the leader's URL when a follower refuses a call.
@@ -64,9 +65,11 @@ impl Context {
         timings: Timings,
         settings: Settings,
         role: watch::Receiver<Role>,
+        metrics: crate::metrics::Metrics,
     ) -> Arc<Context> {
         Arc::new(Context {
             role,
+            metrics,
             workers: Workers::new(store.clone(), timings),
             store,
             timings,

@@ -51,6 +51,7 @@ fn new_shard(job_id: &str, planned: &PlannedShard, op: ShardOp) -> ShardRecord {
         started_at_ms: 0,
         finished_at_ms: 0,
         missing_ok: false,
+        attempt_started_ms: 0,
     }
 }
 
@@ -437,8 +438,24 @@ pub async fn record_result(ctx: &Context, report: ShardReport) -> Result<bool> {
                 "stale report refused");
             return Ok(false);
         }
+        let labels = crate::metrics::ShardKind {
+            kind: shard.kind.clone(),
+            op: shard.op.as_str().to_owned(),
+        };
         match &report.result {
             Ok(outcome) => {
+                let secs = ((report.at_ms - shard.attempt_started_ms).max(1) as f64) / 1000.0;
+                let m = &ctx.metrics;
+                m.shard_duration.get_or_create(&labels).observe(secs);
+                m.shard_throughput
+                    .get_or_create(&labels)
+                    .observe(outcome.source_bytes as f64 / secs);
+                m.source_bytes
+                    .get_or_create(&labels)
+                    .inc_by(outcome.source_bytes);
+                m.stored_bytes
+                    .get_or_create(&labels)
+                    .inc_by(outcome.stored_bytes);
                 shard.state = ShardState::Succeeded;
                 shard.outcome = Some(outcome.clone());
                 shard.error.clear();
@@ -450,7 +467,9 @@ pub async fn record_result(ctx: &Context, report: ShardReport) -> Result<bool> {
                 if report.permanent || shard.failures >= ctx.settings.max_shard_failures {
                     shard.state = ShardState::Failed;
                     shard.finished_at_ms = report.at_ms;
+                    ctx.metrics.shard_failures.get_or_create(&labels).inc();
                 } else {
+                    ctx.metrics.retries.get_or_create(&labels).inc();
                     shard.state = ShardState::Pending;
                     shard.not_before_ms =
                         report.at_ms + ctx.timings.retry_backoff(shard.failures).as_millis() as i64;

@@ -10,6 +10,7 @@ pub mod election;
 pub mod error;
 pub mod jobs;
 pub mod keys;
+pub mod metrics;
 pub mod reconciler;
 pub mod records;
 pub mod schedules;

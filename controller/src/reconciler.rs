@@ -64,11 +64,13 @@ pub async fn pass(ctx: &Context) -> Result<()> {
         .into_iter()
         .filter(|(j, _)| !j.state.is_final())
         .collect();
+    let workers = ctx.workers.live().await?;
+    count_workers(ctx, &workers);
     if jobs.is_empty() {
         return Ok(());
     }
     let mut observed = Observed {
-        workers: ctx.workers.live().await?,
+        workers,
         assignments: HashMap::new(),
         load: HashMap::new(),
         locations: apps::list_storage(&*ctx.store)
@@ -97,6 +99,41 @@ pub async fn pass(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
+/// Sets the live-workers gauge of every cluster (to 0 for clusters that lost all theirs).
+fn count_workers(ctx: &Context, workers: &[WorkerRecord]) {
+    let mut per_cluster: HashMap<&str, i64> = HashMap::new();
+    for w in workers {
+        *per_cluster.entry(w.cluster.as_str()).or_default() += 1;
+    }
+    // Clusters seen before but now empty keep their series, at 0.
+    let gauge = &ctx.metrics.workers;
+    let mut seen: Vec<String> = Vec::new();
+    for (cluster, n) in &per_cluster {
+        gauge
+            .get_or_create(&crate::metrics::Cluster {
+                cluster: (*cluster).to_owned(),
+            })
+            .set(*n);
+        seen.push((*cluster).to_owned());
+    }
+    if let Ok(mut known) = ctx.metrics.clusters_seen.lock() {
+        for cluster in known.iter() {
+            if !seen.contains(cluster) {
+                gauge
+                    .get_or_create(&crate::metrics::Cluster {
+                        cluster: cluster.clone(),
+                    })
+                    .set(0);
+            }
+        }
+        for c in seen {
+            if !known.contains(&c) {
+                known.push(c);
+            }
+        }
+    }
+}
+
 async fn save_shard(ctx: &Context, shard: &ShardRecord, rev: i64) -> Result<bool> {
     let key = keys::shard(&shard.job_id, &shard.id);
     Ok(ctx
@@ -119,6 +156,15 @@ async fn save_job(ctx: &Context, job: &JobRecord, rev: i64) -> Result<bool> {
         .await?;
     if saved {
         ctx.notify();
+        if job.state.is_final() {
+            ctx.metrics
+                .jobs_finished
+                .get_or_create(&crate::metrics::KindState {
+                    kind: crate::metrics::kind_label(job.kind),
+                    state: crate::metrics::state_label(job.state),
+                })
+                .inc();
+        }
     }
     Ok(saved)
 }
@@ -135,6 +181,12 @@ async fn reconcile_job(
         if !save_job(ctx, &job, rev).await? {
             return Ok(());
         }
+        ctx.metrics
+            .jobs_started
+            .get_or_create(&crate::metrics::Kind {
+                kind: crate::metrics::kind_label(job.kind),
+            })
+            .inc();
         rev = ctx
             .store
             .get(&keys::job(&job.id))
@@ -239,6 +291,7 @@ async fn requeue_lost(ctx: &Context, shard: &mut ShardRecord, rev: i64) -> Resul
     }
     tracing::warn!(job = %shard.job_id, shard = %shard.id, attempt = shard.attempt,
         worker = %lost, "worker lost; shard re-queued");
+    ctx.metrics.lease_expiries.inc();
     if save_shard(ctx, shard, rev).await? {
         ctx.notify();
     }
@@ -323,6 +376,7 @@ async fn assign(
         return Ok(());
     };
     shard.attempt += 1;
+    shard.attempt_started_ms = now_ms();
     shard.state = ShardState::Assigned;
     shard.worker = worker.id.clone();
     shard.waiting_since_ms = 0;

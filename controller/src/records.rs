@@ -170,6 +170,9 @@ pub struct ShardRecord {
     /// See `ShardTask::missing_ok`.
     #[serde(default)]
     pub missing_ok: bool,
+    /// When the current attempt was handed out.
+    #[serde(default)]
+    pub attempt_started_ms: i64,
 }
 
 /// A live worker session, stored under the worker's lease.

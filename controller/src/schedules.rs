@@ -220,12 +220,16 @@ async fn fire(ctx: &Context, mut schedule: ScheduleRecord, rev: i64) -> Result<(
         ttl: None,
     };
     let key = keys::schedule(&schedule.team, &schedule.name);
+    let label = crate::metrics::Schedule {
+        schedule: format!("{}/{}", schedule.team, schedule.name),
+    };
     let mut conditions = vec![Condition::ModRevision(key.clone(), rev)];
     let mut ops = Vec::new();
     match jobs::new_backup(ctx, req, &schedule.trigger()).await {
         Ok((job, shards)) => {
             schedule.runs += 1;
             schedule.last_backup = job.id.clone();
+            ctx.metrics.schedule_runs.get_or_create(&label).inc();
             conditions.push(Condition::Absent(keys::job(&job.id)));
             ops.extend(jobs::creation_ops(&job, &shards));
             tracing::info!(schedule = %schedule.name, job = %job.id, "scheduled backup started");
@@ -233,6 +237,7 @@ async fn fire(ctx: &Context, mut schedule: ScheduleRecord, rev: i64) -> Result<(
         Err(e) => {
             // Busy app, app or storage gone: skip this tick, say why, try the next one.
             schedule.skipped += 1;
+            ctx.metrics.schedule_skips.get_or_create(&label).inc();
             schedule.last_skip = format!(
                 "{}: {e}",
                 Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

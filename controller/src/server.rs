@@ -85,7 +85,19 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
             .unwrap_or_else(|| format!("http://{dialable}")),
     };
     let role = election::spawn(store.clone(), config.timings, me.clone(), cancel.clone());
-    let ctx = Context::new(store.clone(), config.timings, config.settings.clone(), role);
+    let (metrics, registry) = crate::metrics::Metrics::new();
+    let ctx = Context::new(
+        store.clone(),
+        config.timings,
+        config.settings.clone(),
+        role,
+        metrics,
+    );
+    if let Some(addr) = config.metrics_listen {
+        ferry_worker::metrics::serve(addr, Arc::new(registry), cancel.clone())
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))?;
+    }
     if config.embedded_worker {
         ensure_local_storage(&*store, &config).await?;
     }
@@ -131,6 +143,7 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
             node: ferry_worker::default_node_name(),
             max_shards: 2,
             work_dir: config.data_dir.join("work"),
+            metrics_listen: None,
         };
         let worker_cancel = cancel.clone();
         tasks.push(tokio::spawn(async move {

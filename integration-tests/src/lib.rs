@@ -299,6 +299,18 @@ impl Cluster {
         max_shards: u32,
         env: &[(&str, &str)],
     ) -> usize {
+        self.add_worker_args(cluster, node, max_shards, env, &[])
+    }
+
+    /// Starts a worker with extra flags too.
+    pub fn add_worker_args(
+        &mut self,
+        cluster: &str,
+        node: &str,
+        max_shards: u32,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> usize {
         let n = self.workers.len();
         let log = self.path().join(format!("worker-{n}-{cluster}-{node}.log"));
         let mut cmd = Command::new(bin_dir().join("ferry-worker"));
@@ -310,6 +322,7 @@ impl Cluster {
             .arg(node)
             .arg("--max-shards")
             .arg(max_shards.to_string())
+            .args(args)
             .envs(env.iter().copied())
             .arg("--work-dir")
             .arg(self.path().join(format!("work-{n}")))
@@ -665,4 +678,75 @@ impl Cluster {
         ))
         .expect_code(0);
     }
+}
+
+/// `GET /metrics` over plain HTTP/1.0; returns the body.
+pub fn scrape(addr: &str) -> String {
+    use std::io::Write;
+    let mut stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("metrics at {addr}: {e}"));
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("sending the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("reading the response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// Checks that every line is valid Prometheus/OpenMetrics text and returns the samples.
+pub fn parse_metrics(text: &str) -> Vec<prometheus_parse::Sample> {
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && !name.starts_with(|c: char| c.is_ascii_digit()),
+            "bad metric name in {line:?}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "bad labels in {line:?}");
+        }
+        assert!(
+            value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+            "bad value in {line:?}"
+        );
+    }
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics text must end with # EOF"
+    );
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("prometheus text")
+        .samples
+}
+
+/// The value of one series (counter, gauge or untyped), matching every given label.
+pub fn metric(
+    samples: &[prometheus_parse::Sample],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    samples.iter().find_map(|s| {
+        let matches = s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
+        match (&s.value, matches) {
+            (prometheus_parse::Value::Counter(v), true)
+            | (prometheus_parse::Value::Gauge(v), true)
+            | (prometheus_parse::Value::Untyped(v), true) => Some(*v),
+            _ => None,
+        }
+    })
 }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controllers::Controllers;
 use crate::engines::{self, Counters, Run, ShardError};
+use crate::metrics::{Op, OpResult, WorkerMetrics};
 
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -36,12 +37,19 @@ pub struct Executor {
     running: Arc<Mutex<Running>>,
     worker_id: Arc<Mutex<String>>,
     tools: Arc<BTreeMap<String, String>>,
+    metrics: WorkerMetrics,
 }
 
 impl Executor {
     /// An executor reporting through `client`.
-    pub fn new(controllers: Controllers, max_shards: u32, tools: BTreeMap<String, String>) -> Self {
+    pub fn new(
+        controllers: Controllers,
+        max_shards: u32,
+        tools: BTreeMap<String, String>,
+        metrics: WorkerMetrics,
+    ) -> Self {
         Executor {
+            metrics,
             tools: Arc::new(tools),
             controllers,
             heartbeat: Arc::new(Mutex::new(Duration::from_secs(2))),
@@ -142,6 +150,8 @@ impl Executor {
         tracing::info!(job = %task.job_id, shard = %task.shard_id, attempt = task.attempt,
             op = task.op.as_str(), "shard started");
         let started = std::time::Instant::now();
+        let op = task.op.as_str().to_owned();
+        self.metrics.running.inc();
         let store =
             ferry_storage::open(&task.storage).map_err(|e| ShardError::permanent(e.to_string()))?;
         let counters = Arc::new(Counters::default());
@@ -171,6 +181,29 @@ impl Executor {
             _ = cancel.cancelled() => Err(ShardError::cancelled()),
         };
         reporter.abort();
+        self.metrics.running.dec();
+        let label = Op { op: op.clone() };
+        self.metrics
+            .shards
+            .get_or_create(&OpResult {
+                op,
+                result: if result.is_ok() { "ok" } else { "failed" }.into(),
+            })
+            .inc();
+        self.metrics
+            .shard_duration
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        if let Ok(o) = &result {
+            self.metrics
+                .source_bytes
+                .get_or_create(&label)
+                .inc_by(o.source_bytes);
+            self.metrics
+                .stored_bytes
+                .get_or_create(&label)
+                .inc_by(o.stored_bytes);
+        }
         match &result {
             Ok(o) => tracing::info!(shard = %key, bytes = o.source_bytes, stored = o.stored_bytes,
                 secs = started.elapsed().as_secs_f64(), "shard done"),

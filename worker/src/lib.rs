@@ -6,6 +6,7 @@ pub mod controllers;
 pub mod engines;
 pub mod executor;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod session;
 pub mod tools;
@@ -25,6 +26,8 @@ pub struct WorkerConfig {
     pub max_shards: u32,
     /// Scratch space (never used for whole archives).
     pub work_dir: PathBuf,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The host name, or `node` when it cannot be read; made a valid Ferry name.

@@ -28,6 +28,9 @@ struct Args {
     /// Scratch directory.
     #[arg(long, env = "FERRY_WORK_DIR", default_value = "ferry-work")]
     work_dir: PathBuf,
+    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9101).
+    #[arg(long, env = "FERRY_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Log format: human or json.
     #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
@@ -43,6 +46,7 @@ async fn main() -> std::process::ExitCode {
         node: args.node.unwrap_or_else(ferry_worker::default_node_name),
         max_shards: args.max_shards.max(1),
         work_dir: args.work_dir,
+        metrics_listen: args.metrics_listen,
     };
     for (what, name) in [("cluster", &config.cluster), ("node", &config.node)] {
         if let Err(e) = ferry_model::names::check_name(

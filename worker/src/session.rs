@@ -20,7 +20,17 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> anyhow::Res
     let tools = crate::tools::detect().await;
     tracing::info!(cluster = %config.cluster, node = %config.node, tools = ?tools.keys().collect::<Vec<_>>(),
         "worker starting");
-    let executor = Executor::new(controllers.clone(), config.max_shards, tools.clone());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = crate::metrics::WorkerMetrics::register(&mut registry);
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::serve(addr, std::sync::Arc::new(registry), cancel.clone()).await?;
+    }
+    let executor = Executor::new(
+        controllers.clone(),
+        config.max_shards,
+        tools.clone(),
+        metrics,
+    );
     let mut backoff = Duration::from_millis(200);
     let mut known_id: Option<String> = None;
     loop {
