@@ -101,3 +101,62 @@ fn metrics_count_jobs_and_bytes() {
     );
     assert_eq!(metric(&w, "ferry_worker_running_shards", &[]), Some(0.0));
 }
+
+/// Without a terminal, `--wait` prints plain progress lines on stderr and the result on stdout;
+/// with `-o json`, stdout holds exactly one JSON document and stderr no progress.
+#[test]
+fn progress_lines_and_json_output() {
+    let c = Cluster::start(&[]);
+    let data = c.path().join("srv/app");
+    ferry_archive::sample::generate(&data, 4).unwrap();
+    c.apply_volume_app("app", "local", ("web", "v"), &data);
+    let run = c
+        .ferry(&["backup", "create", "app", "--wait"])
+        .expect_code(0);
+    let id = run
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("Backup:\t")
+        .to_owned();
+    assert!(run.stdout.contains("State:\tCompleted"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains(&format!("{id} created (1 shards)")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("shard web.volume.v backup Succeeded ("),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("backup {id} Completed: 1/1 shards")),
+        "{}",
+        run.stderr
+    );
+    for line in run.stderr.lines() {
+        assert!(
+            !line.contains('\u{1b}'),
+            "terminal escapes without a terminal: {line:?}"
+        );
+    }
+
+    let run = c
+        .ferry(&["backup", "create", "app", "--wait", "-o", "json"])
+        .expect_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("one JSON document");
+    for field in ["id", "state", "app", "team", "shards", "bytes"] {
+        assert!(!doc[field].is_null(), "{field} missing");
+    }
+    assert!(
+        !run.stderr.contains("shard "),
+        "progress with -o json: {}",
+        run.stderr
+    );
+    let list = c.ferry(&["backup", "list", "-o", "json"]).expect_code(0);
+    let all: serde_json::Value = serde_json::from_str(&list.stdout).expect("one JSON document");
+    assert_eq!(all["backups"].as_array().unwrap().len(), 2);
+}

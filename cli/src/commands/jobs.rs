@@ -236,7 +236,17 @@ fn show(ctx: &Ctx, job: &v1::Job) {
 /// Follows a job until it ends, printing a progress line on stderr whenever it changes (nothing
 /// with `-o json`). Reconnects when the stream breaks; closing the CLI never affects the job.
 pub async fn follow(ctx: &mut Ctx, id: &str) -> CliResult<v1::Job> {
-    let mut last_line = String::new();
+    let mut progress = crate::progress::Progress::new(ctx.json());
+    let result = follow_with(ctx, id, &mut progress).await;
+    progress.finish();
+    result
+}
+
+async fn follow_with(
+    ctx: &mut Ctx,
+    id: &str,
+    progress: &mut crate::progress::Progress,
+) -> CliResult<v1::Job> {
     let mut last_contact = tokio::time::Instant::now();
     loop {
         let req = v1::GetJobRequest {
@@ -250,11 +260,7 @@ pub async fn follow(ctx: &mut Ctx, id: &str) -> CliResult<v1::Job> {
                     match stream.message().await {
                         Ok(Some(job)) => {
                             last_contact = tokio::time::Instant::now();
-                            let line = output::progress_line(&job);
-                            if !ctx.json() && line != last_line {
-                                eprintln!("{} {line}", chrono::Utc::now().format("%H:%M:%S"));
-                                last_line = line;
-                            }
+                            progress.update(&job);
                             if is_final(job.state) {
                                 return Ok(job);
                             }
