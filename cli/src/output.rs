@@ -127,6 +127,7 @@ pub fn job_json(j: &v1::Job) -> Value {
         "labels": j.labels,
         "trigger": j.trigger,
         "expires_at": time_json(j.expires_at_ms),
+        "trace_id": j.trace_id,
         "safety_backup": if j.safety_backup.is_empty() { Value::Null } else { j.safety_backup.clone().into() },
         "shards": j.shards.iter().map(|s| json!({
             "id": s.id,
@@ -165,6 +166,9 @@ pub fn print_job(j: &v1::Job) {
         );
     }
     println!("Storage:\t{}", j.storage);
+    if !j.trace_id.is_empty() {
+        println!("Trace:\t{}", j.trace_id);
+    }
     println!(
         "Size:\t{} read, {} stored",
         size(j.bytes),

@@ -58,6 +58,9 @@ pub struct Args {
     /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9100).
     #[arg(long, env = "FERRY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Export traces over OTLP/gRPC to this endpoint [default: $OTEL_EXPORTER_OTLP_ENDPOINT].
+    #[arg(long, env = "FERRY_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The keys a config file may hold.
@@ -76,6 +79,7 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub advertise_url: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
+    pub otlp_endpoint: Option<String>,
 }
 
 mod humantime_serde_opt {
@@ -125,6 +129,8 @@ pub struct ControllerConfig {
     pub advertise_url: Option<String>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to export traces, if anywhere.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ControllerConfig {
@@ -140,6 +146,7 @@ impl ControllerConfig {
             json_logs: false,
             advertise_url: None,
             metrics_listen: None,
+            otlp_endpoint: None,
         }
     }
 
@@ -204,6 +211,7 @@ impl ControllerConfig {
             json_logs,
             advertise_url: args.advertise_url.or(file.advertise_url),
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            otlp_endpoint: args.otlp_endpoint.or(file.otlp_endpoint),
         })
     }
 }

@@ -12,7 +12,12 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    ferry_worker::logging::init(config.json_logs, "info");
+    let _telemetry = ferry_worker::logging::init_with(
+        config.json_logs,
+        "info",
+        config.otlp_endpoint.as_deref(),
+        "ferry-controller",
+    );
     let mut running = match ferry_controller::start(config).await {
         Ok(r) => r,
         Err(e) => {

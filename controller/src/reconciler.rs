@@ -99,6 +99,33 @@ pub async fn pass(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
+/// Emits the job's root span, now that it has ended, with the ids its children used.
+fn emit_root_span(job: &JobRecord) {
+    if job.trace_id.is_empty() {
+        return;
+    }
+    let at = |ms: i64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    let name = match job.kind {
+        JobKind::Backup => "backup",
+        JobKind::Restore => "restore",
+    };
+    ferry_worker::logging::emit_span(
+        name,
+        Some((&job.trace_id, &job.root_span_id)),
+        None,
+        at(job.created_at_ms),
+        at(job.finished_at_ms.max(job.created_at_ms)),
+        vec![
+            opentelemetry::KeyValue::new("ferry.job", job.id.clone()),
+            opentelemetry::KeyValue::new("ferry.team", job.team.clone()),
+            opentelemetry::KeyValue::new("ferry.app", job.app.clone()),
+            opentelemetry::KeyValue::new("ferry.state", format!("{:?}", job.state)),
+            opentelemetry::KeyValue::new("ferry.source_bytes", job.source_bytes as i64),
+            opentelemetry::KeyValue::new("ferry.stored_bytes", job.stored_bytes as i64),
+        ],
+    );
+}
+
 /// Sets the live-workers gauge of every cluster (to 0 for clusters that lost all theirs).
 fn count_workers(ctx: &Context, workers: &[WorkerRecord]) {
     let mut per_cluster: HashMap<&str, i64> = HashMap::new();
@@ -157,6 +184,7 @@ async fn save_job(ctx: &Context, job: &JobRecord, rev: i64) -> Result<bool> {
     if saved {
         ctx.notify();
         if job.state.is_final() {
+            emit_root_span(job);
             ctx.metrics
                 .jobs_finished
                 .get_or_create(&crate::metrics::KindState {
@@ -419,7 +447,25 @@ async fn assign(
     );
     tracing::info!(job = %job.id, shard = %shard.id, attempt = shard.attempt, op = shard.op.as_str(),
         worker = %worker.id, "shard assigned");
-    let task = task_for(job, shard, location);
+    let mut task = task_for(job, shard, location);
+    let now = std::time::SystemTime::now();
+    task.traceparent = ferry_worker::logging::emit_span(
+        "assign",
+        None,
+        Some(&ferry_worker::logging::traceparent(
+            &job.trace_id,
+            &job.root_span_id,
+        )),
+        now,
+        now,
+        vec![
+            opentelemetry::KeyValue::new("ferry.job", job.id.clone()),
+            opentelemetry::KeyValue::new("ferry.shard", shard.id.clone()),
+            opentelemetry::KeyValue::new("ferry.attempt", i64::from(shard.attempt)),
+            opentelemetry::KeyValue::new("ferry.worker", worker.id.clone()),
+            opentelemetry::KeyValue::new("ferry.op", shard.op.as_str()),
+        ],
+    );
     ctx.workers
         .deliver(&worker.id, Delivery::Assign(Box::new(task)));
     ctx.notify();
@@ -450,6 +496,7 @@ pub fn task_for(job: &JobRecord, shard: &ShardRecord, storage: StorageLocation) 
         rewrites,
         hooks,
         missing_ok: shard.missing_ok,
+        traceparent: None,
     }
 }
 

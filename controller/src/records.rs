@@ -80,6 +80,12 @@ pub struct JobRecord {
     /// The safety backup completed: the restore may write.
     #[serde(default)]
     pub safety_done: bool,
+    /// The job's trace (hex) and the id of its root span, emitted when the job ends; every span
+    /// of the job, on every machine, descends from it.
+    #[serde(default)]
+    pub trace_id: String,
+    #[serde(default)]
+    pub root_span_id: String,
     /// Set by `cancel`: the reconciler stops the shards and ends the job `Cancelled`.
     #[serde(default)]
     pub cancel_requested: bool,

@@ -260,7 +260,8 @@ impl Cluster {
             .arg("--heartbeat-interval")
             .arg(TEST_HEARTBEAT)
             .args(&self.controller_args)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200");
         self.controllers[i] = Some(Proc::spawn(
             &format!("ferry-controller #{i}"),
             &mut cmd,
@@ -323,6 +324,7 @@ impl Cluster {
             .arg("--max-shards")
             .arg(max_shards.to_string())
             .args(args)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
             .envs(env.iter().copied())
             .arg("--work-dir")
             .arg(self.path().join(format!("work-{n}")))
@@ -749,4 +751,115 @@ pub fn metric(
             _ => None,
         }
     })
+}
+
+/// One exported span, flattened for assertions.
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    pub service: String,
+    pub name: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: String,
+    /// Attribute key → value as text.
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// An in-process OTLP/gRPC trace receiver (opentelemetry-proto's collector service).
+pub struct OtlpReceiver {
+    pub url: String,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<ReceivedSpan>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+struct Collector(std::sync::Arc<std::sync::Mutex<Vec<ReceivedSpan>>>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+        let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+            .as_ref()
+            .and_then(|v| v.value.as_ref())
+        {
+            Some(V::StringValue(s)) => s.clone(),
+            Some(V::IntValue(i)) => i.to_string(),
+            Some(V::BoolValue(b)) => b.to_string(),
+            Some(V::DoubleValue(d)) => d.to_string(),
+            other => format!("{other:?}"),
+        };
+        let mut out = self.0.lock().expect("spans lock");
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                .map(|a| text(&a.value))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    out.push(ReceivedSpan {
+                        service: service.clone(),
+                        name: span.name.clone(),
+                        trace_id: hex::encode(&span.trace_id),
+                        span_id: hex::encode(&span.span_id),
+                        parent_span_id: hex::encode(&span.parent_span_id),
+                        attributes: span
+                            .attributes
+                            .iter()
+                            .map(|a| (a.key.clone(), text(&a.value)))
+                            .collect(),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+impl OtlpReceiver {
+    /// Starts listening on a free port.
+    pub fn start() -> OtlpReceiver {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("binding the receiver");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+            Collector(spans.clone()),
+        );
+        runtime.spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+        OtlpReceiver {
+            url,
+            spans,
+            _runtime: runtime,
+        }
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.spans.lock().expect("spans lock").clone()
+    }
 }

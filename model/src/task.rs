@@ -214,6 +214,9 @@ pub struct ShardTask {
     /// (safety backups of a restore target that does not exist yet).
     #[serde(default)]
     pub missing_ok: bool,
+    /// W3C `traceparent` of the controller span that handed the shard out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What a worker reports for a finished shard.

@@ -14,6 +14,7 @@ use ferry_proto::model::ShardKey;
 use ferry_proto::v1;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::controllers::Controllers;
 use crate::engines::{self, Counters, Run, ShardError};
@@ -113,9 +114,25 @@ impl Executor {
                 shard_id: task.shard_id.clone(),
                 attempt: task.attempt,
             };
-            let result = this.execute(task, cancel.clone()).await;
+            // One span per shard attempt, child of the controller's hand-out: every stage span and
+            // every log line of the shard sits under it (job and shard ids included).
+            let span = tracing::info_span!(
+                "shard",
+                job = %task.job_id,
+                shard = %task.shard_id,
+                attempt = task.attempt,
+                op = task.op.as_str(),
+                kind = task.resource.kind(),
+            );
+            if let Some(parent) = &task.traceparent {
+                crate::logging::set_parent(&span, parent);
+            }
+            let result = this
+                .execute(task, cancel.clone())
+                .instrument(span.clone())
+                .await;
             if !cancel.is_cancelled() || result.is_ok() {
-                this.report(&key, result).await;
+                this.report(&key, result).instrument(span).await;
             }
             if let Ok(mut running) = this.running.lock()
                 && running.get(&slot).is_some_and(|(a, _)| *a == key.attempt)
@@ -235,12 +252,13 @@ impl Executor {
         let deadline = tokio::time::Instant::now() + REPORT_PATIENCE;
         let mut delay = Duration::from_millis(200);
         loop {
-            match self
-                .controllers
-                .client()
-                .report_result(message.clone())
-                .await
-            {
+            let mut request = tonic::Request::new(message.clone());
+            // The trace travels back in W3C form, in gRPC metadata.
+            if let Some(tp) = crate::logging::traceparent_of(&tracing::Span::current())
+                && let Ok(v) = tp.parse() {
+                    request.metadata_mut().insert("traceparent", v);
+                }
+            match self.controllers.client().report_result(request).await {
                 Ok(ack) => {
                     if !ack.into_inner().accepted {
                         tracing::warn!(shard = %key, "result refused: a newer attempt owns the shard");

@@ -31,6 +31,9 @@ struct Args {
     /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9101).
     #[arg(long, env = "FERRY_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Export traces over OTLP/gRPC to this endpoint [default: $OTEL_EXPORTER_OTLP_ENDPOINT].
+    #[arg(long, env = "FERRY_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Log format: human or json.
     #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
@@ -39,7 +42,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    ferry_worker::logging::init(args.log_format == "json", "info");
+    let _telemetry = ferry_worker::logging::init_with(
+        args.log_format == "json",
+        "info",
+        args.otlp_endpoint.as_deref(),
+        "ferry-worker",
+    );
     let config = ferry_worker::WorkerConfig {
         controller: args.controller,
         cluster: args.cluster,

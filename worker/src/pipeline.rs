@@ -20,6 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::engines::ShardError;
 
@@ -129,7 +130,14 @@ where
     F: FnOnce(&mut dyn Write) -> Result<T, ShardError> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let compress = tracing::info_span!(
+        "compress",
+        codec = "zstd",
+        level = ZSTD_LEVEL,
+        bytes_out = tracing::field::Empty
+    );
     let producer = tokio::task::spawn_blocking(move || -> Result<(T, Stored), ShardError> {
+        let _stage = compress.enter();
         let sink = ChannelWriter {
             tx,
             buf: BytesMut::with_capacity(CHUNK),
@@ -151,9 +159,17 @@ where
         let stored = sink
             .finish()
             .map_err(|e| ShardError::transient(e.to_string()))?;
+        compress.record("bytes_out", stored.bytes);
         Ok((value, stored))
     });
-    let put = store.put(key, chunk_reader(rx), cancel).await;
+    let upload = tracing::info_span!("upload", key = %key, bytes = tracing::field::Empty);
+    let put = store
+        .put(key, chunk_reader(rx), cancel)
+        .instrument(upload.clone())
+        .await;
+    if let Ok(n) = &put {
+        upload.record("bytes", *n);
+    }
     let produced = producer
         .await
         .map_err(|e| ShardError::transient(format!("archive writer crashed: {e}")))?;
@@ -171,6 +187,22 @@ where
 
 /// Reads `key` through and checks its SHA-256, without decompressing. Returns its size.
 pub async fn verify_object(
+    store: &dyn ObjectStore,
+    key: &str,
+    expected: &str,
+    progress: &std::sync::atomic::AtomicU64,
+) -> Result<u64, ShardError> {
+    let span = tracing::info_span!("verify", key = %key, bytes = tracing::field::Empty);
+    let result = verify_inner(store, key, expected, progress)
+        .instrument(span.clone())
+        .await;
+    if let Ok(n) = &result {
+        span.record("bytes", *n);
+    }
+    result
+}
+
+async fn verify_inner(
     store: &dyn ObjectStore,
     key: &str,
     expected: &str,
@@ -214,12 +246,14 @@ fn storage_error(e: StorageError) -> ShardError {
 struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
+    bytes: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
         Ok(n)
     }
 }
@@ -238,10 +272,13 @@ where
 {
     let body = store.get(key).await.map_err(storage_error)?;
     let key = key.to_owned();
+    let download = tracing::info_span!("download", key = %key, bytes = tracing::field::Empty);
     tokio::task::spawn_blocking(move || {
+        let _stage = download.enter();
         let mut hashing = HashingReader {
             inner: std::io::BufReader::with_capacity(CHUNK, SyncIoBridge::new(body)),
             hasher: Sha256::new(),
+            bytes: 0,
         };
         let value = {
             let mut decoder = zstd::stream::read::Decoder::new(&mut hashing)
@@ -254,6 +291,7 @@ where
         };
         std::io::copy(&mut hashing, &mut std::io::sink())
             .map_err(|e| ShardError::transient(format!("reading {key}: {e}")))?;
+        tracing::Span::current().record("bytes", hashing.bytes);
         let actual = hex::encode(hashing.hasher.finalize());
         if let Some(expected) = expected
             && actual != expected

@@ -16,22 +16,29 @@ pub const KNOWN_TOOLS: &[&str] = &[
     "redis-cli",
 ];
 
-/// Runs `TOOL --version` for every known tool; the first line of what it prints is its version.
-/// Tools that are missing or fail are left out.
+/// Runs `TOOL --version` for every known tool, all at once; the first line of what it prints is
+/// its version. Tools that are missing or fail are left out. The timeout is generous: a tool
+/// wrongly reported missing on a loaded machine would keep its shards from this worker.
 pub async fn detect() -> BTreeMap<String, String> {
-    let mut found = BTreeMap::new();
-    for tool in KNOWN_TOOLS {
+    let probes = KNOWN_TOOLS.iter().map(|tool| async move {
         let run = tokio::process::Command::new(tool)
             .arg("--version")
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .output();
-        if let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(5), run).await {
-            let text = String::from_utf8_lossy(&out.stdout);
-            if let (true, Some(line)) = (out.status.success(), text.lines().next()) {
-                found.insert((*tool).to_owned(), line.trim().to_owned());
+        match tokio::time::timeout(Duration::from_secs(30), run).await {
+            Ok(Ok(out)) if out.status.success() => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                text.lines()
+                    .next()
+                    .map(|line| ((*tool).to_owned(), line.trim().to_owned()))
             }
+            _ => None,
         }
-    }
-    found
+    });
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }

@@ -126,6 +126,7 @@ pub fn job(ctx: &Context, view: &JobView) -> v1::Job {
         trigger: j.trigger.clone(),
         expires_at_ms: j.expires_at_ms.unwrap_or(0),
         safety_backup: j.safety_backup.clone().unwrap_or_default(),
+        trace_id: j.trace_id.clone(),
     }
 }
 

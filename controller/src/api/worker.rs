@@ -9,6 +9,8 @@ use ferry_proto::v1::worker_service_server::WorkerService;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use tracing::Instrument;
+
 use crate::context::Context;
 use crate::workers::Delivery;
 use crate::{jobs, reconciler};
@@ -104,8 +106,19 @@ impl WorkerService for WorkerApi {
         req: Request<v1::ShardResult>,
     ) -> Result<Response<v1::ReportAck>, Status> {
         self.ctx.require_leader()?;
+        let parent = req
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let report: ShardReport = req.into_inner().try_into()?;
-        let accepted = jobs::record_result(&self.ctx, report).await?;
+        let span = tracing::info_span!("record_result", job = %report.shard.job_id, shard = %report.shard.shard_id, attempt = report.shard.attempt);
+        if let Some(parent) = &parent {
+            ferry_worker::logging::set_parent(&span, parent);
+        }
+        let accepted = jobs::record_result(&self.ctx, report)
+            .instrument(span)
+            .await?;
         Ok(Response::new(v1::ReportAck { accepted }))
     }
 }

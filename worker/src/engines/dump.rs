@@ -298,11 +298,13 @@ pub async fn backup_from_command(
 ) -> Result<ShardOutcome, ShardError> {
     let counters = run.counters.clone();
     let tool_version = info.tool_version.clone();
+    let stage = tracing::info_span!("dump", tool = %program(&cmd), bytes = tracing::field::Empty);
     let (bytes, stored) = upload_compressed(
         run.store.clone(),
         &run.task.object_key,
         &run.cancel,
         move |out| {
+            let _stage = stage.enter();
             let mut child = spawn(&mut cmd, Stdio::null(), Stdio::piped())?;
             let stderr = collect_stderr(&mut child);
             let mut stdout = child
@@ -319,6 +321,7 @@ pub async fn backup_from_command(
             let bytes =
                 written.map_err(|e| ShardError::transient(format!("streaming the dump: {e}")))?;
             finished?;
+            tracing::Span::current().record("bytes", bytes);
             Ok(bytes)
         },
     )
@@ -342,17 +345,22 @@ where
     F: FnOnce(&DumpInfo, &mut dyn Read) -> Result<T, ShardError> + Send + 'static,
 {
     let counters = run.counters.clone();
+    let stage = tracing::info_span!("restore", bytes = tracing::field::Empty);
     download_decompressed(
         &*run.store,
         &run.task.object_key,
         run.task.expected_sha256.clone(),
         move |input| {
+            let _stage = stage.enter();
             read_dump(input, |info, dump| {
+                let before = counters.done.load(Ordering::Relaxed);
                 let mut counted = CountingReader {
                     inner: dump,
                     progress: &counters.done,
                 };
-                consume(info, &mut counted)
+                let value = consume(info, &mut counted);
+                stage.record("bytes", counters.done.load(Ordering::Relaxed) - before);
+                value
             })
         },
     )

@@ -55,11 +55,19 @@ pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
         }
     });
     let counters = run.counters.clone();
+    let stage =
+        tracing::info_span!("archive", path = %root.display(), bytes = tracing::field::Empty);
     let (stats, stored) = upload_compressed(
         run.store.clone(),
         &run.task.object_key,
         &run.cancel,
-        move |out| ferry_archive::write_tree(&root, out, &counters.done).map_err(archive_error),
+        move |out| {
+            let _stage = stage.enter();
+            let stats =
+                ferry_archive::write_tree(&root, out, &counters.done).map_err(archive_error)?;
+            stage.record("bytes", stats.bytes);
+            Ok(stats)
+        },
     )
     .await?;
     Ok(ShardOutcome {
@@ -114,13 +122,18 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
         .map_err(|e| ShardError::permanent(format!("cannot create {}: {e}", root.display())))?;
     let overwrite = run.task.overwrite;
     let counters = run.counters.clone();
+    let stage =
+        tracing::info_span!("restore", path = %root.display(), bytes = tracing::field::Empty);
     let stats = download_decompressed(
         &*run.store,
         &run.task.object_key,
         run.task.expected_sha256.clone(),
         move |input| {
-            ferry_archive::extract_tree(input, &root, overwrite, &counters.done)
-                .map_err(archive_error)
+            let _stage = stage.enter();
+            let stats = ferry_archive::extract_tree(input, &root, overwrite, &counters.done)
+                .map_err(archive_error)?;
+            stage.record("bytes", stats.bytes);
+            Ok(stats)
         },
     )
     .await?;

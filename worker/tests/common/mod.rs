@@ -36,6 +36,7 @@ pub fn task(op: ShardOp, resource: Resource, storage: &StorageLocation, key: &st
         rewrites: Vec::new(),
         hooks: Default::default(),
         missing_ok: false,
+        traceparent: None,
     }
 }
 
