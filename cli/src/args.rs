@@ -98,10 +98,20 @@ pub enum AppCmd {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run: size does not matter
 pub enum StorageCmd {
-    /// Add a storage location.
+    /// Add a storage location: a local directory of one cluster, or an S3-compatible bucket.
     #[command(
-        after_help = "Example:\n  ferry storage add nas --local /mnt/nas/ferry --cluster dc-a"
+        group = clap::ArgGroup::new("backend").args(["local", "s3"]).required(true),
+        after_help = "Examples:\n  \
+            ferry storage add nas --local /mnt/nas/ferry --cluster dc-a\n  \
+            ferry storage add offsite --s3 --endpoint https://s3.eu-central-1.amazonaws.com \\\n      \
+            --bucket acme-ferry --prefix prod --region eu-central-1\n  \
+            ferry storage add minio --s3 --endpoint http://minio.internal:9000 --bucket ferry \\\n      \
+            --path-style --access-key-env MINIO_ACCESS_KEY --secret-key-env MINIO_SECRET_KEY\n\n\
+            S3 credentials are never sent or stored: the controller and every worker read them \
+            from the\nenvironment variables named by --access-key-env and --secret-key-env \
+            (default AWS_ACCESS_KEY_ID\nand AWS_SECRET_ACCESS_KEY)."
     )]
     Add {
         name: String,
@@ -109,8 +119,63 @@ pub enum StorageCmd {
         #[arg(long, value_name = "PATH", requires = "cluster")]
         local: Option<PathBuf>,
         /// The cluster whose workers reach the local directory.
-        #[arg(long)]
+        #[arg(long, requires = "local", conflicts_with = "s3")]
         cluster: Option<String>,
+        /// An S3-compatible bucket, reachable from every cluster.
+        #[arg(long, requires_all = ["endpoint", "bucket"])]
+        s3: bool,
+        /// The S3 endpoint URL (https://… or http://…).
+        #[arg(
+            long,
+            value_name = "URL",
+            requires = "s3",
+            conflicts_with = "local",
+            value_parser = |s: &str| if s.starts_with("https://") || s.starts_with("http://") {
+                Ok(s.to_owned())
+            } else {
+                Err(format!("{s:?} is not an http:// or https:// URL"))
+            }
+        )]
+        endpoint: Option<String>,
+        /// The bucket (it must exist).
+        #[arg(long, requires = "s3", conflicts_with = "local")]
+        bucket: Option<String>,
+        /// Key prefix for everything Ferry writes in the bucket.
+        #[arg(long, requires = "s3", conflicts_with = "local")]
+        prefix: Option<String>,
+        /// Region to sign requests for [default: us-east-1].
+        #[arg(long, requires = "s3", conflicts_with = "local")]
+        region: Option<String>,
+        /// Address the bucket in the path (http://host/bucket/key), as MinIO and most
+        /// self-hosted servers need, instead of as a host name (http://bucket.host/key).
+        #[arg(long, requires = "s3", conflicts_with = "local")]
+        path_style: bool,
+        /// Environment variable holding the access key [default: AWS_ACCESS_KEY_ID].
+        #[arg(
+            long,
+            value_name = "VAR",
+            requires = "s3",
+            conflicts_with = "local",
+            value_parser = |s: &str| if s.is_empty() || s.contains(['=', '\0']) {
+                Err(format!("{s:?} is not the name of an environment variable"))
+            } else {
+                Ok(s.to_owned())
+            }
+        )]
+        access_key_env: Option<String>,
+        /// Environment variable holding the secret key [default: AWS_SECRET_ACCESS_KEY].
+        #[arg(
+            long,
+            value_name = "VAR",
+            requires = "s3",
+            conflicts_with = "local",
+            value_parser = |s: &str| if s.is_empty() || s.contains(['=', '\0']) {
+                Err(format!("{s:?} is not the name of an environment variable"))
+            } else {
+                Ok(s.to_owned())
+            }
+        )]
+        secret_key_env: Option<String>,
     },
     /// List storage locations.
     #[command(after_help = "Example:\n  ferry storage list")]

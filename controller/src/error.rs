@@ -40,6 +40,9 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::Store(e) => Status::unavailable(e.to_string()),
+            Error::Storage(e @ StorageError::Config(_)) => {
+                Status::failed_precondition(e.to_string())
+            }
             Error::Storage(StorageError::NotFound { key }) => {
                 Status::not_found(format!("object {key:?} is missing from storage"))
             }

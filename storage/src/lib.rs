@@ -1,11 +1,13 @@
 //! Object storage for archives and manifests, behind one trait ([`ObjectStore`]) so that the
-//! pipelines never care where bytes go. Backends: [`local::LocalStore`] (a directory). Every
-//! backend passes the same conformance suite (`tests/conformance.rs`).
+//! pipelines never care where bytes go. Backends: [`local::LocalStore`] (a directory) and
+//! [`s3::S3Store`] (any S3-compatible endpoint). Every backend passes the same conformance suite
+//! (`tests/conformance.rs`).
 //!
 //! Writes are atomic: an object is visible only once it was written completely, so a reader never
 //! sees half an archive and a crashed upload leaves nothing that looks like a backup.
 
 pub mod local;
+pub mod s3;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,6 +37,9 @@ pub enum StorageError {
     Cancelled,
     #[error("{0}")]
     Unsupported(String),
+    /// The location's settings cannot work (a missing credential variable, a bad prefix).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Metadata of one stored object.
@@ -103,10 +108,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 pub fn open(location: &StorageLocation) -> Result<Arc<dyn ObjectStore>, StorageError> {
     match &location.backend {
         StorageBackend::Local { path, .. } => Ok(Arc::new(local::LocalStore::new(path))),
-        StorageBackend::S3 { .. } => Err(StorageError::Unsupported(format!(
-            "storage {:?}: the s3 backend is not available in this build yet",
-            location.name
-        ))),
+        StorageBackend::S3 { .. } => Ok(Arc::new(s3::S3Store::from_location(location)?)),
     }
 }
 

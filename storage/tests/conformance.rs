@@ -1,8 +1,14 @@
-//! The behaviour every ObjectStore backend must have. Backends call [`run_all`] on a fresh store.
+//! The behaviour every ObjectStore backend must have. Each backend's test at the bottom calls
+//! [`run_all`] on a fresh store: the local directory, and S3 (a real S3 server, see
+//! `common/s3_server.rs`).
+
+mod common;
 
 use std::sync::Arc;
 
+use common::s3_server::S3Server;
 use ferry_storage::local::LocalStore;
+use ferry_storage::s3::{MIN_PART_SIZE, S3Store, S3Tuning};
 use ferry_storage::{BoxReader, ObjectStore, StorageError};
 use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
@@ -160,4 +166,35 @@ async fn local_store_conforms() {
     // Nothing outside the root, nothing partial left inside it.
     let outside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(outside.len(), 1);
+}
+
+#[tokio::test]
+async fn s3_store_conforms() {
+    let server = S3Server::start();
+    server.create_bucket("conformance").await;
+    // Through `open`, as the controller and workers open a location: default tuning.
+    let store = ferry_storage::open(&server.location("s3", "conformance", "")).unwrap();
+    run_all(store).await;
+    // Nothing left: no object, no multipart upload (asked through the SDK), no part on disk.
+    assert!(server.object_keys("conformance").await.is_empty());
+    assert!(server.multipart_uploads("conformance").await.is_empty());
+    assert!(server.part_files_on_disk().is_empty());
+}
+
+#[tokio::test]
+async fn s3_store_conforms_with_small_parts_and_a_prefix() {
+    // The smallest parts (the 3 MB object still fits in one) and concurrency 1, under a prefix.
+    let server = S3Server::start();
+    server.create_bucket("conformance").await;
+    let tuning = S3Tuning {
+        part_size: MIN_PART_SIZE,
+        concurrency: 1,
+        list_page_size: Some(2),
+        ..S3Tuning::default()
+    };
+    let store = S3Store::new(&server.location("s3", "conformance", "/team/x//"), tuning).unwrap();
+    run_all(Arc::new(store)).await;
+    assert!(server.object_keys("conformance").await.is_empty());
+    assert!(server.multipart_uploads("conformance").await.is_empty());
+    assert!(server.part_files_on_disk().is_empty());
 }

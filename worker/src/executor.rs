@@ -255,9 +255,10 @@ impl Executor {
             let mut request = tonic::Request::new(message.clone());
             // The trace travels back in W3C form, in gRPC metadata.
             if let Some(tp) = crate::logging::traceparent_of(&tracing::Span::current())
-                && let Ok(v) = tp.parse() {
-                    request.metadata_mut().insert("traceparent", v);
-                }
+                && let Ok(v) = tp.parse()
+            {
+                request.metadata_mut().insert("traceparent", v);
+            }
             match self.controllers.client().report_result(request).await {
                 Ok(ack) => {
                     if !ack.into_inner().accepted {

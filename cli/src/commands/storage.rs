@@ -15,20 +15,42 @@ pub async fn run(ctx: &mut Ctx, cmd: StorageCmd) -> CliResult {
             name,
             local,
             cluster,
+            s3,
+            endpoint,
+            bucket,
+            prefix,
+            region,
+            path_style,
+            access_key_env,
+            secret_key_env,
         } => {
-            let Some(path) = local else {
-                return Err(CliError::input(
-                    "say where: --local PATH --cluster C (s3 locations come with the s3 backend)",
-                ));
-            };
-            let path = std::path::absolute(&path)
-                .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
-            let location = v1::StorageLocation {
-                name,
-                backend: Some(v1::storage_location::Backend::Local(v1::LocalStorage {
+            let backend = if s3 {
+                // clap checked the endpoint's scheme and the variable names.
+                v1::storage_location::Backend::S3(v1::S3Storage {
+                    endpoint: endpoint.unwrap_or_default(),
+                    bucket: bucket.unwrap_or_default(),
+                    prefix: prefix.unwrap_or_default(),
+                    region: region.unwrap_or_default(),
+                    path_style,
+                    access_key_env: access_key_env.unwrap_or_default(),
+                    secret_key_env: secret_key_env.unwrap_or_default(),
+                })
+            } else {
+                let Some(path) = local else {
+                    return Err(CliError::input(
+                        "say where: --local PATH --cluster C, or --s3 --endpoint URL --bucket B",
+                    ));
+                };
+                let path = std::path::absolute(&path)
+                    .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+                v1::storage_location::Backend::Local(v1::LocalStorage {
                     path: path.to_string_lossy().into_owned(),
                     cluster: cluster.unwrap_or_default(),
-                })),
+                })
+            };
+            let location = v1::StorageLocation {
+                name,
+                backend: Some(backend),
             };
             let added = ctx
                 .client
@@ -95,6 +117,7 @@ fn location_json(l: &v1::StorageLocation) -> serde_json::Value {
         Some(v1::storage_location::Backend::S3(s)) => json!({
             "name": l.name, "type": "s3", "endpoint": s.endpoint, "bucket": s.bucket,
             "prefix": s.prefix, "region": s.region, "path_style": s.path_style,
+            "access_key_env": s.access_key_env, "secret_key_env": s.secret_key_env,
         }),
         None => json!({"name": l.name}),
     }
