@@ -136,39 +136,16 @@ fn deleting_a_backup_removes_its_objects_and_entry() {
 /// files and a PostgreSQL database alike.
 #[test]
 fn in_place_restore_takes_a_safety_backup_that_rolls_back() {
-    use ferry_integration_tests::{sh, unique};
-    struct DropDb(String);
-    impl Drop for DropDb {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("dropdb")
-                .args(["-h", "127.0.0.1", "--if-exists", "--force", &self.0])
-                .status();
-        }
-    }
-    let db = format!("ferry_inplace_{}", unique());
-    let _guard = DropDb(db.clone());
-    let psql = |sql: &str| {
-        sh(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-d",
-                &db,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-Atc",
-                sql,
-            ],
-        )
-    };
+    use ferry_integration_tests::{PgDb, sh};
+    let pg = PgDb::create("ferry_inplace");
+    let db = pg.name.clone();
+    let psql = |sql: &str| pg.psql(sql);
     let digest = || psql("SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM t");
 
     let c = Cluster::start(&[]);
     let data = c.path().join("srv/app");
     ferry_archive::sample::generate(&data, 1).unwrap();
     ferry_archive::sample::generate(&c.path().join("ref-a"), 1).unwrap();
-    sh("createdb", &["-h", "127.0.0.1", &db]);
     psql(
         "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'A' FROM generate_series(1, 100) g;",
     );

@@ -169,31 +169,12 @@ fn progress_lines_and_json_output() {
 /// context in gRPC metadata. No secret appears in any span attribute or log line.
 #[test]
 fn one_trace_per_job_across_processes() {
-    use ferry_integration_tests::{OtlpReceiver, sh, unique, wait_for};
+    use ferry_integration_tests::{OtlpReceiver, PgDb, unique, wait_for};
     let receiver = OtlpReceiver::start();
     let secret = format!("otel-secret-{}", unique());
-    let db = format!("ferry_otel_{}", unique());
-    struct DropDb(String);
-    impl Drop for DropDb {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("dropdb")
-                .args(["-h", "127.0.0.1", "--if-exists", "--force", &self.0])
-                .status();
-        }
-    }
-    let _guard = DropDb(db.clone());
-    sh("createdb", &["-h", "127.0.0.1", &db]);
-    sh(
-        "psql",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-d",
-            &db,
-            "-c",
-            "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
-        ],
-    );
+    let pg = PgDb::create("ferry_otel");
+    let db = pg.name.clone();
+    pg.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
 
     let mut c = Cluster::start(&["--no-embedded-worker", "--otlp-endpoint", &receiver.url]);
     let env = [("FERRY_TEST_DB_PASSWORD", secret.as_str())];
