@@ -241,6 +241,15 @@ pub enum BackupCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Re-read every archive of a backup and check its checksum, restoring nothing; exit 1 and
+    /// name each bad archive if any fails.
+    #[command(after_help = "Example:\n  ferry backup verify shop-20261121-103500-3fa2")]
+    Verify {
+        id: String,
+        /// Return at once with the verify job instead of waiting for its verdict.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Delete a finished backup: its archives in storage and its catalog entry.
     #[command(after_help = "Example:\n  ferry backup delete shop-20261121-103500-3fa2")]
     Delete { id: String },

@@ -78,10 +78,7 @@ async fn refuse_if_busy(ctx: &Context, team: &str, app: &str, kind: JobKind) -> 
         .into_iter()
         .find(|j| j.team == team && j.app == app && !j.state.is_final() && j.kind == kind);
     if let Some(j) = busy {
-        let what = match kind {
-            JobKind::Backup => "backup",
-            JobKind::Restore => "restore",
-        };
+        let what = kind.as_str();
         return Err(Error::FailedPrecondition(format!(
             "a {what} of app {app:?} is already running ({}); wait for it to finish",
             j.id
@@ -358,6 +355,90 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     Ok(job)
 }
 
+/// Starts a verify job: every archive of the backup is re-read from storage and its SHA-256
+/// checked against the manifest, by a worker of the backup's cluster. Nothing is written.
+pub async fn create_verify(ctx: &Context, team: &str, backup_id: &str) -> Result<JobRecord> {
+    let backup = get_job(ctx, team, backup_id).await?;
+    if backup.kind != JobKind::Backup {
+        return Err(Error::InvalidArgument(format!(
+            "{backup_id} is not a backup"
+        )));
+    }
+    if !matches!(
+        backup.state,
+        JobState::Completed | JobState::PartiallyFailed
+    ) {
+        return Err(Error::FailedPrecondition(format!(
+            "backup {backup_id} is {:?}; only completed backups have archives to verify",
+            backup.state
+        )));
+    }
+    let manifest = read_manifest(ctx, &backup).await?;
+    let planned: BTreeMap<String, PlannedShard> = plan_shards(&manifest.app_spec)
+        .into_iter()
+        .map(|p| (p.slot.clone(), p))
+        .collect();
+    let id = new_job_id(&format!("verify-{}", backup.app));
+    let mut shards = Vec::new();
+    for m in manifest.shards.iter().filter(|m| m.error.is_empty()) {
+        let planned = planned.get(&m.slot).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "manifest of {backup_id} is inconsistent: shard {} has no place ({}) in its app spec",
+                m.id, m.slot
+            ))
+        })?;
+        let mut shard = new_shard(
+            &id,
+            planned,
+            ShardOp::Verify {
+                check_target: false,
+            },
+        );
+        shard.id = m.id.clone();
+        shard.object_key = m.object_key.clone();
+        shard.expected_sha256 = Some(m.sha256.clone());
+        shards.push(shard);
+    }
+    if shards.is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "backup {backup_id} holds no archive to verify"
+        )));
+    }
+    let job = JobRecord {
+        id,
+        kind: JobKind::Verify,
+        state: JobState::Pending,
+        team: team.to_owned(),
+        app: backup.app.clone(),
+        cluster: backup.cluster.clone(),
+        storage: backup.storage.clone(),
+        spec: manifest.app_spec.clone(),
+        created_at_ms: now_ms(),
+        started_at_ms: 0,
+        finished_at_ms: 0,
+        message: String::new(),
+        labels: BTreeMap::new(),
+        trigger: "manual".into(),
+        expires_at_ms: None,
+        restore: Some(RestorePlan {
+            backup_id: backup.id,
+            source_app: manifest.app,
+            overwrite: false,
+            rewrites: Vec::new(),
+            creates_app: false,
+        }),
+        safety_backup: None,
+        safety_done: false,
+        cancel_requested: false,
+        trace_id: ferry_worker::logging::new_root_ids().0,
+        root_span_id: ferry_worker::logging::new_root_ids().1,
+        stored_bytes: 0,
+        source_bytes: 0,
+    };
+    persist_new(ctx, &job, &shards).await?;
+    Ok(job)
+}
+
 /// Every job record.
 pub async fn list_jobs(ctx: &Context) -> Result<Vec<JobRecord>> {
     Ok(list_json::<JobRecord>(&*ctx.store, &keys::jobs())
@@ -511,10 +592,7 @@ pub async fn cancel(ctx: &Context, team: &str, id: &str, kind: JobKind) -> Resul
         let (mut job, rev) = match get_json::<JobRecord>(&*ctx.store, &keys::job(id)).await? {
             Some((job, rev)) if job.team == team && job.kind == kind => (job, rev),
             _ => {
-                let what = match kind {
-                    JobKind::Backup => "backup",
-                    JobKind::Restore => "restore",
-                };
+                let what = kind.as_str();
                 return Err(Error::NotFound(format!(
                     "{what} {id:?} not found in team {team:?}"
                 )));

@@ -159,9 +159,5 @@ pub fn state_label(state: crate::records::JobState) -> String {
 
 /// A job kind as a label value.
 pub fn kind_label(kind: crate::records::JobKind) -> String {
-    match kind {
-        crate::records::JobKind::Backup => "backup",
-        crate::records::JobKind::Restore => "restore",
-    }
-    .into()
+    kind.as_str().into()
 }

@@ -105,10 +105,7 @@ fn emit_root_span(job: &JobRecord) {
         return;
     }
     let at = |ms: i64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    let name = match job.kind {
-        JobKind::Backup => "backup",
-        JobKind::Restore => "restore",
-    };
+    let name = job.kind.as_str();
     ferry_worker::logging::emit_span(
         name,
         Some((&job.trace_id, &job.root_span_id)),
@@ -226,6 +223,7 @@ async fn reconcile_job(
         let message = match job.kind {
             JobKind::Backup => "cancelled; nothing was kept",
             JobKind::Restore => "cancelled; the target may hold part of the restored data",
+            JobKind::Verify => "cancelled",
         };
         return stop_job(ctx, job, rev, JobState::Cancelled, message.into()).await;
     }
@@ -591,6 +589,7 @@ async fn finish(ctx: &Context, job: JobRecord, rev: i64, shards: Vec<ShardRecord
     match job.kind {
         JobKind::Backup => commit_backup(ctx, job, rev, shards).await,
         JobKind::Restore => finish_restore(ctx, job, rev, shards).await,
+        JobKind::Verify => finish_verify(ctx, job, rev, shards).await,
     }
 }
 
@@ -715,6 +714,39 @@ fn build_manifest(job: &JobRecord, shards: &[ShardRecord]) -> BackupManifest {
             })
             .collect(),
     }
+}
+
+/// Ends a verify job: completed when every archive matched its checksum, failed naming the bad
+/// ones otherwise.
+async fn finish_verify(
+    ctx: &Context,
+    mut job: JobRecord,
+    rev: i64,
+    shards: Vec<ShardRecord>,
+) -> Result<()> {
+    let bad = shards
+        .iter()
+        .filter(|s| s.state != ShardState::Succeeded)
+        .count();
+    job.finished_at_ms = now_ms();
+    job.stored_bytes = shards
+        .iter()
+        .filter_map(|s| s.outcome.as_ref())
+        .map(|o| o.stored_bytes)
+        .sum();
+    if bad == 0 {
+        job.state = JobState::Completed;
+        job.message = format!("all {} archives match their checksums", shards.len());
+    } else {
+        job.state = JobState::Failed;
+        job.message = format!(
+            "{bad} of {} archives are bad: {}",
+            shards.len(),
+            shard_errors(&shards)
+        );
+    }
+    save_job(ctx, &job, rev).await?;
+    Ok(())
 }
 
 /// Ends the verify step (moving on to writing, or failing with nothing written), or ends the

@@ -22,6 +22,19 @@ pub struct AppRecord {
 pub enum JobKind {
     Backup,
     Restore,
+    /// Re-reads a backup's archives and checks their checksums, writing nothing.
+    Verify,
+}
+
+impl JobKind {
+    /// `backup`, `restore` or `verify`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Backup => "backup",
+            JobKind::Restore => "restore",
+            JobKind::Verify => "verify",
+        }
+    }
 }
 
 /// The life of a job. `Pending` and `Running` are active; the rest are final.

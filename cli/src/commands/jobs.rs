@@ -81,6 +81,14 @@ pub async fn backup(ctx: &mut Ctx, cmd: BackupCmd) -> CliResult {
             let job = ctx.client.cancel_backup(req).await?.into_inner();
             cancelled(ctx, job, wait).await
         }
+        BackupCmd::Verify { id, no_wait } => {
+            let req = v1::GetJobRequest {
+                team: ctx.team.clone(),
+                id,
+            };
+            let job = ctx.client.verify_backup(req).await?.into_inner();
+            finish_create(ctx, job, !no_wait).await
+        }
         BackupCmd::Delete { id } => {
             let req = v1::GetJobRequest {
                 team: ctx.team.clone(),

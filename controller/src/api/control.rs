@@ -169,6 +169,17 @@ impl ControlService for ControlApi {
         Ok(Response::new(v1::DeleteBackupResponse { objects_deleted }))
     }
 
+    async fn verify_backup(
+        &self,
+        req: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        self.ctx.require_leader()?;
+        let JobRef { team, id } = req.into_inner().try_into()?;
+        let job = jobs::create_verify(&self.ctx, &team, &id).await?;
+        let view = jobs::view(&self.ctx, &job.team, &job.id).await?;
+        Ok(Response::new(convert::job(&self.ctx, &view)))
+    }
+
     async fn cancel_restore(
         &self,
         req: Request<v1::GetJobRequest>,
