@@ -114,29 +114,18 @@ pub async fn new_backup(
     }
     let now = now_ms();
     let job = JobRecord {
-        id: new_job_id(&req.app),
-        kind: JobKind::Backup,
-        state: JobState::Pending,
-        team: req.team,
-        app: req.app,
-        cluster: app.spec.cluster.clone(),
-        storage: location.name,
-        spec: app.spec,
-        created_at_ms: now,
-        started_at_ms: 0,
-        finished_at_ms: 0,
-        message: String::new(),
         labels: req.labels,
-        trigger: trigger.into(),
         expires_at_ms: req.ttl.map(|t| now + t.as_millis() as i64),
-        restore: None,
-        cancel_requested: false,
-        trace_id: ferry_worker::logging::new_root_ids().0,
-        root_span_id: ferry_worker::logging::new_root_ids().1,
-        safety_backup: None,
-        safety_done: false,
-        stored_bytes: 0,
-        source_bytes: 0,
+        ..JobRecord::pending(
+            new_job_id(&req.app),
+            JobKind::Backup,
+            req.team,
+            req.app,
+            app.spec.cluster.clone(),
+            location.name,
+            app.spec,
+            trigger.into(),
+        )
     };
     let shards: Vec<_> = planned
         .iter()
@@ -179,6 +168,36 @@ pub async fn read_manifest(ctx: &Context, backup: &JobRecord) -> Result<BackupMa
             other => other.into(),
         })?;
     Ok(BackupManifest::from_json(&bytes)?)
+}
+
+/// The verify-step shards of a job reading a backup: each good shard of the manifest, paired by
+/// slot with where it goes in `spec`. `missing` says why a shard has no counterpart.
+fn shards_from_manifest(
+    job_id: &str,
+    manifest: &BackupManifest,
+    spec: &ferry_model::app::AppSpec,
+    check_target: bool,
+    missing: impl Fn(&ferry_model::manifest::ManifestShard) -> String,
+) -> Result<Vec<ShardRecord>> {
+    let targets: BTreeMap<String, PlannedShard> = plan_shards(spec)
+        .into_iter()
+        .map(|p| (p.slot.clone(), p))
+        .collect();
+    manifest
+        .shards
+        .iter()
+        .filter(|m| m.error.is_empty())
+        .map(|m| {
+            let planned = targets
+                .get(&m.slot)
+                .ok_or_else(|| Error::FailedPrecondition(missing(m)))?;
+            let mut shard = new_shard(job_id, planned, ShardOp::Verify { check_target });
+            shard.id = m.id.clone();
+            shard.object_key = m.object_key.clone();
+            shard.expected_sha256 = Some(m.sha256.clone());
+            Ok(shard)
+        })
+        .collect()
 }
 
 /// Starts a restore: first every archive is verified (and every target checked empty unless
@@ -231,32 +250,15 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     refuse_if_busy(ctx, &req.team, &target, JobKind::Restore).await?;
     refuse_if_busy(ctx, &req.team, &target, JobKind::Backup).await?;
 
-    let targets: BTreeMap<String, PlannedShard> = plan_shards(&spec)
-        .into_iter()
-        .map(|p| (p.slot.clone(), p))
-        .collect();
     let id = new_job_id(&format!("restore-{target}"));
-    let mut shards = Vec::new();
-    for m in manifest.shards.iter().filter(|m| m.error.is_empty()) {
-        let planned = targets.get(&m.slot).ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "app {target:?} has nothing to receive shard {} ({}); declare it or restore \
-                 into a new app with --to-app",
-                m.id, m.slot
-            ))
-        })?;
-        let mut shard = new_shard(
-            &id,
-            planned,
-            ShardOp::Verify {
-                check_target: !req.overwrite,
-            },
-        );
-        shard.id = m.id.clone();
-        shard.object_key = m.object_key.clone();
-        shard.expected_sha256 = Some(m.sha256.clone());
-        shards.push(shard);
-    }
+    let check_target = !req.overwrite;
+    let shards = shards_from_manifest(&id, &manifest, &spec, check_target, |m| {
+        format!(
+            "app {target:?} has nothing to receive shard {} ({}); declare it or restore into a \
+             new app with --to-app",
+            m.id, m.slot
+        )
+    })?;
     if shards.is_empty() {
         return Err(Error::FailedPrecondition(format!(
             "backup {} holds no restorable shard",
@@ -266,31 +268,18 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     // In place (--overwrite): first a backup of what the target holds now, to roll back to.
     let safety = if req.overwrite {
         let sid = new_job_id(&target);
-        let now = now_ms();
         let backup_job = JobRecord {
-            id: sid.clone(),
-            kind: JobKind::Backup,
-            state: JobState::Pending,
-            team: req.team.clone(),
-            app: target.clone(),
-            cluster: spec.cluster.clone(),
-            storage: backup.storage.clone(),
-            spec: spec.clone(),
-            created_at_ms: now,
-            started_at_ms: 0,
-            finished_at_ms: 0,
-            message: String::new(),
             labels: [("ferry.restore".to_owned(), id.clone())].into(),
-            trigger: format!("safety/{id}"),
-            expires_at_ms: None,
-            restore: None,
-            safety_backup: None,
-            safety_done: false,
-            cancel_requested: false,
-            trace_id: ferry_worker::logging::new_root_ids().0,
-            root_span_id: ferry_worker::logging::new_root_ids().1,
-            stored_bytes: 0,
-            source_bytes: 0,
+            ..JobRecord::pending(
+                sid.clone(),
+                JobKind::Backup,
+                req.team.clone(),
+                target.clone(),
+                spec.cluster.clone(),
+                backup.storage.clone(),
+                spec.clone(),
+                format!("safety/{id}"),
+            )
         };
         let shards: Vec<ShardRecord> = plan_shards(&spec)
             .iter()
@@ -304,21 +293,6 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
         None
     };
     let job = JobRecord {
-        id,
-        kind: JobKind::Restore,
-        state: JobState::Pending,
-        team: req.team,
-        app: target,
-        cluster: spec.cluster.clone(),
-        storage: backup.storage.clone(),
-        spec,
-        created_at_ms: now_ms(),
-        started_at_ms: 0,
-        finished_at_ms: 0,
-        message: String::new(),
-        labels: BTreeMap::new(),
-        trigger: "manual".into(),
-        expires_at_ms: None,
         restore: Some(RestorePlan {
             backup_id: backup.id,
             source_app: manifest.app,
@@ -326,13 +300,17 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
             rewrites: req.rewrites,
             creates_app,
         }),
-        cancel_requested: false,
-        trace_id: ferry_worker::logging::new_root_ids().0,
-        root_span_id: ferry_worker::logging::new_root_ids().1,
         safety_backup: safety.as_ref().map(|(s, _)| s.id.clone()),
-        safety_done: false,
-        stored_bytes: 0,
-        source_bytes: 0,
+        ..JobRecord::pending(
+            id,
+            JobKind::Restore,
+            req.team,
+            target,
+            spec.cluster.clone(),
+            backup.storage.clone(),
+            spec,
+            "manual".into(),
+        )
     };
     if let Some((safety_job, safety_shards)) = &safety {
         let mut ops = creation_ops(safety_job, safety_shards);
@@ -374,66 +352,36 @@ pub async fn create_verify(ctx: &Context, team: &str, backup_id: &str) -> Result
         )));
     }
     let manifest = read_manifest(ctx, &backup).await?;
-    let planned: BTreeMap<String, PlannedShard> = plan_shards(&manifest.app_spec)
-        .into_iter()
-        .map(|p| (p.slot.clone(), p))
-        .collect();
     let id = new_job_id(&format!("verify-{}", backup.app));
-    let mut shards = Vec::new();
-    for m in manifest.shards.iter().filter(|m| m.error.is_empty()) {
-        let planned = planned.get(&m.slot).ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "manifest of {backup_id} is inconsistent: shard {} has no place ({}) in its app spec",
-                m.id, m.slot
-            ))
-        })?;
-        let mut shard = new_shard(
-            &id,
-            planned,
-            ShardOp::Verify {
-                check_target: false,
-            },
-        );
-        shard.id = m.id.clone();
-        shard.object_key = m.object_key.clone();
-        shard.expected_sha256 = Some(m.sha256.clone());
-        shards.push(shard);
-    }
+    let shards = shards_from_manifest(&id, &manifest, &manifest.app_spec, false, |m| {
+        format!(
+            "manifest of {backup_id} is inconsistent: shard {} has no place ({}) in its app spec",
+            m.id, m.slot
+        )
+    })?;
     if shards.is_empty() {
         return Err(Error::FailedPrecondition(format!(
             "backup {backup_id} holds no archive to verify"
         )));
     }
     let job = JobRecord {
-        id,
-        kind: JobKind::Verify,
-        state: JobState::Pending,
-        team: team.to_owned(),
-        app: backup.app.clone(),
-        cluster: backup.cluster.clone(),
-        storage: backup.storage.clone(),
-        spec: manifest.app_spec.clone(),
-        created_at_ms: now_ms(),
-        started_at_ms: 0,
-        finished_at_ms: 0,
-        message: String::new(),
-        labels: BTreeMap::new(),
-        trigger: "manual".into(),
-        expires_at_ms: None,
         restore: Some(RestorePlan {
             backup_id: backup.id,
-            source_app: manifest.app,
+            source_app: manifest.app.clone(),
             overwrite: false,
             rewrites: Vec::new(),
             creates_app: false,
         }),
-        safety_backup: None,
-        safety_done: false,
-        cancel_requested: false,
-        trace_id: ferry_worker::logging::new_root_ids().0,
-        root_span_id: ferry_worker::logging::new_root_ids().1,
-        stored_bytes: 0,
-        source_bytes: 0,
+        ..JobRecord::pending(
+            id,
+            JobKind::Verify,
+            team.to_owned(),
+            backup.app.clone(),
+            backup.cluster.clone(),
+            backup.storage.clone(),
+            manifest.app_spec.clone(),
+            "manual".into(),
+        )
     };
     persist_new(ctx, &job, &shards).await?;
     Ok(job)

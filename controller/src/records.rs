@@ -113,6 +113,48 @@ fn manual() -> String {
     "manual".to_owned()
 }
 
+impl JobRecord {
+    /// A new job, not yet started, with a fresh trace; callers set what differs from the defaults.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pending(
+        id: String,
+        kind: JobKind,
+        team: String,
+        app: String,
+        cluster: String,
+        storage: String,
+        spec: AppSpec,
+        trigger: String,
+    ) -> JobRecord {
+        let (trace_id, root_span_id) = ferry_worker::logging::new_root_ids();
+        JobRecord {
+            id,
+            kind,
+            state: JobState::Pending,
+            team,
+            app,
+            cluster,
+            storage,
+            spec,
+            created_at_ms: ferry_model::now_ms(),
+            started_at_ms: 0,
+            finished_at_ms: 0,
+            message: String::new(),
+            labels: BTreeMap::new(),
+            trigger,
+            expires_at_ms: None,
+            restore: None,
+            safety_backup: None,
+            safety_done: false,
+            trace_id,
+            root_span_id,
+            cancel_requested: false,
+            stored_bytes: 0,
+            source_bytes: 0,
+        }
+    }
+}
+
 /// How a restore reads its backup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestorePlan {
