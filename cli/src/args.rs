@@ -61,6 +61,16 @@ pub enum Command {
     /// Restore backups.
     #[command(subcommand)]
     Restore(RestoreCmd),
+    /// Move an app to another cluster and/or team: a backup by its cluster's workers into s3
+    /// storage, then a restore by the target cluster's workers, with the app registered there.
+    #[command(
+        after_help = "Examples:\n  ferry migrate shop --to-cluster dc-b --rewrite /srv/shop=/srv/shop \\\n      \
+            --rewrite db-a.internal=db-b.internal --rewrite shop.example.com=shop.dc-b.example.com --wait\n  \
+            ferry migrate shop --to-cluster dc-a --to-team payments --storage offsite\n\n\
+            The source is never touched. Follow the halves with `ferry backup watch` and \
+            `ferry --team T restore watch`."
+    )]
+    Migrate(MigrateArgs),
     /// Scheduled backups with retention.
     #[command(subcommand)]
     Schedule(ScheduleCmd),
@@ -75,6 +85,26 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    pub app: String,
+    /// The cluster whose workers restore the app.
+    #[arg(long)]
+    pub to_cluster: String,
+    /// The team the app moves to [default: this team].
+    #[arg(long)]
+    pub to_team: Option<String>,
+    /// The s3 location carrying the data [default: the first s3 location].
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// OLD=NEW applied to paths, database names, hosts and config values (repeatable).
+    #[arg(long = "rewrite", value_name = "OLD=NEW")]
+    pub rewrites: Vec<String>,
+    /// Wait for both halves, showing progress; exit 1 if the migration does not complete.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +210,11 @@ pub enum StorageCmd {
     /// List storage locations.
     #[command(after_help = "Example:\n  ferry storage list")]
     List,
+    /// List a location now and bring the catalog in line with it: backups another installation
+    /// wrote there appear, backups whose manifest was deleted disappear. (The controller also
+    /// does this periodically, --sync-interval, and when a location is added.)
+    #[command(after_help = "Example:\n  ferry storage sync offsite")]
+    Sync { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +288,27 @@ pub enum BackupCmd {
     /// Delete a finished backup: its archives in storage and its catalog entry.
     #[command(after_help = "Example:\n  ferry backup delete shop-20261121-103500-3fa2")]
     Delete { id: String },
+    /// Write a backup to one portable `.ferry` file (a tar: manifest.json, then each archive),
+    /// checking every archive's checksum on the way.
+    #[command(
+        after_help = "Example:\n  ferry backup export shop-20261121-103500-3fa2 -f shop.ferry\n\n\
+            (-o is every command's output format, so the file is given with -f/--file.)"
+    )]
+    Export {
+        id: String,
+        /// The file to write (replaced only once the export is whole).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Take a backup from a `.ferry` file (exported by this or another installation) into a
+    /// storage location of this one, in this team; it then restores like any other.
+    #[command(after_help = "Example:\n  ferry backup import shop.ferry --storage offsite")]
+    Import {
+        file: PathBuf,
+        /// The storage location to write it to.
+        #[arg(long)]
+        storage: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

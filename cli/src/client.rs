@@ -35,6 +35,15 @@ impl tonic::service::Interceptor for Auth {
 
 type Client = ControlServiceClient<InterceptedService<Channel, Auth>>;
 
+/// Largest message either way: an export or import carries a whole manifest in one.
+const MAX_MESSAGE: usize = 65 << 20;
+
+fn client(channel: Channel, auth: Auth) -> Client {
+    ControlServiceClient::with_interceptor(channel, auth)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
 /// A client of the CLI-facing API that follows the leader.
 pub struct Api {
     urls: Vec<String>,
@@ -74,7 +83,7 @@ pub async fn connect(list: &str, token: Option<&str>) -> CliResult<Api> {
         match endpoint(url)?.connect().await {
             Ok(channel) => {
                 return Ok(Api {
-                    client: ControlServiceClient::with_interceptor(channel, auth.clone()),
+                    client: client(channel, auth.clone()),
                     current: url.clone(),
                     urls,
                     auth,
@@ -96,8 +105,7 @@ impl Api {
     fn switch(&mut self, url: &str) -> bool {
         match endpoint(url) {
             Ok(e) => {
-                self.client =
-                    ControlServiceClient::with_interceptor(e.connect_lazy(), self.auth.clone());
+                self.client = client(e.connect_lazy(), self.auth.clone());
                 self.current = url.to_owned();
                 true
             }
@@ -184,4 +192,31 @@ rpcs! {
     pause_schedule(v1::ScheduleRef) -> v1::Schedule;
     resume_schedule(v1::ScheduleRef) -> v1::Schedule;
     delete_schedule(v1::ScheduleRef) -> v1::DeleteScheduleResponse;
+    migrate(v1::MigrateRequest) -> v1::Migration;
+    sync_storage(v1::SyncStorageRequest) -> v1::SyncStorageResponse;
+    export_backup(v1::GetJobRequest) -> tonic::Streaming<v1::ExportChunk>;
+}
+
+impl Api {
+    /// `import_backup`, once, on the current controller: a stream cannot be replayed. When a
+    /// follower refused it, [`Api::follow_leader`] switches to the leader for another try.
+    pub async fn import_backup(
+        &mut self,
+        parts: impl tokio_stream::Stream<Item = v1::ExportChunk> + Send + 'static,
+    ) -> Result<Response<v1::Job>, Status> {
+        self.client.clone().import_backup(parts).await
+    }
+
+    /// Switches to the leader a refusal named; false when it named none (or this one).
+    pub fn follow_leader(&mut self, status: &Status) -> bool {
+        let leader = status
+            .metadata()
+            .get(LEADER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match leader {
+            Some(l) if l != self.current => self.switch(&l),
+            _ => false,
+        }
+    }
 }

@@ -4,6 +4,7 @@ pub mod apps;
 pub mod jobs;
 pub mod schedules;
 pub mod storage;
+pub mod transfer;
 pub mod workers;
 
 use crate::args::Output;

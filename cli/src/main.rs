@@ -68,6 +68,7 @@ async fn run(cli: args::Cli) -> CliResult {
         Command::Cluster(ClusterCmd::List) => commands::workers::list_clusters(&mut ctx).await,
         Command::Backup(cmd) => commands::jobs::backup(&mut ctx, cmd).await,
         Command::Restore(cmd) => commands::jobs::restore(&mut ctx, cmd).await,
+        Command::Migrate(args) => commands::jobs::migrate(&mut ctx, args).await,
         Command::Schedule(cmd) => commands::schedules::run(&mut ctx, cmd).await,
         Command::Demo(_) | Command::Completions { .. } => unreachable!("handled above"),
     }

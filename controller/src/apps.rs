@@ -117,6 +117,38 @@ pub async fn choose_storage(
     Ok(location)
 }
 
+/// The location a migration goes through: the one named, or else the first s3 location. A
+/// local directory is bound to one cluster and cannot carry data to another.
+pub async fn choose_migration_storage(
+    store: &dyn Store,
+    named: Option<&str>,
+) -> Result<StorageLocation> {
+    let location = match named {
+        Some(name) => find_storage(store, name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("storage location {name:?} not found")))?,
+        None => list_storage(store)
+            .await?
+            .into_iter()
+            .find(|l| l.bound_cluster().is_none())
+            .ok_or_else(|| {
+                Error::FailedPrecondition(
+                    "a migration goes through object storage both clusters reach, and there is \
+                     none: add one with `ferry storage add NAME --s3 --endpoint URL --bucket B`"
+                        .into(),
+                )
+            })?,
+    };
+    if let Some(bound) = location.bound_cluster() {
+        return Err(Error::FailedPrecondition(format!(
+            "storage location {:?} is a local directory of cluster {bound:?} and cannot carry a \
+             migration to another cluster; use an s3 location (`ferry storage add NAME --s3 …`)",
+            location.name
+        )));
+    }
+    Ok(location)
+}
+
 /// Refuses a location that the cluster's workers cannot reach.
 pub fn check_reachable(location: &StorageLocation, cluster: &str) -> Result<()> {
     if let StorageBackend::Local { cluster: bound, .. } = &location.backend

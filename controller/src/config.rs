@@ -49,6 +49,11 @@ pub struct Args {
     /// How long a shard may wait for a worker of its cluster [default: 10m].
     #[arg(long, env = "FERRY_UNSCHEDULABLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub unschedulable_timeout: Option<Duration>,
+    /// How often every storage location is listed to bring the catalog in line with it
+    /// (backups written by another installation; backups deleted from the bucket); 0 turns the
+    /// periodic sync off [default: 60s].
+    #[arg(long, env = "FERRY_SYNC_INTERVAL", value_parser = humantime::parse_duration)]
+    pub sync_interval: Option<Duration>,
     /// Log format: `human` or `json` [default: human].
     #[arg(long, env = "FERRY_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -76,6 +81,8 @@ pub struct FileConfig {
     pub max_shard_failures: Option<u32>,
     #[serde(default, with = "humantime_serde_opt")]
     pub unschedulable_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub sync_interval: Option<Duration>,
     pub log_format: Option<String>,
     pub advertise_url: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
@@ -207,6 +214,10 @@ impl ControllerConfig {
                     .unschedulable_timeout
                     .or(file.unschedulable_timeout)
                     .unwrap_or(defaults.unschedulable_timeout),
+                sync_interval: args
+                    .sync_interval
+                    .or(file.sync_interval)
+                    .unwrap_or(defaults.sync_interval),
             },
             json_logs,
             advertise_url: args.advertise_url.or(file.advertise_url),

@@ -19,6 +19,8 @@ pub struct Settings {
     pub max_shard_failures: u32,
     /// How long a shard may wait for a worker of its cluster before it fails.
     pub unschedulable_timeout: Duration,
+    /// How often storage locations are synced into the catalog (zero: never).
+    pub sync_interval: Duration,
 }
 
 impl Default for Settings {
@@ -26,6 +28,7 @@ impl Default for Settings {
         Settings {
             max_shard_failures: 3,
             unschedulable_timeout: Duration::from_secs(600),
+            sync_interval: Duration::from_secs(60),
         }
     }
 }

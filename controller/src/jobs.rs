@@ -9,7 +9,7 @@ use ferry_model::names::new_job_id;
 use ferry_model::now_ms;
 use ferry_model::rewrite::rewrite_spec;
 use ferry_model::task::{PlannedShard, ShardOp, plan_shards};
-use ferry_proto::model::{CreateBackup, CreateRestore, Progress, ShardReport};
+use ferry_proto::model::{CreateBackup, CreateRestore, Migrate, Progress, ShardReport};
 
 use crate::apps;
 use crate::context::{Context, ShardProgress};
@@ -28,7 +28,7 @@ pub struct JobView {
     pub shards: Vec<ShardRecord>,
 }
 
-fn new_shard(job_id: &str, planned: &PlannedShard, op: ShardOp) -> ShardRecord {
+pub fn new_shard(job_id: &str, planned: &PlannedShard, op: ShardOp) -> ShardRecord {
     ShardRecord {
         job_id: job_id.to_owned(),
         id: planned.id.clone(),
@@ -172,7 +172,7 @@ pub async fn read_manifest(ctx: &Context, backup: &JobRecord) -> Result<BackupMa
 
 /// The verify-step shards of a job reading a backup: each good shard of the manifest, paired by
 /// slot with where it goes in `spec`. `missing` says why a shard has no counterpart.
-fn shards_from_manifest(
+pub fn shards_from_manifest(
     job_id: &str,
     manifest: &BackupManifest,
     spec: &ferry_model::app::AppSpec,
@@ -299,6 +299,7 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
             overwrite: req.overwrite,
             rewrites: req.rewrites,
             creates_app,
+            awaits_backup: false,
         }),
         safety_backup: safety.as_ref().map(|(s, _)| s.id.clone()),
         ..JobRecord::pending(
@@ -331,6 +332,158 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     }
     persist_new(ctx, &job, &shards).await?;
     Ok(job)
+}
+
+/// Starts a migration: a backup of the app by its cluster's workers into storage both clusters
+/// reach, and a restore by the target cluster's workers that waits for it, then registers the
+/// app in the target cluster and team with the rewrites applied. Both are persisted at once, so
+/// a restarted controller carries the migration on. Returns (backup, restore).
+pub async fn create_migration(ctx: &Context, req: Migrate) -> Result<(JobRecord, JobRecord)> {
+    let app = apps::get(&*ctx.store, &req.team, &req.app).await?;
+    let from = app.spec.cluster.clone();
+    if req.to_cluster == from && req.to_team == req.team {
+        return Err(Error::InvalidArgument(format!(
+            "app {:?} is already in cluster {from:?} and team {:?}; nothing to migrate",
+            req.app, req.team
+        )));
+    }
+    let location = apps::choose_migration_storage(&*ctx.store, req.storage.as_deref()).await?;
+    // The target: the source app's spec, moved and rewritten. Another app of that name in the
+    // target team is never overwritten by a migration.
+    if req.to_team != req.team
+        && let Some(existing) = apps::find(&*ctx.store, &req.to_team, &req.app).await?
+    {
+        return Err(Error::AlreadyExists(format!(
+            "team {:?} already has an app {:?} (in cluster {:?}); delete it first or migrate \
+             into another team",
+            req.to_team, req.app, existing.spec.cluster
+        )));
+    }
+    let spec = rewrite_spec(&app.spec, &req.app, &req.to_cluster, &req.rewrites);
+    spec.validate()?;
+    refuse_if_busy(ctx, &req.team, &req.app, JobKind::Backup).await?;
+    refuse_if_busy(ctx, &req.to_team, &req.app, JobKind::Restore).await?;
+
+    let backup_id = new_job_id(&req.app);
+    let restore_id = new_job_id(&format!("migrate-{}", req.app));
+    let planned = plan_shards(&app.spec);
+    if planned.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "app {:?} declares nothing to back up (no volume, config, database or exec)",
+            req.app
+        )));
+    }
+    let backup = JobRecord {
+        labels: [("ferry.migration".to_owned(), restore_id.clone())].into(),
+        ..JobRecord::pending(
+            backup_id.clone(),
+            JobKind::Backup,
+            req.team.clone(),
+            req.app.clone(),
+            from.clone(),
+            location.name.clone(),
+            app.spec.clone(),
+            format!("migrate/{restore_id}"),
+        )
+    };
+    let backup_shards: Vec<_> = planned
+        .iter()
+        .map(|p| new_shard(&backup_id, p, ShardOp::Backup))
+        .collect();
+    let restore = JobRecord {
+        restore: Some(RestorePlan {
+            backup_id: backup_id.clone(),
+            source_app: req.app.clone(),
+            overwrite: false,
+            rewrites: req.rewrites,
+            creates_app: true,
+            awaits_backup: true,
+        }),
+        message: format!("waiting for backup {backup_id} in cluster {from}"),
+        ..JobRecord::pending(
+            restore_id.clone(),
+            JobKind::Restore,
+            req.to_team.clone(),
+            req.app.clone(),
+            req.to_cluster.clone(),
+            location.name.clone(),
+            spec,
+            "migrate".into(),
+        )
+    };
+    let mut ops = creation_ops(&backup, &backup_shards);
+    ops.push(Op::put_json(keys::job(&restore.id), &restore));
+    let conditions = vec![
+        Condition::Absent(keys::job(&backup.id)),
+        Condition::Absent(keys::job(&restore.id)),
+    ];
+    if !ctx.store.txn(conditions, ops).await? {
+        return Err(Error::AlreadyExists(format!(
+            "job {restore_id} already exists"
+        )));
+    }
+    tracing::info!(backup = %backup.id, restore = %restore.id, from = %from,
+        to = %req.to_cluster, team = %req.to_team, "migration created");
+    ctx.notify();
+    Ok((backup, restore))
+}
+
+/// Gives a migration's restore its shards once its backup completed: the restore proper (verify
+/// first, then write) starts. Returns the message to show while it has to wait, or an error
+/// message when the backup ended without a usable result.
+pub async fn start_awaited_restore(
+    ctx: &Context,
+    job: &mut JobRecord,
+    rev: i64,
+) -> Result<std::result::Result<Option<String>, String>> {
+    let Some(plan) = job.restore.clone() else {
+        return Ok(Ok(None));
+    };
+    let backup = get_json::<JobRecord>(&*ctx.store, &keys::job(&plan.backup_id))
+        .await?
+        .map(|(j, _)| j);
+    let backup = match backup {
+        Some(b) if b.state == JobState::Completed => b,
+        Some(b) if !b.state.is_final() => {
+            return Ok(Ok(Some(format!(
+                "waiting for backup {} in cluster {}",
+                b.id, b.cluster
+            ))));
+        }
+        Some(b) => {
+            return Ok(Err(format!(
+                "the migration's backup {} ended {:?} ({}); nothing was restored",
+                b.id, b.state, b.message
+            )));
+        }
+        None => {
+            return Ok(Err(format!(
+                "the migration's backup {} is gone; nothing was restored",
+                plan.backup_id
+            )));
+        }
+    };
+    let manifest = read_manifest(ctx, &backup).await?;
+    let target = job.app.clone();
+    let shards = match shards_from_manifest(&job.id, &manifest, &job.spec, true, |m| {
+        format!("app {target:?} has nothing to receive shard {} ({})", m.id, m.slot)
+    }) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    if let Some(p) = job.restore.as_mut() {
+        p.awaits_backup = false;
+    }
+    job.message = format!("backup {} completed; verifying its archives", backup.id);
+    let ops = creation_ops(job, &shards);
+    if ctx
+        .store
+        .txn(vec![Condition::ModRevision(keys::job(&job.id), rev)], ops)
+        .await?
+    {
+        ctx.notify();
+    }
+    Ok(Ok(None))
 }
 
 /// Starts a verify job: every archive of the backup is re-read from storage and its SHA-256
@@ -371,6 +524,7 @@ pub async fn create_verify(ctx: &Context, team: &str, backup_id: &str) -> Result
             overwrite: false,
             rewrites: Vec::new(),
             creates_app: false,
+            awaits_backup: false,
         }),
         ..JobRecord::pending(
             id,

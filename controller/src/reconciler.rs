@@ -227,6 +227,17 @@ async fn reconcile_job(
         };
         return stop_job(ctx, job, rev, JobState::Cancelled, message.into()).await;
     }
+    if job.restore.as_ref().is_some_and(|p| p.awaits_backup) {
+        // A migration's restore: nothing to do until its backup completed.
+        return match crate::jobs::start_awaited_restore(ctx, &mut job, rev).await? {
+            Ok(Some(message)) if job.message != message => {
+                job.message = message;
+                save_job(ctx, &job, rev).await.map(|_| ())
+            }
+            Ok(_) => Ok(()),
+            Err(message) => stop_job(ctx, job, rev, JobState::Failed, message).await,
+        };
+    }
     if let (Some(sid), false) = (job.safety_backup.clone(), job.safety_done) {
         // An in-place restore writes nothing until its safety backup is complete.
         let safety = crate::store::get_json::<JobRecord>(&*ctx.store, &keys::job(&sid))

@@ -165,6 +165,10 @@ pub struct RestorePlan {
     pub rewrites: Vec<Rewrite>,
     /// True when the target app did not exist and is created by the restore.
     pub creates_app: bool,
+    /// A migration's restore, created together with its backup: it has no shards until that
+    /// backup completes (then they are made from its manifest).
+    #[serde(default)]
+    pub awaits_backup: bool,
 }
 
 /// The life of a shard.

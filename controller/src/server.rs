@@ -113,7 +113,12 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(ControlServiceServer::new(ControlApi { ctx: ctx.clone() }))
+        .add_service(
+            // Imports carry a whole manifest in one message.
+            ControlServiceServer::new(ControlApi { ctx: ctx.clone() })
+                .max_decoding_message_size(crate::jobs::MANIFEST_LIMIT as usize + (1 << 20))
+                .max_encoding_message_size(crate::jobs::MANIFEST_LIMIT as usize + (1 << 20)),
+        )
         .add_service(WorkerServiceServer::new(WorkerApi { ctx: ctx.clone() }));
     let shutdown = cancel.clone();
     let server = tokio::spawn(async move {
@@ -171,6 +176,7 @@ async fn lead_while_elected(ctx: Arc<Context>, cancel: CancellationToken) {
                 let t = cancel.child_token();
                 tokio::spawn(reconciler::run(ctx.clone(), t.clone()));
                 tokio::spawn(crate::schedules::run(ctx.clone(), t.clone()));
+                tokio::spawn(crate::catalog::run(ctx.clone(), t.clone()));
                 term = Some(t);
                 ctx.notify();
             }

@@ -903,3 +903,57 @@ impl Drop for PgDb {
             .status();
     }
 }
+
+/// The S3 test server (ferry-s3s-fs), shared with the storage crate's tests.
+#[path = "../../storage/tests/common/s3_server.rs"]
+pub mod s3_server;
+
+pub use s3_server::S3Server;
+
+impl S3Server {
+    /// Creates a bucket (blocking).
+    pub fn bucket(&self, bucket: &str) {
+        runtime().block_on(self.create_bucket(bucket));
+    }
+
+    /// Unfinished multipart uploads in a bucket (blocking).
+    pub fn open_uploads(&self, bucket: &str) -> Vec<(String, String)> {
+        runtime().block_on(self.multipart_uploads(bucket))
+    }
+
+    /// Where the server keeps object `key` of `bucket` on disk.
+    pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.data_dir().join(bucket).join(key)
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+impl Cluster {
+    /// `ferry storage add NAME --s3 …` for `bucket` of the test server (credentials by the test
+    /// variables, which every process started here inherits).
+    pub fn add_s3_storage(&self, name: &str, s3: &S3Server, bucket: &str) {
+        let endpoint = s3.endpoint();
+        self.ferry(&[
+            "storage",
+            "add",
+            name,
+            "--s3",
+            "--endpoint",
+            &endpoint,
+            "--bucket",
+            bucket,
+            "--path-style",
+            "--access-key-env",
+            s3_server::ACCESS_KEY_ENV,
+            "--secret-key-env",
+            s3_server::SECRET_KEY_ENV,
+        ])
+        .expect_code(0);
+    }
+}

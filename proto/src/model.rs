@@ -283,6 +283,41 @@ impl TryFrom<v1::CreateRestoreRequest> for CreateRestore {
     }
 }
 
+/// `migrate`.
+#[derive(Debug, Clone)]
+pub struct Migrate {
+    pub team: String,
+    pub app: String,
+    pub to_cluster: String,
+    /// The team the app moves to (the same team when not given).
+    pub to_team: String,
+    pub storage: Option<String>,
+    pub rewrites: Vec<Rewrite>,
+}
+
+impl TryFrom<v1::MigrateRequest> for Migrate {
+    type Error = ProtocolError;
+    fn try_from(r: v1::MigrateRequest) -> Result<Self, Self::Error> {
+        check_name("app name", &r.app)?;
+        check_name("cluster name", &r.to_cluster)?;
+        let rewrites = r
+            .rewrites
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<Vec<Rewrite>, _>>()?;
+        let team = team(r.team)?;
+        let to_team = optional_name("team name", r.to_team)?.unwrap_or_else(|| team.clone());
+        Ok(Migrate {
+            team,
+            app: r.app,
+            to_cluster: r.to_cluster,
+            to_team,
+            storage: optional_name("storage name", r.storage)?,
+            rewrites,
+        })
+    }
+}
+
 /// A worker's registration.
 #[derive(Debug, Clone)]
 pub struct Registration {

@@ -89,6 +89,24 @@ pub async fn backup(ctx: &mut Ctx, cmd: BackupCmd) -> CliResult {
             let job = ctx.client.verify_backup(req).await?.into_inner();
             finish_create(ctx, job, !no_wait).await
         }
+        BackupCmd::Export { id, file } => super::transfer::export(ctx, &id, &file).await,
+        BackupCmd::Import { file, storage } => {
+            let job = super::transfer::import(ctx, &file, &storage).await?;
+            if ctx.json() {
+                print_json(&job_json(&job));
+            } else {
+                println!(
+                    "imported backup {} of app {} into storage {storage} ({} shards, {} stored); \
+                     restore it with `ferry restore create {}`",
+                    job.id,
+                    job.app,
+                    job.shards.len(),
+                    output::size(job.stored_bytes),
+                    job.id
+                );
+            }
+            Ok(())
+        }
         BackupCmd::Delete { id } => {
             let req = v1::GetJobRequest {
                 team: ctx.team.clone(),
@@ -212,6 +230,65 @@ async fn finish_create(ctx: &mut Ctx, job: v1::Job, wait: bool) -> CliResult {
     }
     let done = follow(ctx, &job.id).await?;
     conclude(ctx, &done)
+}
+
+/// `ferry migrate`: creates both halves; with `--wait` follows the backup, then the restore (in
+/// the target team), and exits 1 unless the restore completed.
+pub async fn migrate(ctx: &mut Ctx, args: crate::args::MigrateArgs) -> CliResult {
+    let to_team = args.to_team.clone().unwrap_or_else(|| ctx.team.clone());
+    let m = ctx
+        .client
+        .migrate(v1::MigrateRequest {
+            team: ctx.team.clone(),
+            app: args.app.clone(),
+            to_cluster: args.to_cluster.clone(),
+            to_team: to_team.clone(),
+            storage: args.storage.unwrap_or_default(),
+            rewrites: args.rewrites,
+        })
+        .await?
+        .into_inner();
+    let (Some(backup), Some(restore)) = (m.backup, m.restore) else {
+        return Err(CliError::failed("the controller answered without the migration's jobs"));
+    };
+    if !args.wait {
+        if ctx.json() {
+            print_json(&json!({"backup": job_json(&backup), "restore": job_json(&restore)}));
+        } else {
+            println!(
+                "migrating {} to cluster {} (team {to_team}): backup {} then restore {}; \
+                 follow with `ferry backup watch {}` and `ferry --team {to_team} restore watch {}`",
+                args.app, args.to_cluster, backup.id, restore.id, backup.id, restore.id
+            );
+        }
+        return Ok(());
+    }
+    if !ctx.json() {
+        eprintln!(
+            "migrating {}: backup {} in cluster {}, then restore {} in cluster {}",
+            args.app, backup.id, backup.cluster, restore.id, args.to_cluster
+        );
+    }
+    let backup = follow(ctx, &backup.id).await?;
+    let source_team = std::mem::replace(&mut ctx.team, to_team);
+    let restore = follow(ctx, &restore.id).await;
+    ctx.team = source_team;
+    let restore = restore?;
+    if ctx.json() {
+        print_json(&json!({"backup": job_json(&backup), "restore": job_json(&restore)}));
+    } else {
+        print_job(&restore);
+    }
+    if restore.state == v1::JobState::Completed as i32 {
+        Ok(())
+    } else {
+        Err(CliError::failed(format!(
+            "the migration did not complete: restore {} ended {}: {}",
+            restore.id,
+            output::job_state(restore.state),
+            restore.message
+        )))
+    }
 }
 
 /// Prints the final job and turns its state into the exit code.

@@ -66,6 +66,24 @@ pub async fn run(ctx: &mut Ctx, cmd: StorageCmd) -> CliResult {
             }
             Ok(())
         }
+        StorageCmd::Sync { name } => {
+            let r = ctx
+                .client
+                .sync_storage(v1::SyncStorageRequest { name: name.clone() })
+                .await?
+                .into_inner();
+            if ctx.json() {
+                print_json(&json!({"storage": name, "listed": r.listed, "added": r.added,
+                    "removed": r.removed, "invalid": r.invalid}));
+            } else {
+                println!(
+                    "storage {name} synced: {} backups there, {} added to the catalog, {} removed \
+                     (manifest gone), {} unreadable (see the controller log)",
+                    r.listed, r.added, r.removed, r.invalid
+                );
+            }
+            Ok(())
+        }
         StorageCmd::List => {
             let all = ctx
                 .client

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use ferry_model::storage::StorageLocation;
 use ferry_proto::model::{
-    AppRef, ApplyApp, CreateBackup, CreateRestore, CreateSchedule, JobRef, ScheduleRef, TeamFilter,
+    AppRef, ApplyApp, CreateBackup, CreateRestore, CreateSchedule, JobRef, Migrate, ScheduleRef,
+    TeamFilter,
 };
 use ferry_proto::v1;
 use ferry_proto::v1::control_service_server::ControlService;
@@ -15,7 +16,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::context::Context;
 use crate::records::JobKind;
-use crate::{apps, jobs, schedules};
+use crate::{apps, catalog, jobs, schedules};
 
 /// Handlers of `ferry.v1.ControlService`.
 pub struct ControlApi {
@@ -23,6 +24,7 @@ pub struct ControlApi {
 }
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<v1::Job, Status>> + Send>>;
+type ExportStream = Pin<Box<dyn Stream<Item = Result<v1::ExportChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ControlService for ControlApi {
@@ -74,7 +76,65 @@ impl ControlService for ControlApi {
             .ok_or_else(|| Status::invalid_argument("missing field location"))?;
         let location: StorageLocation = raw.try_into()?;
         let location = apps::add_storage(&*self.ctx.store, location).await?;
+        // A bucket another installation wrote: its backups show up without waiting for the
+        // periodic sync.
+        let (ctx, added) = (self.ctx.clone(), location.clone());
+        tokio::spawn(async move { catalog::sync_location(&ctx, &added).await });
         Ok(Response::new((&location).into()))
+    }
+
+    async fn sync_storage(
+        &self,
+        req: Request<v1::SyncStorageRequest>,
+    ) -> Result<Response<v1::SyncStorageResponse>, Status> {
+        self.ctx.require_leader()?;
+        let name = req.into_inner().name;
+        let location = apps::find_storage(&*self.ctx.store, &name)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("storage location {name:?} not found")))?;
+        let r = catalog::sync_location(&self.ctx, &location).await?;
+        Ok(Response::new(v1::SyncStorageResponse {
+            listed: r.listed,
+            added: r.added,
+            removed: r.removed,
+            invalid: r.invalid,
+        }))
+    }
+
+    async fn migrate(
+        &self,
+        req: Request<v1::MigrateRequest>,
+    ) -> Result<Response<v1::Migration>, Status> {
+        self.ctx.require_leader()?;
+        let req: Migrate = req.into_inner().try_into()?;
+        let (backup, restore) = jobs::create_migration(&self.ctx, req).await?;
+        let backup = jobs::view(&self.ctx, &backup.team, &backup.id).await?;
+        let restore = jobs::view(&self.ctx, &restore.team, &restore.id).await?;
+        Ok(Response::new(v1::Migration {
+            backup: Some(convert::job(&self.ctx, &backup)),
+            restore: Some(convert::job(&self.ctx, &restore)),
+        }))
+    }
+
+    type ExportBackupStream = ExportStream;
+
+    async fn export_backup(
+        &self,
+        req: Request<v1::GetJobRequest>,
+    ) -> Result<Response<Self::ExportBackupStream>, Status> {
+        let JobRef { team, id } = req.into_inner().try_into()?;
+        let stream = catalog::export(&self.ctx, &team, &id).await?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn import_backup(
+        &self,
+        req: Request<tonic::Streaming<v1::ExportChunk>>,
+    ) -> Result<Response<v1::Job>, Status> {
+        self.ctx.require_leader()?;
+        let job = catalog::import(&self.ctx, req.into_inner()).await?;
+        let view = jobs::view(&self.ctx, &job.team, &job.id).await?;
+        Ok(Response::new(convert::job(&self.ctx, &view)))
     }
 
     async fn list_storage(
