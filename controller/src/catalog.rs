@@ -304,7 +304,7 @@ pub async fn export(
                     .is_ok()
             }
         };
-        if !send(Part::Manifest(manifest.to_json().into())).await {
+        if !send(Part::Manifest(manifest.to_json())).await {
             return;
         }
         for shard in manifest.shards.iter().filter(|s| s.error.is_empty()) {
@@ -354,7 +354,7 @@ async fn stream_object(
             return Ok(());
         }
         let chunk = v1::ExportChunk {
-            part: Some(Part::Data(buf.into())),
+            part: Some(Part::Data(buf)),
         };
         if tx.send(Ok(chunk)).await.is_err() {
             return Err(Error::Cancelled);

@@ -466,7 +466,10 @@ pub async fn start_awaited_restore(
     let manifest = read_manifest(ctx, &backup).await?;
     let target = job.app.clone();
     let shards = match shards_from_manifest(&job.id, &manifest, &job.spec, true, |m| {
-        format!("app {target:?} has nothing to receive shard {} ({})", m.id, m.slot)
+        format!(
+            "app {target:?} has nothing to receive shard {} ({})",
+            m.id, m.slot
+        )
     }) {
         Ok(s) => s,
         Err(e) => return Ok(Err(e.to_string())),

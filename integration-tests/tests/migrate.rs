@@ -46,7 +46,14 @@ fn migrate_moves_an_app_between_clusters_and_teams_with_rewrites() {
 
     // A local directory cannot carry a migration: refused, nothing started.
     let refused = c
-        .ferry(&["migrate", "shop", "--to-cluster", "dc-b", "--storage", "nas-a"])
+        .ferry(&[
+            "migrate",
+            "shop",
+            "--to-cluster",
+            "dc-b",
+            "--storage",
+            "nas-a",
+        ])
         .expect_code(2);
     assert!(
         refused.stderr.contains("local directory") && refused.stderr.contains("s3"),
@@ -95,10 +102,16 @@ fn migrate_moves_an_app_between_clusters_and_teams_with_rewrites() {
 
     // Each half ran on its own cluster's workers.
     for w in workers_of(backup) {
-        assert!(dc_a.contains(&w), "backup shard ran on {w}, not dc-a {dc_a:?}");
+        assert!(
+            dc_a.contains(&w),
+            "backup shard ran on {w}, not dc-a {dc_a:?}"
+        );
     }
     for w in workers_of(restore) {
-        assert!(dc_b.contains(&w), "restore shard ran on {w}, not dc-b {dc_b:?}");
+        assert!(
+            dc_b.contains(&w),
+            "restore shard ran on {w}, not dc-b {dc_b:?}"
+        );
     }
 
     // The data arrived equal.
@@ -160,5 +173,9 @@ fn migrate_moves_an_app_between_clusters_and_teams_with_rewrites() {
             "team-b",
         ])
         .expect_code(2);
-    assert!(again.stderr.contains("already has an app"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already has an app"),
+        "{}",
+        again.stderr
+    );
 }

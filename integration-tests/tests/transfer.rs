@@ -62,13 +62,24 @@ fn export_then_import_into_another_installation_restores_equal() {
         .collect();
     assert_eq!(names[0], "manifest.json", "{names:?}");
     assert_eq!(names.len(), 3, "{names:?}");
-    assert!(names[1..].iter().all(|n| n.starts_with("shards/")), "{names:?}");
+    assert!(
+        names[1..].iter().all(|n| n.starts_with("shards/")),
+        "{names:?}"
+    );
 
     // A second installation, its own controller, store and storage, in another team.
     let b = Cluster::start(&[]);
     let imported = b
         .ferry(&[
-            "--team", "ops", "backup", "import", file_arg, "--storage", "local", "-o", "json",
+            "--team",
+            "ops",
+            "backup",
+            "import",
+            file_arg,
+            "--storage",
+            "local",
+            "-o",
+            "json",
         ])
         .expect_code(0)
         .json();
@@ -76,7 +87,15 @@ fn export_then_import_into_another_installation_restores_equal() {
     assert_eq!(imported["state"], "Completed");
     assert_eq!(imported["team"], "ops");
     let again = b
-        .ferry(&["--team", "ops", "backup", "import", file_arg, "--storage", "local"])
+        .ferry(&[
+            "--team",
+            "ops",
+            "backup",
+            "import",
+            file_arg,
+            "--storage",
+            "local",
+        ])
         .expect_code(2);
     assert!(again.stderr.contains("already"), "{}", again.stderr);
 
@@ -84,8 +103,18 @@ fn export_then_import_into_another_installation_restores_equal() {
     let rewrite = format!("{}={}", data.display(), copy.display());
     let restored = b
         .ferry(&[
-            "--team", "ops", "restore", "create", id, "--to-app", "copy", "--rewrite", &rewrite,
-            "--wait", "-o", "json",
+            "--team",
+            "ops",
+            "restore",
+            "create",
+            id,
+            "--to-app",
+            "copy",
+            "--rewrite",
+            &rewrite,
+            "--wait",
+            "-o",
+            "json",
         ])
         .expect_code(0)
         .json();
@@ -98,7 +127,10 @@ fn export_then_import_into_another_installation_restores_equal() {
         .ferry(&["--team", "ops", "app", "get", "copy", "-o", "json"])
         .expect_code(0)
         .json();
-    assert_eq!(app["spec"]["components"][0]["config"]["greeting"], "hello", "{app:#}");
+    assert_eq!(
+        app["spec"]["components"][0]["config"]["greeting"], "hello",
+        "{app:#}"
+    );
 
     // A damaged file is refused and leaves nothing behind, in the catalog or in storage.
     let c = Cluster::start(&[]);
@@ -108,7 +140,13 @@ fn export_then_import_into_another_installation_restores_equal() {
     let damaged = c.path().join("damaged.ferry");
     std::fs::write(&damaged, &bytes).unwrap();
     let refused = c
-        .ferry(&["backup", "import", damaged.to_str().unwrap(), "--storage", "local"])
+        .ferry(&[
+            "backup",
+            "import",
+            damaged.to_str().unwrap(),
+            "--storage",
+            "local",
+        ])
         .expect_code(2);
     assert!(
         refused.stderr.contains("corrupt") || refused.stderr.contains("checksum"),
@@ -126,7 +164,13 @@ fn export_then_import_into_another_installation_restores_equal() {
     let not_tar = c.path().join("junk.ferry");
     std::fs::write(&not_tar, b"this is not a tar file at all").unwrap();
     let junk = c
-        .ferry(&["backup", "import", not_tar.to_str().unwrap(), "--storage", "local"])
+        .ferry(&[
+            "backup",
+            "import",
+            not_tar.to_str().unwrap(),
+            "--storage",
+            "local",
+        ])
         .expect_code(2);
     assert!(junk.stderr.contains("not a .ferry file"), "{}", junk.stderr);
 }
@@ -143,7 +187,16 @@ fn a_second_installation_syncs_the_bucket_restores_and_forgets_deleted_backups()
     let mut ids = Vec::new();
     for _ in 0..2 {
         let b = a
-            .ferry(&["backup", "create", "app", "--storage", "offsite", "--wait", "-o", "json"])
+            .ferry(&[
+                "backup",
+                "create",
+                "app",
+                "--storage",
+                "offsite",
+                "--wait",
+                "-o",
+                "json",
+            ])
             .expect_code(0)
             .json();
         ids.push(b["id"].as_str().unwrap().to_owned());
@@ -214,7 +267,15 @@ fn an_s3_outage_during_upload_ends_clean() {
     ferry_integration_tests::big_volume(&data, 4, 48);
     c.apply_volume_app("big", "local", ("web", "blobs"), &data);
     let created = c
-        .ferry(&["backup", "create", "big", "--storage", "offsite", "-o", "json"])
+        .ferry(&[
+            "backup",
+            "create",
+            "big",
+            "--storage",
+            "offsite",
+            "-o",
+            "json",
+        ])
         .expect_code(0)
         .json();
     let id = created["id"].as_str().unwrap().to_owned();
@@ -224,9 +285,7 @@ fn an_s3_outage_during_upload_ends_clean() {
     s3.kill();
     std::thread::sleep(Duration::from_secs(15));
     s3.restart();
-    let done = c
-        .ferry(&["backup", "watch", &id, "-o", "json"])
-        .json();
+    let done = c.ferry(&["backup", "watch", &id, "-o", "json"]).json();
     let state = done["state"].as_str().unwrap().to_owned();
     assert!(
         state == "Completed" || state == "Failed",
@@ -249,7 +308,11 @@ fn an_s3_outage_during_upload_ends_clean() {
     let listed = c.ferry(&["backup", "list", "-o", "json"]).json()["backups"].clone();
     for b in listed.as_array().unwrap() {
         if b["state"] == "Completed" {
-            assert!(manifest.exists(), "backup {} is listed without its manifest", b["id"]);
+            assert!(
+                manifest.exists(),
+                "backup {} is listed without its manifest",
+                b["id"]
+            );
         }
     }
     if state == "Completed" {

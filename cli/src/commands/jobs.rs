@@ -249,7 +249,9 @@ pub async fn migrate(ctx: &mut Ctx, args: crate::args::MigrateArgs) -> CliResult
         .await?
         .into_inner();
     let (Some(backup), Some(restore)) = (m.backup, m.restore) else {
-        return Err(CliError::failed("the controller answered without the migration's jobs"));
+        return Err(CliError::failed(
+            "the controller answered without the migration's jobs",
+        ));
     };
     if !args.wait {
         if ctx.json() {

@@ -73,8 +73,10 @@ pub async fn run(ctx: &mut Ctx, cmd: StorageCmd) -> CliResult {
                 .await?
                 .into_inner();
             if ctx.json() {
-                print_json(&json!({"storage": name, "listed": r.listed, "added": r.added,
-                    "removed": r.removed, "invalid": r.invalid}));
+                print_json(
+                    &json!({"storage": name, "listed": r.listed, "added": r.added,
+                    "removed": r.removed, "invalid": r.invalid}),
+                );
             } else {
                 println!(
                     "storage {name} synced: {} backups there, {} added to the catalog, {} removed \

@@ -82,7 +82,9 @@ pub async fn export(ctx: &mut Ctx, id: &str, file: &Path) -> CliResult {
 fn write_tar(out: File, mut rx: mpsc::Receiver<Part>) -> CliResult<(u32, u64)> {
     let mut tar = tar::Builder::new(BufWriter::new(out));
     let Some(Part::Manifest(raw)) = rx.blocking_recv() else {
-        return Err(CliError::failed("the export did not start with its manifest"));
+        return Err(CliError::failed(
+            "the export did not start with its manifest",
+        ));
     };
     let manifest = BackupManifest::from_json(&raw)
         .map_err(|e| CliError::failed(format!("the backup's manifest is unreadable: {e}")))?;
@@ -121,7 +123,10 @@ fn write_tar(out: File, mut rx: mpsc::Receiver<Part>) -> CliResult<(u32, u64)> {
         archives += 1;
         bytes += start.size;
     }
-    tar.into_inner()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    tar.into_inner()?
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
     Ok((archives, bytes))
 }
 
@@ -180,7 +185,8 @@ impl Read for ChunkReader<'_> {
 /// Sends the backup in `file` to the controller for storage location `storage`.
 pub async fn import(ctx: &mut Ctx, file: &Path, storage: &str) -> CliResult<v1::Job> {
     // Checked here first so that a missing or foreign file gets a plain answer.
-    File::open(file).map_err(|e| CliError::input(format!("cannot read {}: {e}", file.display())))?;
+    File::open(file)
+        .map_err(|e| CliError::input(format!("cannot read {}: {e}", file.display())))?;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -213,7 +219,10 @@ pub async fn import(ctx: &mut Ctx, file: &Path, storage: &str) -> CliResult<v1::
 /// names are passed on as they are; the controller accepts only the ones its manifest lists.
 fn read_tar(path: &Path, tx: &mpsc::Sender<v1::ExportChunk>) -> CliResult {
     let bad = |m: String| CliError::input(format!("{} is not a .ferry file: {m}", path.display()));
-    let send = |part: Part| tx.blocking_send(v1::ExportChunk { part: Some(part) }).is_ok();
+    let send = |part: Part| {
+        tx.blocking_send(v1::ExportChunk { part: Some(part) })
+            .is_ok()
+    };
     let file = File::open(path)?;
     let mut archive = tar::Archive::new(BufReader::new(file));
     let mut first = true;
@@ -234,8 +243,10 @@ fn read_tar(path: &Path, tx: &mpsc::Sender<v1::ExportChunk>) -> CliResult {
                 return Err(bad("it must start with manifest.json".into()));
             }
             let mut raw = Vec::with_capacity(len as usize);
-            entry.read_to_end(&mut raw).map_err(|e| bad(e.to_string()))?;
-            if !send(Part::Manifest(raw.into())) {
+            entry
+                .read_to_end(&mut raw)
+                .map_err(|e| bad(e.to_string()))?;
+            if !send(Part::Manifest(raw)) {
                 return Ok(()); // the controller refused; its answer says why
             }
             continue;
@@ -252,7 +263,7 @@ fn read_tar(path: &Path, tx: &mpsc::Sender<v1::ExportChunk>) -> CliResult {
             if n == 0 {
                 break;
             }
-            if !send(Part::Data(buf.into())) {
+            if !send(Part::Data(buf)) {
                 return Ok(());
             }
         }
