@@ -3,8 +3,17 @@
 use clap::Parser;
 use ferry_controller::{Args, ControllerConfig};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // The embedded worker streams archives in this process too.
+    ferry_worker::memory::limit_heap_retention();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime")
+        .block_on(run())
+}
+
+async fn run() -> std::process::ExitCode {
     let config = match ControllerConfig::resolve(Args::parse()) {
         Ok(c) => c,
         Err(e) => {

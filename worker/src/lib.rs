@@ -6,6 +6,7 @@ pub mod controllers;
 pub mod engines;
 pub mod executor;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod session;

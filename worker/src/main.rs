@@ -39,8 +39,16 @@ struct Args {
     log_format: String,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    ferry_worker::memory::limit_heap_retention();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime")
+        .block_on(run())
+}
+
+async fn run() -> std::process::ExitCode {
     let args = Args::parse();
     let _telemetry = ferry_worker::logging::init_with(
         args.log_format == "json",
