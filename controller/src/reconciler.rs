@@ -271,6 +271,7 @@ async fn reconcile_job(
     let now = now_ms();
     let mut waiting_for = None;
     let mut shards = Vec::new();
+    let mut planned = Vec::new();
     for (mut shard, srev) in
         list_json::<ShardRecord>(&*ctx.store, &keys::shards_of_job(&job.id)).await?
     {
@@ -286,7 +287,11 @@ async fn reconcile_job(
             }
             ShardState::Pending if now >= shard.not_before_ms => {
                 match pick_worker(&job, &shard, observed) {
-                    Some(worker) => assign(ctx, &job, &mut shard, srev, &worker, observed).await?,
+                    Some(worker) => {
+                        // Counted now, so that the next pick spreads the load.
+                        *observed.load.entry(worker.id.clone()).or_default() += 1;
+                        planned.push((shard.clone(), srev, worker));
+                    }
                     None => {
                         waiting_for = Some(describe_wanted(&job, &shard));
                         wait_for_worker(ctx, &mut shard, srev, &job).await?;
@@ -297,6 +302,7 @@ async fn reconcile_job(
         }
         shards.push(shard);
     }
+    assign_all(ctx, &job, planned, observed).await?;
     let message = match &waiting_for {
         Some(w) => format!("waiting for {w}"),
         None => String::new(),
@@ -398,58 +404,108 @@ fn pick_worker(job: &JobRecord, shard: &ShardRecord, observed: &Observed) -> Opt
         .cloned()
 }
 
-async fn assign(
+/// Shards handed out per store transaction: one transaction per shard bounds a pass by the
+/// store's write latency (an etcd commit waits for an fsync); a batch shares one. 32 shards make
+/// 64 writes and at most 64 conditions, within etcd's default limit of 128 per transaction.
+const ASSIGN_BATCH: usize = 32;
+
+/// A shard about to be handed to a worker: the shard as read (and its revision), the worker.
+type Planned = (ShardRecord, i64, WorkerRecord);
+
+/// Hands out planned shards, a batch per transaction. When a batch is refused (a worker's lease
+/// ended or a shard changed meanwhile), its shards are tried one by one, so one stale shard
+/// does not hold the others back; what is refused then waits for the next pass.
+async fn assign_all(
     ctx: &Context,
     job: &JobRecord,
-    shard: &mut ShardRecord,
-    rev: i64,
-    worker: &WorkerRecord,
+    planned: Vec<Planned>,
     observed: &mut Observed,
 ) -> Result<()> {
     let Some(location) = observed.locations.get(&job.storage).cloned() else {
-        shard.state = ShardState::Failed;
-        shard.error = format!("storage location {:?} no longer exists", job.storage);
-        save_shard(ctx, shard, rev).await?;
+        for (mut shard, rev, _) in planned {
+            shard.state = ShardState::Failed;
+            shard.error = format!("storage location {:?} no longer exists", job.storage);
+            save_shard(ctx, &shard, rev).await?;
+        }
         return Ok(());
     };
-    shard.attempt += 1;
-    shard.attempt_started_ms = now_ms();
-    shard.state = ShardState::Assigned;
-    shard.worker = worker.id.clone();
-    shard.waiting_since_ms = 0;
-    if shard.started_at_ms == 0 {
-        shard.started_at_ms = now_ms();
+    for batch in planned.chunks(ASSIGN_BATCH) {
+        if try_assign(ctx, job, batch, &location, observed).await? || batch.len() == 1 {
+            continue;
+        }
+        for one in batch {
+            try_assign(ctx, job, std::slice::from_ref(one), &location, observed).await?;
+        }
     }
-    if shard.op == ShardOp::Backup {
-        shard.object_key =
-            layout::shard_key(&job.team, &job.app, &job.id, &shard.id, shard.attempt);
+    Ok(())
+}
+
+/// One transaction assigning `batch` (each shard's next attempt, on the worker's lease); on
+/// success the tasks are delivered. False when the store refused it.
+async fn try_assign(
+    ctx: &Context,
+    job: &JobRecord,
+    batch: &[Planned],
+    location: &StorageLocation,
+    observed: &mut Observed,
+) -> Result<bool> {
+    let now = now_ms();
+    let mut conditions = Vec::with_capacity(batch.len() * 2);
+    let mut ops = Vec::with_capacity(batch.len() * 2);
+    let mut assigned = Vec::with_capacity(batch.len());
+    for (shard, rev, worker) in batch {
+        let mut shard = shard.clone();
+        shard.attempt += 1;
+        shard.attempt_started_ms = now;
+        shard.state = ShardState::Assigned;
+        shard.worker = worker.id.clone();
+        shard.waiting_since_ms = 0;
+        if shard.started_at_ms == 0 {
+            shard.started_at_ms = now;
+        }
+        if shard.op == ShardOp::Backup {
+            shard.object_key =
+                layout::shard_key(&job.team, &job.app, &job.id, &shard.id, shard.attempt);
+        }
+        let shard_key = keys::shard(&job.id, &shard.id);
+        let alive = Workers::alive_condition(&worker.id);
+        if !conditions.contains(&alive) {
+            conditions.push(alive);
+        }
+        conditions.push(Condition::ModRevision(shard_key.clone(), *rev));
+        ops.push(Op::put_json(shard_key, &shard));
+        ops.push(Op::Put {
+            key: keys::assignment(&worker.id, &job.id, &shard.id),
+            value: serde_json::to_vec(&AssignmentRecord {
+                attempt: shard.attempt,
+            })
+            .unwrap_or_default(),
+            lease: worker.lease,
+        });
+        assigned.push((shard, worker));
     }
-    let shard_key = keys::shard(&job.id, &shard.id);
-    let assignment = Op::Put {
-        key: keys::assignment(&worker.id, &job.id, &shard.id),
-        value: serde_json::to_vec(&AssignmentRecord {
-            attempt: shard.attempt,
-        })
-        .unwrap_or_default(),
-        lease: worker.lease,
-    };
-    let saved = ctx
-        .store
-        .txn(
-            vec![
-                Workers::alive_condition(&worker.id),
-                Condition::ModRevision(shard_key.clone(), rev),
-            ],
-            vec![Op::put_json(shard_key, &*shard), assignment],
-        )
-        .await;
-    match saved {
+    match ctx.store.txn(conditions, ops).await {
         Ok(true) => {}
-        // The worker's lease ended in between, or someone else changed the shard: next pass.
-        Ok(false) | Err(crate::store::StoreError::LeaseNotFound(_)) => return Ok(()),
+        // A worker's lease ended in between, or someone else changed a shard.
+        Ok(false) | Err(crate::store::StoreError::LeaseNotFound(_)) => return Ok(false),
         Err(e) => return Err(e.into()),
     }
-    *observed.load.entry(worker.id.clone()).or_default() += 1;
+    for (shard, worker) in assigned {
+        deliver(ctx, job, &shard, worker, location.clone(), observed);
+    }
+    ctx.notify();
+    Ok(true)
+}
+
+/// Sends an assigned shard's task to its worker, with the trace context of its hand-out span.
+fn deliver(
+    ctx: &Context,
+    job: &JobRecord,
+    shard: &ShardRecord,
+    worker: &WorkerRecord,
+    location: StorageLocation,
+    observed: &mut Observed,
+) {
     observed.assignments.insert(
         (job.id.clone(), shard.id.clone()),
         (worker.id.clone(), shard.attempt),
@@ -477,8 +533,6 @@ async fn assign(
     );
     ctx.workers
         .deliver(&worker.id, Delivery::Assign(Box::new(task)));
-    ctx.notify();
-    Ok(())
 }
 
 /// The task a worker receives for the current attempt of a shard.
