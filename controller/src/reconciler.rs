@@ -44,6 +44,11 @@ pub async fn run(ctx: Arc<Context>, cancel: CancellationToken) {
             _ = tokio::time::sleep(ctx.timings.reconcile_interval()) => {}
             _ = cancel.cancelled() => return,
         }
+        // Whatever else arrives meanwhile is handled by the same pass.
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.timings.pass_gap()) => {}
+            _ = cancel.cancelled() => return,
+        }
     }
 }
 

@@ -52,16 +52,17 @@ impl RunningController {
 }
 
 async fn open_store(spec: &StoreSpec) -> anyhow::Result<Arc<dyn Store>> {
-    match spec {
-        StoreSpec::Embedded(path) => Ok(Arc::new(
+    let store: Arc<dyn Store> = match spec {
+        StoreSpec::Embedded(path) => Arc::new(
             EmbeddedStore::open(path).with_context(|| format!("store {}", path.display()))?,
-        )),
-        StoreSpec::Etcd(endpoints) => Ok(Arc::new(
+        ),
+        StoreSpec::Etcd(endpoints) => Arc::new(
             crate::store::etcd::EtcdStore::connect(endpoints)
                 .await
                 .with_context(|| format!("etcd at {}", endpoints.join(",")))?,
-        )),
-    }
+        ),
+    };
+    Ok(Arc::new(crate::store::group::GroupCommit::new(store)))
 }
 
 /// Starts a controller as configured.

@@ -5,6 +5,7 @@
 
 pub mod embedded;
 pub mod etcd;
+pub mod group;
 
 use std::time::Duration;
 

@@ -41,6 +41,13 @@ impl Timings {
         self.heartbeat / 4
     }
 
+    /// The least time between two reconciler passes, however often it is woken: reports that
+    /// arrive meanwhile are handled by one pass (and their freed slots filled by one batch).
+    /// 1% of a heartbeat: 20 ms by default.
+    pub fn pass_gap(&self) -> Duration {
+        self.heartbeat / 100
+    }
+
     /// How often expired backups and those beyond a schedule's `keep` are deleted.
     pub fn gc_interval(&self) -> Duration {
         self.heartbeat * 5

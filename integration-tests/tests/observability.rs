@@ -207,11 +207,13 @@ fn one_trace_per_job_across_processes() {
         spans
             .iter()
             .any(|s| s.name == "backup" && s.trace_id == trace)
-            && spans
-                .iter()
-                .filter(|s| s.name == "record_result" && s.trace_id == trace)
-                .count()
-                >= shard_count
+            && ["record_result", "shard"].iter().all(|name| {
+                spans
+                    .iter()
+                    .filter(|s| s.name == *name && s.trace_id == trace)
+                    .count()
+                    >= shard_count
+            })
     });
     let spans: Vec<_> = receiver
         .spans()
