@@ -265,8 +265,12 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Streams `key` through zstd into `consume` on a blocking thread, then checks the archive's
-/// SHA-256 once more (the verify step already checked it; this catches a change in between).
+/// Streams `key` through zstd into `consume`, then checks the archive's SHA-256 once more (the
+/// verify step already checked it; this catches a change in between). Reading, hashing and
+/// decompressing run on one blocking thread and `consume` (tar extraction, a restore tool's
+/// stdin) on another, joined by a few 1 MiB chunks: like `zstd -d | tar -x`, the two halves
+/// overlap on two cores. A failure upstream reaches `consume` as a read error, never as a
+/// clean end of its input.
 pub async fn download_decompressed<T, F>(
     store: &dyn ObjectStore,
     key: &str,
@@ -280,38 +284,118 @@ where
     let body = store.get(key).await.map_err(storage_error)?;
     let key = key.to_owned();
     let download = tracing::info_span!("download", key = %key, bytes = tracing::field::Empty);
-    tokio::task::spawn_blocking(move || {
-        let _stage = download.enter();
-        let mut hashing = HashingReader {
-            inner: std::io::BufReader::with_capacity(CHUNK, SyncIoBridge::new(body)),
-            hasher: Sha256::new(),
-            bytes: 0,
-        };
-        let value = {
-            let mut decoder = zstd::stream::read::Decoder::new(&mut hashing)
-                .map_err(|e| ShardError::transient(format!("zstd: {e}")))?;
-            let value = consume(&mut decoder)?;
-            // Whatever the consumer left (tar padding) still counts for the checksum.
-            std::io::copy(&mut decoder, &mut std::io::sink())
-                .map_err(|e| ShardError::permanent(format!("decompressing {key}: {e}")))?;
-            value
-        };
-        std::io::copy(&mut hashing, &mut std::io::sink())
-            .map_err(|e| ShardError::transient(format!("reading {key}: {e}")))?;
-        tracing::Span::current().record("bytes", hashing.bytes);
-        let actual = hex::encode(hashing.hasher.finalize());
-        if let Some(expected) = expected
-            && actual != expected
-        {
-            return Err(ShardError::permanent(format!(
-                "archive {key} changed while it was restored: SHA-256 is {actual}, the \
-                     manifest says {expected}"
-            )));
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(CHANNEL_DEPTH);
+    let decompress = tokio::task::spawn_blocking({
+        let key = key.clone();
+        move || {
+            let _stage = download.enter();
+            let result = decompress_into(body, &key, &tx);
+            if let Err(e) = &result {
+                let _ = tx.send(Err(std::io::Error::other(e.message.clone())));
+            }
+            if let Ok(Some((bytes, _))) = &result {
+                tracing::Span::current().record("bytes", *bytes);
+            }
+            result
         }
-        Ok(value)
-    })
-    .await
-    .map_err(|e| ShardError::transient(format!("archive reader crashed: {e}")))?
+    });
+    let consumed = tokio::task::spawn_blocking(move || {
+        let mut input = ChunkReader {
+            rx,
+            current: Vec::new(),
+            at: 0,
+        };
+        let value = consume(&mut input)?;
+        // Whatever the consumer left (tar padding) is read to the end: upstream errors count.
+        std::io::copy(&mut input, &mut std::io::sink())
+            .map_err(|e| ShardError::transient(format!("reading the archive: {e}")))?;
+        Ok::<_, ShardError>(value)
+    });
+    let crashed = |e| ShardError::transient(format!("archive reader crashed: {e}"));
+    let consumed = consumed.await.map_err(crashed)?;
+    let decompressed = decompress.await.map_err(crashed)?;
+    // The first failure explains the rest: an upstream error reaches the consumer as a read
+    // error, and a consumer that stops leaves the upstream nobody to write to.
+    let (value, actual) = match (decompressed, consumed) {
+        (Ok(Some((_, actual))), Ok(value)) => (value, actual),
+        (Err(upstream), _) => return Err(upstream),
+        (Ok(_), Err(downstream)) => return Err(downstream),
+        (Ok(None), Ok(_)) => {
+            return Err(ShardError::transient("the restore stopped reading early"));
+        }
+    };
+    if let Some(expected) = expected
+        && actual != expected
+    {
+        return Err(ShardError::permanent(format!(
+            "archive {key} changed while it was restored: SHA-256 is {actual}, the manifest says \
+             {expected}"
+        )));
+    }
+    Ok(value)
+}
+
+/// The upstream half of a restore: storage → SHA-256 → zstd → chunks. Returns the archive's size
+/// and SHA-256, or `None` when the consumer stopped reading first.
+fn decompress_into(
+    body: BoxReader,
+    key: &str,
+    tx: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+) -> Result<Option<(u64, String)>, ShardError> {
+    let mut hashing = HashingReader {
+        inner: std::io::BufReader::with_capacity(CHUNK, SyncIoBridge::new(body)),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    {
+        let mut decoder = zstd::stream::read::Decoder::new(&mut hashing)
+            .map_err(|e| ShardError::transient(format!("zstd: {e}")))?;
+        loop {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let n = (&mut decoder)
+                .take(CHUNK as u64)
+                .read_to_end(&mut chunk)
+                .map_err(|e| ShardError::permanent(format!("decompressing {key}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            if tx.send(Ok(chunk)).is_err() {
+                return Ok(None); // the consumer stopped early; its own result says why
+            }
+        }
+    }
+    std::io::copy(&mut hashing, &mut std::io::sink())
+        .map_err(|e| ShardError::transient(format!("reading {key}: {e}")))?;
+    Ok(Some((
+        hashing.bytes,
+        hex::encode(hashing.hasher.finalize()),
+    )))
+}
+
+/// The downstream half: chunks as a `Read`.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0), // upstream finished cleanly
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
