@@ -5,7 +5,9 @@
 //! jobs (for a backup: `manifest.json`, written last). Every step is idempotent, so a pass that
 //! dies half-way is simply repeated by the next one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::StreamExt;
 use std::sync::Arc;
 
 use ferry_model::layout;
@@ -60,6 +62,9 @@ struct Observed {
     /// Shards currently held per worker.
     load: HashMap<String, u32>,
     locations: HashMap<String, StorageLocation>,
+    /// Kinds of shard (cluster, node, kind, op) every capable worker of which is busy: later
+    /// shards of the same kind wait without a search (loads only grow within a pass).
+    saturated: HashSet<(String, Option<String>, String, &'static str)>,
 }
 
 /// One pass over every active job.
@@ -78,6 +83,7 @@ pub async fn pass(ctx: &Context) -> Result<()> {
         workers,
         assignments: HashMap::new(),
         load: HashMap::new(),
+        saturated: HashSet::new(),
         locations: apps::list_storage(&*ctx.store)
             .await?
             .into_iter()
@@ -95,9 +101,25 @@ pub async fn pass(ctx: &Context) -> Result<()> {
             (worker.to_owned(), attempt),
         );
     }
-    for (job, rev) in jobs {
+    // The shards of every active job, read a few jobs at a time: one read's latency per job in a
+    // row made a pass over a hundred jobs slow.
+    let ids: Vec<String> = jobs.iter().map(|(job, _)| job.id.clone()).collect();
+    let store = ctx.store.clone();
+    let shard_lists: Vec<_> = futures::stream::iter(ids)
+        .map(move |id| {
+            let store = store.clone();
+            async move { list_json::<ShardRecord>(&*store, &keys::shards_of_job(&id)).await }
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    for ((job, rev), shards) in jobs.into_iter().zip(shard_lists) {
         let id = job.id.clone();
-        if let Err(e) = reconcile_job(ctx, job, rev, &mut observed).await {
+        let result = match shards {
+            Ok(shards) => reconcile_job(ctx, job, rev, shards, &mut observed).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
             tracing::warn!(job = %id, error = %e, "could not reconcile job");
         }
     }
@@ -203,6 +225,7 @@ async fn reconcile_job(
     ctx: &Context,
     mut job: JobRecord,
     mut rev: i64,
+    current: Vec<(ShardRecord, i64)>,
     observed: &mut Observed,
 ) -> Result<()> {
     if job.state == JobState::Pending {
@@ -277,9 +300,7 @@ async fn reconcile_job(
     let mut waiting_for = None;
     let mut shards = Vec::new();
     let mut planned = Vec::new();
-    for (mut shard, srev) in
-        list_json::<ShardRecord>(&*ctx.store, &keys::shards_of_job(&job.id)).await?
-    {
+    for (mut shard, srev) in current {
         match shard.state {
             ShardState::Assigned => {
                 let held = observed
@@ -291,12 +312,29 @@ async fn reconcile_job(
                 }
             }
             ShardState::Pending if now >= shard.not_before_ms => {
+                let kind = (
+                    job.cluster.clone(),
+                    shard.node.clone(),
+                    shard.kind.clone(),
+                    shard.op.as_str(),
+                );
+                if observed.saturated.contains(&kind) {
+                    shards.push(shard);
+                    continue;
+                }
                 match pick_worker(&job, &shard, observed) {
                     Some(worker) => {
                         // Counted now, so that the next pick spreads the load.
                         *observed.load.entry(worker.id.clone()).or_default() += 1;
                         planned.push((shard.clone(), srev, worker));
                     }
+                    // Every worker that could run it is busy: it simply waits its turn (nothing
+                    // is written, so a long queue costs no store traffic).
+                    None if observed.workers.iter().any(|w| eligible(&job, &shard, w)) => {
+                        observed.saturated.insert(kind);
+                    }
+                    // No live worker could run it at all: that is what the unschedulable
+                    // timeout is for.
                     None => {
                         waiting_for = Some(describe_wanted(&job, &shard));
                         wait_for_worker(ctx, &mut shard, srev, &job).await?;
@@ -386,19 +424,22 @@ async fn wait_for_worker(
     Ok(())
 }
 
+/// Whether a worker could run the shard at all (its cluster, node and tools), busy or not.
+fn eligible(job: &JobRecord, shard: &ShardRecord, w: &WorkerRecord) -> bool {
+    w.cluster == job.cluster
+        && shard.node.as_ref().is_none_or(|n| *n == w.node)
+        && required_tools(&shard.resource, shard.op)
+            .iter()
+            .all(|any| any.iter().any(|t| w.tools.contains_key(*t)))
+}
+
 /// The least loaded live worker that may run the shard, preferring one other than the worker
 /// that ran its previous attempt.
 fn pick_worker(job: &JobRecord, shard: &ShardRecord, observed: &Observed) -> Option<WorkerRecord> {
     observed
         .workers
         .iter()
-        .filter(|w| w.cluster == job.cluster)
-        .filter(|w| shard.node.as_ref().is_none_or(|n| *n == w.node))
-        .filter(|w| {
-            required_tools(&shard.resource, shard.op)
-                .iter()
-                .all(|any| any.iter().any(|t| w.tools.contains_key(*t)))
-        })
+        .filter(|w| eligible(job, shard, w))
         .filter(|w| observed.load.get(&w.id).copied().unwrap_or(0) < w.max_shards)
         .min_by_key(|w| {
             (
