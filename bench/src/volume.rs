@@ -1,0 +1,331 @@
+//! Volume measures: backup ÷ `tar | zstd -3 -T2`, restore ÷ `zstd -d | tar -x`, backup ÷ restic's
+//! first backup, all on the mixed tree and local storage; and the worker's peak RSS while backing
+//! up a small and a large volume (a fresh worker process each).
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::Config;
+use crate::data::{self, Dataset};
+use crate::procs::{self, Ferry, require_tools};
+use crate::report::{Row, Samples, Target, Unit, median};
+
+const CLUSTER: &str = "bench";
+const NODE: &str = "bench-1";
+
+fn volume_app(name: &str, path: &Path, node: &str) -> String {
+    format!(
+        "name: {name}\ncluster: {CLUSTER}\ncomponents:\n  - name: data\n    volumes:\n      - {{name: tree, path: {}, node: {node}}}\n",
+        path.display()
+    )
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// Every timed run of the volume measure.
+#[derive(Debug, Default)]
+struct VolumeRuns {
+    ferry_backup: Samples,
+    ferry_restore: Samples,
+    tar: Samples,
+    untar: Samples,
+    restic: Samples,
+    ferry_archive: u64,
+    tar_archive: u64,
+}
+
+/// One Ferry backup + restore into `restores`, checked. CPU counts the worker, the controller
+/// and the CLI.
+fn ferry_round(
+    ferry: &Ferry,
+    tree: &Dataset,
+    restores: &Path,
+    n: usize,
+    runs: &mut VolumeRuns,
+) -> anyhow::Result<()> {
+    let pids = [ferry.workers[0].pid(), ferry.controller.pid()];
+    let mut id = String::new();
+    procs::settle()?;
+    let b = runs.ferry_backup.take(&pids, || {
+        let (secs, backup, job) = ferry.backup("vol", &[])?;
+        runs.ferry_archive = job["stored_bytes"].as_u64().unwrap_or(0);
+        id = backup;
+        Ok(secs)
+    })?;
+    let target = restores.join(format!("ferry-{n}"));
+    procs::settle()?;
+    let r = runs.ferry_restore.take(&pids, || {
+        ferry.restore(
+            &id,
+            &format!("vol-copy-{n}"),
+            &[format!("{}={}", tree.root.display(), target.display())],
+        )
+    })?;
+    eprintln!("volume round {n}: Ferry backup {b:.2} s, restore {r:.2} s");
+    data::check_same(&tree.stats, &target, "ferry restore")?;
+    std::fs::remove_dir_all(&target)?;
+    ferry.delete_backup(&id)?;
+    Ok(())
+}
+
+/// `tar | zstd` into `scratch` and back into `restores`, checked.
+fn tar_round(
+    tree: &Dataset,
+    scratch: &Path,
+    restores: &Path,
+    n: usize,
+    runs: &mut VolumeRuns,
+) -> anyhow::Result<()> {
+    let archive = scratch.join("tree.tar.zst");
+    procs::settle()?;
+    let b = runs.tar.take(&[], || {
+        procs::timed_bash(
+            r#"tar -cf - -C "$1" . | zstd -3 -T2 -q > "$2""#,
+            &[tree.root.as_os_str(), archive.as_os_str()],
+            &[],
+        )
+    })?;
+    runs.tar_archive = std::fs::metadata(&archive)?.len();
+    let target = restores.join(format!("tar-{n}"));
+    std::fs::create_dir_all(&target)?;
+    procs::settle()?;
+    let r = runs.untar.take(&[], || {
+        procs::timed_bash(
+            r#"zstd -d -c -q "$1" | tar -xf - -C "$2""#,
+            &[archive.as_os_str(), target.as_os_str()],
+            &[],
+        )
+    })?;
+    eprintln!("volume round {n}: tar|zstd {b:.2} s, zstd -d|tar -x {r:.2} s");
+    data::check_same(&tree.stats, &target, "tar extraction")?;
+    std::fs::remove_dir_all(&target)?;
+    std::fs::remove_file(&archive)?;
+    Ok(())
+}
+
+/// restic's first backup into a fresh repository.
+fn restic_round(
+    tree: &Dataset,
+    scratch: &Path,
+    n: usize,
+    runs: &mut VolumeRuns,
+) -> anyhow::Result<()> {
+    let repo = scratch.join("restic-repo");
+    let cache = scratch.join("restic-cache");
+    let env = [("RESTIC_PASSWORD", "x")];
+    let repo_s = repo.as_os_str();
+    procs::timed_bash(r#"restic init -q --repo "$1""#, &[repo_s], &env)?;
+    procs::settle()?;
+    let secs = runs.restic.take(&[], || {
+        procs::timed_bash(
+            r#"restic backup -q --repo "$1" --cache-dir "$2" "$3""#,
+            &[repo_s, cache.as_os_str(), tree.root.as_os_str()],
+            &env,
+        )
+    })?;
+    eprintln!("volume round {n}: restic backup {secs:.2} s");
+    std::fs::remove_dir_all(&repo)?;
+    let _ = std::fs::remove_dir_all(&cache);
+    Ok(())
+}
+
+/// Volume backup and restore against tar|zstd, and backup against restic.
+pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
+    require_tools(&["tar", "zstd", "restic", "bash"])?;
+    let tree = data::mixed_tree(&cfg.work_dir, cfg.tree_size, cfg.seed)?;
+    let run_dir = tempfile::Builder::new()
+        .prefix("volume-")
+        .tempdir_in(&cfg.work_dir)?;
+    let scratch = run_dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch)?;
+    let restores = tempfile::Builder::new()
+        .prefix("ferry-bench-restores-")
+        .tempdir_in(cfg.restore_dir(tree.stats.bytes))?;
+    let restores = restores.path();
+    let mut ferry = Ferry::start(&cfg.bins, &run_dir.path().join("ferry"), &[], &[])?;
+    ferry.add_worker(CLUSTER, NODE)?;
+    ferry.add_local_storage("archives", CLUSTER)?;
+    ferry.apply("vol", &volume_app("vol", &tree.root, NODE))?;
+
+    eprintln!("volume: {} at {}", tree.stats, tree.root.display());
+    eprintln!("volume: warm-up (Ferry backup+restore, tar|zstd and back)");
+    let mut warm_up = VolumeRuns::default();
+    ferry_round(&ferry, &tree, restores, 0, &mut warm_up).context("Ferry warm-up")?;
+    tar_round(&tree, &scratch, restores, 0, &mut warm_up).context("tar warm-up")?;
+
+    let mut runs = VolumeRuns::default();
+    for round in 1..=cfg.rounds {
+        // Ferry, tar, restic; then tar, Ferry, restic; …
+        let ferry_first = round % 2 == 1;
+        for ferry_turn in [ferry_first, !ferry_first] {
+            if ferry_turn {
+                ferry_round(&ferry, &tree, restores, round, &mut runs)?;
+            } else {
+                tar_round(&tree, &scratch, restores, round, &mut runs)?;
+            }
+        }
+        restic_round(&tree, &scratch, round, &mut runs)?;
+    }
+    let worker_hwm = ferry.workers[0].peak_rss_mib()?;
+    let controller_hwm = ferry.controller.peak_rss_mib()?;
+    notes.push(format!(
+        "volume: mixed tree of {}; Ferry archive {:.1} MiB, tar.zst {:.1} MiB; restores checked \
+         (file and directory counts, bytes), restored into {}; restic ran on the \
+         page-cache-warm tree without a warm-up of its own; medians per run — Ferry backup {} \
+         (worker + controller + CLI), tar|zstd {}, restic {}, Ferry restore {}, zstd -d|tar -x \
+         {}; after all volume rounds the worker's VmHWM was {worker_hwm:.1} MiB and the \
+         controller's {controller_hwm:.1} MiB",
+        tree.stats,
+        mib(runs.ferry_archive),
+        mib(runs.tar_archive),
+        restores.parent().unwrap_or(restores).display(),
+        runs.ferry_backup.describe(),
+        runs.tar.describe(),
+        runs.restic.describe(),
+        runs.ferry_restore.describe(),
+        runs.untar.describe(),
+    ));
+    let backup = runs.ferry_backup.median();
+    Ok(vec![
+        Row::ratio(
+            "volume backup ÷ tar|zstd -3 -T2",
+            backup,
+            runs.tar.median(),
+            1.10,
+        ),
+        Row::ratio(
+            "volume restore ÷ zstd -d|tar -x",
+            runs.ferry_restore.median(),
+            runs.untar.median(),
+            1.10,
+        ),
+        Row::ratio(
+            "volume backup ÷ restic backup (first)",
+            backup,
+            runs.restic.median(),
+            0.33,
+        ),
+    ])
+}
+
+/// Backs up `set` with a fresh worker process and returns the worker's peak RSS in MiB.
+fn worker_peak(cfg: &Config, set: &Dataset, label: &str) -> anyhow::Result<(f64, f64)> {
+    let dir = tempfile::Builder::new()
+        .prefix("rss-")
+        .tempdir_in(&cfg.work_dir)?;
+    let mut ferry = Ferry::start(&cfg.bins, dir.path(), &[], &[])?;
+    ferry.add_worker(CLUSTER, NODE)?;
+    ferry.add_local_storage("archives", CLUSTER)?;
+    ferry.apply("rss", &volume_app("rss", &set.root, NODE))?;
+    let (secs, _, job) = ferry.backup("rss", &[])?;
+    let source = job["bytes"].as_u64().unwrap_or(0);
+    anyhow::ensure!(
+        source == set.stats.bytes,
+        "the backup read {source} bytes of {}",
+        set.stats.bytes
+    );
+    let peak = ferry.workers[0].peak_rss_mib()?;
+    eprintln!(
+        "rss: {label}: backup of {} in {secs:.1} s, worker VmHWM {peak:.1} MiB",
+        set.stats
+    );
+    Ok((peak, secs))
+}
+
+/// Peak RSS in MiB of `tar -cf - DIR | zstd -3 -T2 > FILE` (its largest process: zstd), from
+/// GNU time; `None` when /usr/bin/time is not installed.
+fn baseline_peak(set: &Dataset, scratch: &Path) -> anyhow::Result<Option<f64>> {
+    if !Path::new("/usr/bin/time").is_file() {
+        return Ok(None);
+    }
+    let archive = scratch.join("rss-baseline.tar.zst");
+    let report = scratch.join("rss-baseline.time");
+    procs::run(
+        "/usr/bin/time",
+        [
+            OsStr::new("-f"),
+            OsStr::new("%M"),
+            OsStr::new("-o"),
+            report.as_os_str(),
+            OsStr::new("bash"),
+            OsStr::new("-c"),
+            OsStr::new(r#"set -o pipefail; tar -cf - -C "$1" . | zstd -3 -T2 -q > "$2""#),
+            OsStr::new("bash"),
+            set.root.as_os_str(),
+            archive.as_os_str(),
+        ],
+    )?;
+    let kib: f64 = std::fs::read_to_string(&report)?
+        .trim()
+        .parse()
+        .context("GNU time's %M")?;
+    std::fs::remove_file(&archive)?;
+    Ok(Some(kib / 1024.0))
+}
+
+/// Worker peak RSS for a small and a large backup: bounded and flat. The small backup runs once
+/// per round, each time with a fresh worker, and the highest peak counts: how much the zstd
+/// and upload buffers fill depends on whether compression or storage is the slower stage.
+pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
+    let small = data::big_volume(&cfg.work_dir, cfg.rss_size, cfg.seed)?;
+    let mut small_peaks = Vec::new();
+    let mut small_secs = Vec::new();
+    for _ in 0..cfg.rounds {
+        let (peak, secs) = worker_peak(cfg, &small, "small")?;
+        small_peaks.push(peak);
+        small_secs.push(secs);
+    }
+    let small_peak = small_peaks.iter().copied().fold(0.0, f64::max);
+    let scratch = tempfile::Builder::new()
+        .prefix("rss-baseline-")
+        .tempdir_in(&cfg.work_dir)?;
+    let zstd_peak = baseline_peak(&small, scratch.path())?;
+    let big = data::big_volume(&cfg.work_dir, cfg.big_size, cfg.seed)?;
+    let result = worker_peak(cfg, &big, "large");
+    // The large volume is not worth keeping on disk between runs.
+    data::remove(&big);
+    let (big_peak, big_s) = result?;
+    let small_label = format!("{:.0} MiB", mib(small.stats.bytes));
+    let big_label = format!("{:.0} MiB", mib(big.stats.bytes));
+    notes.push(format!(
+        "worker RSS: VmHWM of a fresh ferry-worker process after one backup to local storage; \
+         {small_label}: {} runs, peaks {} MiB (the highest counts), {:.1} s each (median); \
+         {big_label}: one run, {big_s:.1} s; the data are files made of a 64 MiB block (half \
+         random, half log text) repeated; the small row's baseline is the peak RSS of \
+         `tar | zstd -3 -T2` on the same data (GNU time), the large row's is the small row",
+        small_peaks.len(),
+        small_peaks
+            .iter()
+            .map(|p| format!("{p:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        median(&small_secs),
+    ));
+    Ok(vec![
+        Row {
+            measure: format!(
+                "worker peak RSS, {small_label} backup (highest of {})",
+                small_peaks.len()
+            ),
+            ferry: Some(small_peak),
+            baseline: zstd_peak,
+            unit: Unit::MiB,
+            target: Some(Target::AtMost(64.0)),
+            timing: false,
+            error: None,
+        },
+        Row {
+            measure: format!("worker peak RSS, {big_label} backup"),
+            ferry: Some(big_peak),
+            baseline: Some(small_peak),
+            unit: Unit::MiB,
+            target: Some(Target::AtMostAndFlat(64.0, 1.10)),
+            timing: false,
+            error: None,
+        },
+    ])
+}
