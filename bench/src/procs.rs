@@ -128,17 +128,68 @@ pub fn settle() -> anyhow::Result<()> {
 /// Milliseconds spent in [`settle`] so far.
 pub static SETTLE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Peak resident set size (VmHWM) of a live process, in MiB.
-pub fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+/// A `kB` field of /proc/PID/status (`VmHWM`, `VmRSS`), in MiB.
+fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .context("no VmHWM in /proc/PID/status")?;
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
     Ok(kib / 1024.0)
+}
+
+/// Peak resident set size (VmHWM) of a live process, in MiB.
+pub fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    status_mib(pid, "VmHWM")
+}
+
+/// Samples a process's VmRSS every 100 ms on a thread of its own, until [`RssSampler::finish`].
+pub struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<f64>>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> RssSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(rss) = status_mib(pid, "VmRSS") {
+                    samples.push(rss);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            samples
+        });
+        RssSampler { stop, thread }
+    }
+
+    /// The samples, in order.
+    pub fn finish(self) -> Vec<f64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// The highest sample of each quarter of a run: `a / b / c / d MiB` — flat, or growing.
+pub fn by_quarter(samples: &[f64]) -> String {
+    if samples.len() < 4 {
+        return "too few samples".into();
+    }
+    let n = samples.len();
+    (0..4)
+        .map(|q| {
+            let part = &samples[q * n / 4..(q + 1) * n / 4];
+            format!("{:.1}", part.iter().copied().fold(0.0, f64::max))
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
+        + " MiB"
 }
 
 /// Sums fields of /proc/PID/stat counted after the command name (which may hold spaces), in

@@ -212,8 +212,17 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// Backs up `set` with a fresh worker process and returns the worker's peak RSS in MiB.
-fn worker_peak(cfg: &Config, set: &Dataset, label: &str) -> anyhow::Result<(f64, f64)> {
+/// What one backup with a fresh worker showed.
+struct Peak {
+    /// VmHWM after the backup, MiB.
+    peak: f64,
+    secs: f64,
+    /// VmRSS sampled every 100 ms during the backup.
+    samples: Vec<f64>,
+}
+
+/// Backs up `set` with a fresh worker process and reads the worker's peak RSS.
+fn worker_peak(cfg: &Config, set: &Dataset, label: &str) -> anyhow::Result<Peak> {
     let dir = tempfile::Builder::new()
         .prefix("rss-")
         .tempdir_in(&cfg.work_dir)?;
@@ -221,7 +230,10 @@ fn worker_peak(cfg: &Config, set: &Dataset, label: &str) -> anyhow::Result<(f64,
     ferry.add_worker(CLUSTER, NODE)?;
     ferry.add_local_storage("archives", CLUSTER)?;
     ferry.apply("rss", &volume_app("rss", &set.root, NODE))?;
-    let (secs, _, job) = ferry.backup("rss", &[])?;
+    let sampler = procs::RssSampler::start(ferry.workers[0].pid());
+    let backup = ferry.backup("rss", &[]);
+    let samples = sampler.finish();
+    let (secs, _, job) = backup?;
     let source = job["bytes"].as_u64().unwrap_or(0);
     anyhow::ensure!(
         source == set.stats.bytes,
@@ -230,10 +242,16 @@ fn worker_peak(cfg: &Config, set: &Dataset, label: &str) -> anyhow::Result<(f64,
     );
     let peak = ferry.workers[0].peak_rss_mib()?;
     eprintln!(
-        "rss: {label}: backup of {} in {secs:.1} s, worker VmHWM {peak:.1} MiB",
-        set.stats
+        "rss: {label}: backup of {} in {secs:.1} s, worker VmHWM {peak:.1} MiB, VmRSS by quarter \
+         of the run {}",
+        set.stats,
+        procs::by_quarter(&samples)
     );
-    Ok((peak, secs))
+    Ok(Peak {
+        peak,
+        secs,
+        samples,
+    })
 }
 
 /// Peak RSS in MiB of `tar -cf - DIR | zstd -3 -T2 > FILE` (its largest process: zstd), from
@@ -274,28 +292,31 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
     let small = data::big_volume(&cfg.work_dir, cfg.rss_size, cfg.seed)?;
     let mut small_peaks = Vec::new();
     let mut small_secs = Vec::new();
+    let mut small_samples = Vec::new();
     for _ in 0..cfg.rounds {
-        let (peak, secs) = worker_peak(cfg, &small, "small")?;
-        small_peaks.push(peak);
-        small_secs.push(secs);
+        let p = worker_peak(cfg, &small, "small")?;
+        small_peaks.push(p.peak);
+        small_secs.push(p.secs);
+        small_samples = p.samples;
     }
     let small_peak = small_peaks.iter().copied().fold(0.0, f64::max);
     let scratch = tempfile::Builder::new()
         .prefix("rss-baseline-")
         .tempdir_in(&cfg.work_dir)?;
     let zstd_peak = baseline_peak(&small, scratch.path())?;
-    let big = data::big_volume(&cfg.work_dir, cfg.big_size, cfg.seed)?;
-    let result = worker_peak(cfg, &big, "large");
+    let big_set = data::big_volume(&cfg.work_dir, cfg.big_size, cfg.seed)?;
+    let result = worker_peak(cfg, &big_set, "large");
     // The large volume is not worth keeping on disk between runs.
-    data::remove(&big);
-    let (big_peak, big_s) = result?;
+    data::remove(&big_set);
+    let big = result?;
     let small_label = format!("{:.0} MiB", mib(small.stats.bytes));
-    let big_label = format!("{:.0} MiB", mib(big.stats.bytes));
+    let big_label = format!("{:.0} MiB", mib(big_set.stats.bytes));
     notes.push(format!(
         "worker RSS: VmHWM of a fresh ferry-worker process after one backup to local storage; \
-         {small_label}: {} runs, peaks {} MiB (the highest counts), {:.1} s each (median); \
-         {big_label}: one run, {big_s:.1} s; the data are files made of a 64 MiB block (half \
-         random, half log text) repeated; the small row's baseline is the peak RSS of \
+         {small_label}: {} runs, peaks {} MiB (the highest counts), {:.1} s each (median), \
+         VmRSS sampled every 100 ms, highest per quarter of the last run {}; {big_label}: one \
+         run, {:.1} s, VmRSS highest per quarter {}; the data are files made of a 64 MiB block \
+         (half random, half log text) repeated; the small row's baseline is the peak RSS of \
          `tar | zstd -3 -T2` on the same data (GNU time), the large row's is the small row",
         small_peaks.len(),
         small_peaks
@@ -304,6 +325,9 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
             .collect::<Vec<_>>()
             .join(", "),
         median(&small_secs),
+        procs::by_quarter(&small_samples),
+        big.secs,
+        procs::by_quarter(&big.samples),
     ));
     Ok(vec![
         Row {
@@ -320,7 +344,7 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
         },
         Row {
             measure: format!("worker peak RSS, {big_label} backup"),
-            ferry: Some(big_peak),
+            ferry: Some(big.peak),
             baseline: Some(small_peak),
             unit: Unit::MiB,
             target: Some(Target::AtMostAndFlat(64.0, 1.10)),
