@@ -361,35 +361,20 @@ pub async fn create_migration(ctx: &Context, req: Migrate) -> Result<(JobRecord,
     }
     let spec = rewrite_spec(&app.spec, &req.app, &req.to_cluster, &req.rewrites);
     spec.validate()?;
-    refuse_if_busy(ctx, &req.team, &req.app, JobKind::Backup).await?;
     refuse_if_busy(ctx, &req.to_team, &req.app, JobKind::Restore).await?;
 
-    let backup_id = new_job_id(&req.app);
     let restore_id = new_job_id(&format!("migrate-{}", req.app));
-    let planned = plan_shards(&app.spec);
-    if planned.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "app {:?} declares nothing to back up (no volume, config, database or exec)",
-            req.app
-        )));
-    }
-    let backup = JobRecord {
+    // The first half is an ordinary backup, labelled with the restore it feeds.
+    let backup_req = CreateBackup {
+        team: req.team.clone(),
+        app: req.app.clone(),
+        storage: Some(location.name.clone()),
         labels: [("ferry.migration".to_owned(), restore_id.clone())].into(),
-        ..JobRecord::pending(
-            backup_id.clone(),
-            JobKind::Backup,
-            req.team.clone(),
-            req.app.clone(),
-            from.clone(),
-            location.name.clone(),
-            app.spec.clone(),
-            format!("migrate/{restore_id}"),
-        )
+        ttl: None,
     };
-    let backup_shards: Vec<_> = planned
-        .iter()
-        .map(|p| new_shard(&backup_id, p, ShardOp::Backup))
-        .collect();
+    let (backup, backup_shards) =
+        new_backup(ctx, backup_req, &format!("migrate/{restore_id}")).await?;
+    let backup_id = backup.id.clone();
     let restore = JobRecord {
         restore: Some(RestorePlan {
             backup_id: backup_id.clone(),

@@ -108,11 +108,10 @@ fn write_tar(out: File, mut rx: mpsc::Receiver<Part>) -> CliResult<(u32, u64)> {
             left: start.size,
             current: Bytes::new(),
             hasher: Sha256::new(),
-            next: None,
         };
         append(&mut tar, &start.name, start.size, &mut reader)?;
         let sha = hex::encode(reader.hasher.finalize_reset());
-        pending = reader.next.take().or_else(|| rx.blocking_recv());
+        pending = rx.blocking_recv();
         if checksums.get(&start.name) != Some(&sha) {
             return Err(CliError::failed(format!(
                 "archive {} does not match its checksum in the manifest: the backup is damaged \
@@ -150,8 +149,6 @@ struct ChunkReader<'a> {
     left: u64,
     current: Bytes,
     hasher: Sha256,
-    /// A part that arrived after this archive ended (the next archive's header).
-    next: Option<Part>,
 }
 
 impl Read for ChunkReader<'_> {
@@ -169,10 +166,7 @@ impl Read for ChunkReader<'_> {
                     self.hasher.update(&d);
                     self.current = Bytes::from(d);
                 }
-                Some(other) => {
-                    self.next = Some(other);
-                    return Err(std::io::Error::other("an archive ended early"));
-                }
+                Some(_) => return Err(std::io::Error::other("an archive ended early")),
                 None => return Err(std::io::Error::other("the export stream ended early")),
             }
         }
