@@ -13,20 +13,33 @@ use clap::{Parser, Subcommand, ValueEnum};
     after_help = "Examples:\n  ferry demo\n  ferry app apply -f shop.yaml\n  ferry backup create shop --wait\n  ferry restore create shop-20261121-103500-3fa2 --to-app shop-copy --rewrite /srv/shop=/srv/shop-copy --wait"
 )]
 pub struct Cli {
-    /// URL of the controller.
-    #[arg(
-        long,
-        global = true,
-        env = "FERRY_CONTROLLER",
-        default_value = "http://127.0.0.1:7420"
-    )]
-    pub controller: String,
-    /// Bearer token.
+    /// URL of the controller (https:// with TLS) [default: the saved login's, else
+    /// http://127.0.0.1:7420].
+    #[arg(long, global = true, env = "FERRY_CONTROLLER")]
+    pub controller: Option<String>,
+    /// Bearer token (prefer --token-file or `ferry login`: a flag shows in `ps`).
     #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Team whose apps and backups to work with.
-    #[arg(long, global = true, env = "FERRY_TEAM", default_value = "default")]
-    pub team: String,
+    /// File holding the bearer token.
+    #[arg(long, global = true, env = "FERRY_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Team whose apps and backups to work with [default: the token's team; `default` for a
+    /// token of every team].
+    #[arg(long, global = true, env = "FERRY_TEAM")]
+    pub team: Option<String>,
+    /// PEM CA that signed the controller's certificate [default: the saved login's, else the
+    /// system's roots].
+    #[arg(long, global = true, env = "FERRY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for a controller started with --tls-client-ca.
+    #[arg(long, global = true, env = "FERRY_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(long, global = true, env = "FERRY_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Saved login to use [default: the current one, see `ferry context`].
+    #[arg(long, global = true, env = "FERRY_CONTEXT")]
+    pub context: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -74,6 +87,30 @@ pub enum Command {
     /// Scheduled backups with retention.
     #[command(subcommand)]
     Schedule(ScheduleCmd),
+    /// Tokens of callers and workers (admin).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Who did what: every mutating call and every denied one (admin).
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Show the token in use: its name, team and role.
+    #[command(after_help = "Example:\n  ferry whoami")]
+    Whoami,
+    /// Save a controller and a token as a named context and make it current (like kubectl's
+    /// contexts); later commands use it when --controller and --token are not given.
+    #[command(
+        after_help = "Examples:\n  ferry login https://ferry.internal:7420 --token-file ~/ops.token --ca-cert ca.pem\n  \
+            ferry login https://ferry.dc-b:7420 --token-file b.token --name dc-b\n\n\
+            The token is checked, then copied into the config directory ($FERRY_CONFIG_DIR, else\n\
+            $XDG_CONFIG_HOME/ferry or ~/.config/ferry), readable by you only."
+    )]
+    Login(LoginArgs),
+    /// Forget a saved context and its token [default: the current one].
+    #[command(after_help = "Example:\n  ferry logout dc-b")]
+    Logout { name: Option<String> },
+    /// Saved contexts.
+    #[command(subcommand)]
+    Context(ContextCmd),
     /// The one-command tour: back up an example app, damage it, restore it, verify it.
     #[command(after_help = "Example:\n  ferry demo")]
     Demo(DemoArgs),
@@ -397,6 +434,85 @@ pub enum ScheduleCmd {
     /// Delete a schedule (its backups stay).
     #[command(after_help = "Example:\n  ferry schedule delete nightly")]
     Delete { name: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// The controller's URL.
+    pub url: String,
+    /// File holding the token.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// Name of the context [default: the URL's host].
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContextCmd {
+    /// List saved contexts; the current one is marked.
+    #[command(after_help = "Example:\n  ferry context list")]
+    List,
+    /// Make a saved context the current one.
+    #[command(after_help = "Example:\n  ferry context use dc-b")]
+    Use { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; its secret is printed once (`-o json`: as `token`).
+    #[command(
+        group = clap::ArgGroup::new("kind").args(["role", "worker"]).required(true),
+        after_help = "Examples:\n  ferry token create ci --team payments --role operator --ttl 90d\n  \
+            ferry token create grafana --all-teams --role viewer\n  \
+            ferry token create dc-a-workers --worker --cluster dc-a -o json | jq -r .token > dc-a.token\n\n\
+            Roles: viewer (list, get, watch), operator (+ back up, verify, export, restore into a new app,\n\
+            schedules), admin (+ apps, restore --overwrite, delete/import backups, migrate, tokens, audit).\n\
+            Storage locations, worker join tokens and tokens of every team need an admin token of every team."
+    )]
+    Create {
+        name: String,
+        /// The role of a caller token.
+        #[arg(long, value_parser = ["viewer", "operator", "admin"], conflicts_with = "worker")]
+        role: Option<String>,
+        /// A token of every team instead of one (needs a token of every team).
+        #[arg(long, conflicts_with = "worker")]
+        all_teams: bool,
+        /// A worker join token for --cluster (needs a token of every team).
+        #[arg(long, requires = "cluster")]
+        worker: bool,
+        /// The cluster a join token's workers serve.
+        #[arg(long, requires = "worker")]
+        cluster: Option<String>,
+        /// Expire after this long (e.g. 90d, 12h) [default: never].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// List tokens (never their secrets).
+    #[command(after_help = "Example:\n  ferry token list")]
+    List,
+    /// Revoke a token: it stops working at once; a join token's workers lose their session.
+    #[command(after_help = "Example:\n  ferry token revoke ci")]
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// List audit entries, oldest first.
+    #[command(
+        after_help = "Examples:\n  ferry audit list --since 7d\n  ferry audit list --token ci --since 2026-12-01T00:00:00Z -o json"
+    )]
+    List {
+        /// How far back: a duration (24h, 7d) or an RFC 3339 time.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Only this token's calls.
+        #[arg(long)]
+        token: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -14,7 +14,8 @@ use tonic::{Code, Response, Status};
 
 use crate::exit::{CliError, CliResult};
 
-const LEADER_HEADER: &str = "ferry-leader";
+use ferry_proto::LEADER_HEADER;
+use ferry_proto::transport::ClientTls;
 /// How long a call keeps trying through a leader change.
 const FAILOVER_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -35,13 +36,10 @@ impl tonic::service::Interceptor for Auth {
 
 type Client = ControlServiceClient<InterceptedService<Channel, Auth>>;
 
-/// Largest message either way: an export or import carries a whole manifest in one.
-const MAX_MESSAGE: usize = 65 << 20;
-
 fn client(channel: Channel, auth: Auth) -> Client {
     ControlServiceClient::with_interceptor(channel, auth)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE)
+        .max_decoding_message_size(ferry_proto::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(ferry_proto::MAX_MESSAGE_SIZE)
 }
 
 /// A client of the CLI-facing API that follows the leader.
@@ -49,18 +47,18 @@ pub struct Api {
     urls: Vec<String>,
     current: String,
     auth: Auth,
+    tls: ClientTls,
     client: Client,
 }
 
-fn endpoint(url: &str) -> CliResult<Endpoint> {
-    Ok(Endpoint::from_shared(url.to_owned())
-        .map_err(|e| CliError::input(format!("invalid controller URL {url:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(5)))
+fn endpoint(url: &str, tls: &ClientTls) -> CliResult<Endpoint> {
+    ferry_proto::transport::endpoint(url, tls).map_err(CliError::input)
 }
 
 /// Connects to the first controller of the list that answers, or says clearly that none can be
-/// reached (exit code 5).
-pub async fn connect(list: &str, token: Option<&str>) -> CliResult<Api> {
+/// reached (exit code 5) and why (TLS, scheme, address).
+pub async fn connect(list: &str, token: Option<&str>, tls: &ClientTls) -> CliResult<Api> {
+    ferry_proto::transport::install_crypto_provider();
     let urls: Vec<String> = list
         .split(',')
         .map(str::trim)
@@ -80,19 +78,19 @@ pub async fn connect(list: &str, token: Option<&str>) -> CliResult<Api> {
     let auth = Auth { header };
     let mut last = String::new();
     for url in &urls {
-        match endpoint(url)?.connect().await {
+        match endpoint(url, tls)?.connect().await {
             Ok(channel) => {
                 return Ok(Api {
                     client: client(channel, auth.clone()),
                     current: url.clone(),
                     urls,
                     auth,
+                    tls: tls.clone(),
                 });
             }
             Err(e) => {
-                last = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string());
+                let chain = ferry_proto::transport::error_chain(&e);
+                last = ferry_proto::transport::explain_connect_error(url, &chain);
             }
         }
     }
@@ -103,7 +101,7 @@ pub async fn connect(list: &str, token: Option<&str>) -> CliResult<Api> {
 
 impl Api {
     fn switch(&mut self, url: &str) -> bool {
-        match endpoint(url) {
+        match endpoint(url, &self.tls) {
             Ok(e) => {
                 self.client = client(e.connect_lazy(), self.auth.clone());
                 self.current = url.to_owned();
@@ -195,6 +193,11 @@ rpcs! {
     migrate(v1::MigrateRequest) -> v1::Migration;
     sync_storage(v1::SyncStorageRequest) -> v1::SyncStorageResponse;
     export_backup(v1::GetJobRequest) -> tonic::Streaming<v1::ExportChunk>;
+    who_am_i(v1::WhoAmIRequest) -> v1::Identity;
+    create_token(v1::CreateTokenRequest) -> v1::CreatedToken;
+    list_tokens(v1::ListTokensRequest) -> v1::ListTokensResponse;
+    revoke_token(v1::RevokeTokenRequest) -> v1::RevokeTokenResponse;
+    list_audit(v1::ListAuditRequest) -> v1::ListAuditResponse;
 }
 
 impl Api {

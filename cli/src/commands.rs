@@ -1,5 +1,6 @@
 //! One module per command group. Each command takes the connection and the global options.
 
+pub mod access;
 pub mod apps;
 pub mod jobs;
 pub mod schedules;
@@ -13,6 +14,7 @@ use crate::client::Api;
 /// What every command gets.
 pub struct Ctx {
     pub client: Api,
+    /// The team asked for; empty: the token's team.
     pub team: String,
     pub output: Output,
 }

@@ -48,7 +48,12 @@ pub async fn run(args: DemoArgs) -> CliResult {
     let running = ferry_controller::start(config)
         .await
         .map_err(|e| CliError::failed(format!("starting the controller: {e:#}")))?;
-    let client = crate::client::connect(&running.url(), None).await?;
+    let client = crate::client::connect(
+        &running.url(),
+        running.admin_token().as_deref(),
+        &Default::default(),
+    )
+    .await?;
     let mut ctx = Ctx {
         client,
         team: "demo".into(),

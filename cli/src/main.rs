@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod demo;
 mod exit;
+mod login;
 mod output;
 mod progress;
 
@@ -51,12 +52,24 @@ async fn run(cli: args::Cli) -> CliResult {
         let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
         return Ok(());
     }
-    ferry_model::names::check_name("team name", &cli.team)
-        .map_err(|e| CliError::input(e.to_string()))?;
-    let client = client::connect(&cli.controller, cli.token.as_deref()).await?;
+    if let Command::Context(cmd) = &cli.command {
+        return commands::access::context(cmd, cli.output);
+    }
+    if let Command::Logout { name } = &cli.command {
+        return commands::access::logout(name.as_deref());
+    }
+    let target = login::resolve(&cli)?;
+    if !target.team.is_empty() {
+        ferry_model::names::check_name("team name", &target.team)
+            .map_err(|e| CliError::input(e.to_string()))?;
+    }
+    if let Command::Login(args) = cli.command {
+        return commands::access::login(args, &target, cli.output).await;
+    }
+    let client = client::connect(&target.url, target.token.as_deref(), &target.tls).await?;
     let mut ctx = Ctx {
         client,
-        team: cli.team,
+        team: target.team,
         output: cli.output,
     };
     match cli.command {
@@ -70,6 +83,13 @@ async fn run(cli: args::Cli) -> CliResult {
         Command::Restore(cmd) => commands::jobs::restore(&mut ctx, cmd).await,
         Command::Migrate(args) => commands::jobs::migrate(&mut ctx, args).await,
         Command::Schedule(cmd) => commands::schedules::run(&mut ctx, cmd).await,
-        Command::Demo(_) | Command::Completions { .. } => unreachable!("handled above"),
+        Command::Token(cmd) => commands::access::token(&mut ctx, cmd).await,
+        Command::Audit(cmd) => commands::access::audit(&mut ctx, cmd).await,
+        Command::Whoami => commands::access::whoami(&mut ctx).await,
+        Command::Demo(_)
+        | Command::Completions { .. }
+        | Command::Login(_)
+        | Command::Logout { .. }
+        | Command::Context(_) => unreachable!("handled above"),
     }
 }

@@ -366,8 +366,13 @@ async fn stream_object(
 /// team the import names. Nothing of it is visible until it is whole: archives are written and
 /// checked one by one, the manifest last, then the catalog entry. Anything wrong — a bad
 /// manifest, an archive it does not list, a size or checksum that does not match, a missing
-/// archive — stops the import and removes what it wrote.
-pub async fn import<S>(ctx: &Context, mut parts: S) -> Result<JobRecord>
+/// archive — stops the import and removes what it wrote. `scope` turns the team the import
+/// names into the team it goes to (the caller's, see `crate::auth::Caller::team`).
+pub async fn import<S>(
+    ctx: &Context,
+    mut parts: S,
+    scope: impl FnOnce(&str) -> Result<String, tonic::Status>,
+) -> Result<JobRecord>
 where
     S: Stream<Item = Result<v1::ExportChunk, tonic::Status>> + Unpin + Send,
 {
@@ -375,12 +380,10 @@ where
     let Some(Part::Target(target)) = next_part(&mut parts).await? else {
         return Err(bad("an import starts with its target".into()));
     };
-    let team = if target.team.is_empty() {
-        ferry_proto::model::DEFAULT_TEAM.to_owned()
-    } else {
+    if !target.team.is_empty() {
         ferry_model::names::check_name("team name", &target.team)?;
-        target.team
-    };
+    }
+    let team = scope(&target.team)?;
     let location = apps::find_storage(&*ctx.store, &target.storage)
         .await?
         .ok_or_else(|| {

@@ -66,6 +66,54 @@ pub struct Args {
     /// Export traces over OTLP/gRPC to this endpoint [default: $OTEL_EXPORTER_OTLP_ENDPOINT].
     #[arg(long, env = "FERRY_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// PEM certificate (chain) of the API: clients and workers then dial https://.
+    #[arg(long, env = "FERRY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FERRY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: every client and worker must present a certificate it signed.
+    #[arg(long, env = "FERRY_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without TLS (warned at every start).
+    #[arg(long, env = "FERRY_INSECURE")]
+    pub insecure: bool,
+    /// PEM CA of etcd's https:// endpoints [default: the system's roots].
+    #[arg(long, env = "FERRY_ETCD_CA_CERT")]
+    pub etcd_ca_cert: Option<PathBuf>,
+    /// PEM client certificate for an etcd that checks them.
+    #[arg(long, env = "FERRY_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM key of --etcd-cert.
+    #[arg(long, env = "FERRY_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user (with etcd authentication enabled); its password by reference below.
+    #[arg(long, env = "FERRY_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// Environment variable holding the etcd user's password.
+    #[arg(long, env = "FERRY_ETCD_PASSWORD_ENV")]
+    pub etcd_password_env: Option<String>,
+    /// File holding the etcd user's password.
+    #[arg(long, env = "FERRY_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// How long audit entries are kept [default: 90d].
+    #[arg(long, env = "FERRY_AUDIT_RETENTION", value_parser = humantime::parse_duration)]
+    pub audit_retention: Option<Duration>,
+    /// Longest a unary call may take before it is answered DEADLINE_EXCEEDED [default: 60s].
+    #[arg(long, env = "FERRY_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub request_timeout: Option<Duration>,
+    /// Calls served at once over all connections; more wait [default: 512].
+    #[arg(long, env = "FERRY_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+    /// Embedded worker: volume paths it may read and write (repeatable) [default: /].
+    #[arg(long = "worker-allow-path", env = "FERRY_WORKER_ALLOW_PATH", value_delimiter = ',')]
+    pub worker_allow_path: Vec<PathBuf>,
+    /// Embedded worker: programs that exec shards and hooks may run (repeatable) [default: none].
+    #[arg(long = "worker-allow-exec", env = "FERRY_WORKER_ALLOW_EXEC", value_delimiter = ',')]
+    pub worker_allow_exec: Vec<String>,
+    /// Embedded worker: the directory `password_file` references must lie in [default: none].
+    #[arg(long = "worker-secrets-dir", env = "FERRY_WORKER_SECRETS_DIR")]
+    pub worker_secrets_dir: Option<PathBuf>,
 }
 
 /// The keys a config file may hold.
@@ -87,6 +135,24 @@ pub struct FileConfig {
     pub advertise_url: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
     pub otlp_endpoint: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub insecure: Option<bool>,
+    pub etcd_ca_cert: Option<PathBuf>,
+    pub etcd_cert: Option<PathBuf>,
+    pub etcd_key: Option<PathBuf>,
+    pub etcd_user: Option<String>,
+    pub etcd_password_env: Option<String>,
+    pub etcd_password_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub audit_retention: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub request_timeout: Option<Duration>,
+    pub max_concurrent_requests: Option<usize>,
+    pub worker_allow_path: Option<Vec<PathBuf>>,
+    pub worker_allow_exec: Option<Vec<String>>,
+    pub worker_secrets_dir: Option<PathBuf>,
 }
 
 mod humantime_serde_opt {
@@ -105,6 +171,89 @@ mod humantime_serde_opt {
 pub enum StoreSpec {
     Embedded(PathBuf),
     Etcd(Vec<String>),
+}
+
+/// The API's TLS files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate this CA signed.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// How to reach a secured etcd; the password is a reference, resolved at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdAccess {
+    pub ca_cert: Option<PathBuf>,
+    pub cert: Option<(PathBuf, PathBuf)>,
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl EtcdAccess {
+    /// Reads the files and the password reference.
+    pub fn resolve(&self) -> Result<crate::store::etcd::EtcdSecurity, String> {
+        let read = |what: &str, p: &Path| {
+            std::fs::read(p).map_err(|e| format!("reading the etcd {what} {}: {e}", p.display()))
+        };
+        let ca_cert = self
+            .ca_cert
+            .as_deref()
+            .map(|p| read("CA certificate", p))
+            .transpose()?;
+        let identity = match &self.cert {
+            Some((c, k)) => Some((read("client certificate", c)?, read("client key", k)?)),
+            None => None,
+        };
+        let user = match &self.user {
+            None => None,
+            Some(user) => {
+                let password = match (&self.password_env, &self.password_file) {
+                    (Some(var), None) => std::env::var(var).map_err(|_| {
+                        format!("--etcd-password-env names {var}, which is not set")
+                    })?,
+                    (None, Some(file)) => String::from_utf8(read("password file", file)?)
+                        .map_err(|_| "the etcd password file is not UTF-8".to_owned())?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned(),
+                    _ => {
+                        return Err(
+                            "--etcd-user needs exactly one of --etcd-password-env and --etcd-password-file"
+                                .into(),
+                        );
+                    }
+                };
+                Some((user.clone(), password))
+            }
+        };
+        Ok(crate::store::etcd::EtcdSecurity {
+            ca_cert,
+            identity,
+            user,
+        })
+    }
+}
+
+/// What the in-process worker of a one-machine install may touch (DESIGN §6 "Workers").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedWorkerPolicy {
+    pub allow_paths: Vec<PathBuf>,
+    pub allow_exec: Vec<String>,
+    pub secrets_dir: Option<PathBuf>,
+}
+
+impl Default for EmbeddedWorkerPolicy {
+    /// Every path (a one-machine install backs up what its own user can read), no program, and
+    /// only `FERRY_SECRET_*` variables for passwords.
+    fn default() -> Self {
+        EmbeddedWorkerPolicy {
+            allow_paths: vec![PathBuf::from("/")],
+            allow_exec: Vec::new(),
+            secrets_dir: None,
+        }
+    }
 }
 
 impl std::str::FromStr for StoreSpec {
@@ -138,7 +287,21 @@ pub struct ControllerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Where to export traces, if anywhere.
     pub otlp_endpoint: Option<String>,
+    /// TLS of the API; `None`: plain HTTP/2 (loopback, or `insecure`).
+    pub tls: Option<ServerTls>,
+    /// Plain HTTP/2 on a non-loopback address was asked for.
+    pub insecure: bool,
+    pub etcd: EtcdAccess,
+    pub max_concurrent_requests: usize,
+    pub embedded_worker_policy: EmbeddedWorkerPolicy,
 }
+
+/// Audit entries are kept this long unless configured.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// A unary call is cut off after this long unless configured.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Calls served at once unless configured.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
 
 impl ControllerConfig {
     /// A one-machine install rooted at `data_dir`, listening on `listen`.
@@ -154,7 +317,23 @@ impl ControllerConfig {
             advertise_url: None,
             metrics_listen: None,
             otlp_endpoint: None,
+            tls: None,
+            insecure: false,
+            etcd: EtcdAccess::default(),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            embedded_worker_policy: EmbeddedWorkerPolicy::default(),
         }
+    }
+
+    /// Refuses plain HTTP/2 on an address other machines can reach, unless `insecure` says so.
+    pub fn check_transport(&self) -> Result<(), String> {
+        if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.insecure {
+            return Err(format!(
+                "refusing to listen on {} without TLS: give --tls-cert and --tls-key, listen on a loopback address, or pass --insecure",
+                self.listen
+            ));
+        }
+        Ok(())
     }
 
     /// Merges flags, env vars, the config file and defaults.
@@ -194,6 +373,40 @@ impl ControllerConfig {
             }
         };
         let defaults = Settings::default();
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            args.tls_client_ca.or(file.tls_client_ca),
+        ) {
+            (Some(cert), Some(key), client_ca) => Some(ServerTls {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together (and --tls-client-ca needs both)".into()),
+        };
+        let etcd = EtcdAccess {
+            ca_cert: args.etcd_ca_cert.or(file.etcd_ca_cert),
+            cert: match (args.etcd_cert.or(file.etcd_cert), args.etcd_key.or(file.etcd_key)) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => return Err("--etcd-cert and --etcd-key go together".into()),
+            },
+            user: args.etcd_user.or(file.etcd_user),
+            password_env: args.etcd_password_env.or(file.etcd_password_env),
+            password_file: args.etcd_password_file.or(file.etcd_password_file),
+        };
+        let policy_default = EmbeddedWorkerPolicy::default();
+        let embedded_worker_policy = EmbeddedWorkerPolicy {
+            allow_paths: non_empty(args.worker_allow_path)
+                .or(file.worker_allow_path)
+                .unwrap_or(policy_default.allow_paths),
+            allow_exec: non_empty(args.worker_allow_exec)
+                .or(file.worker_allow_exec)
+                .unwrap_or(policy_default.allow_exec),
+            secrets_dir: args.worker_secrets_dir.or(file.worker_secrets_dir),
+        };
         Ok(ControllerConfig {
             listen,
             store,
@@ -218,13 +431,34 @@ impl ControllerConfig {
                     .sync_interval
                     .or(file.sync_interval)
                     .unwrap_or(defaults.sync_interval),
+                audit_retention: args
+                    .audit_retention
+                    .or(file.audit_retention)
+                    .unwrap_or(defaults.audit_retention),
+                request_timeout: args
+                    .request_timeout
+                    .or(file.request_timeout)
+                    .unwrap_or(defaults.request_timeout),
             },
             json_logs,
             advertise_url: args.advertise_url.or(file.advertise_url),
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
             otlp_endpoint: args.otlp_endpoint.or(file.otlp_endpoint),
+            tls,
+            insecure: args.insecure || file.insecure.unwrap_or(false),
+            etcd,
+            max_concurrent_requests: args
+                .max_concurrent_requests
+                .or(file.max_concurrent_requests)
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS)
+                .max(1),
+            embedded_worker_policy,
         })
     }
+}
+
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
 }
 
 #[cfg(test)]
@@ -257,6 +491,51 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:9999");
         assert_eq!(c.timings.heartbeat, Duration::from_secs(2));
         assert_eq!(c.settings.max_shard_failures, 3);
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_needs_insecure() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["ferry-controller"];
+            argv.extend_from_slice(extra);
+            ControllerConfig::resolve(Args::parse_from(argv)).unwrap()
+        };
+        assert!(parse(&[]).check_transport().is_ok());
+        let open = parse(&["--listen", "0.0.0.0:7420"]);
+        let e = open.check_transport().unwrap_err();
+        assert!(e.contains("--tls-cert") && e.contains("--insecure"), "{e}");
+        assert!(parse(&["--listen", "0.0.0.0:7420", "--insecure"]).check_transport().is_ok());
+        let tls = parse(&[
+            "--listen",
+            "0.0.0.0:7420",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ]);
+        assert!(tls.check_transport().is_ok());
+    }
+
+    #[test]
+    fn etcd_passwords_are_read_by_reference() {
+        let access = EtcdAccess {
+            user: Some("ferry".into()),
+            password_env: Some("FERRY_TEST_ETCD_PASSWORD_UNSET".into()),
+            ..Default::default()
+        };
+        let e = access.resolve().map(|_| ()).unwrap_err();
+        assert!(e.contains("FERRY_TEST_ETCD_PASSWORD_UNSET"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let access = EtcdAccess {
+            user: Some("ferry".into()),
+            password_file: Some(file),
+            ..Default::default()
+        };
+        let resolved = access.resolve().unwrap();
+        assert_eq!(resolved.user, Some(("ferry".into(), "s3cret".into())));
+        assert!(!format!("{resolved:?}").contains("s3cret"));
     }
 
     #[test]

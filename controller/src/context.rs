@@ -21,6 +21,10 @@ pub struct Settings {
     pub unschedulable_timeout: Duration,
     /// How often storage locations are synced into the catalog (zero: never).
     pub sync_interval: Duration,
+    /// How long audit entries are kept.
+    pub audit_retention: Duration,
+    /// Longest a unary call may take.
+    pub request_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -29,6 +33,8 @@ impl Default for Settings {
             max_shard_failures: 3,
             unschedulable_timeout: Duration::from_secs(600),
             sync_interval: Duration::from_secs(60),
+            audit_retention: crate::config::DEFAULT_AUDIT_RETENTION,
+            request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -56,10 +62,12 @@ pub struct Context {
     /// This controller's current role (leader or follower).
     pub role: watch::Receiver<Role>,
     pub metrics: crate::metrics::Metrics,
+    /// Rate limit of stored audit entries for calls without a valid token.
+    pub audit_budget: crate::audit::AnonymousBudget,
 }
 
 /// gRPC metadata key naming the leader's URL when a follower refuses a call.
-pub const LEADER_HEADER: &str = "ferry-leader";
+pub use ferry_proto::LEADER_HEADER;
 
 impl Context {
     /// A context over a store.
@@ -80,6 +88,7 @@ impl Context {
             progress: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             changed: watch::Sender::new(0),
+            audit_budget: Default::default(),
         })
     }
 

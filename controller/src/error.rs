@@ -23,6 +23,15 @@ pub enum Error {
     Storage(#[from] StorageError),
     #[error("cancelled")]
     Cancelled,
+    /// An access decision (not found for another team, denied for a role), passed on as is.
+    #[error("{}", .0.message())]
+    Access(tonic::Status),
+}
+
+impl From<tonic::Status> for Error {
+    fn from(s: tonic::Status) -> Self {
+        Error::Access(s)
+    }
 }
 
 impl From<ModelError> for Error {
@@ -48,6 +57,7 @@ impl From<Error> for tonic::Status {
             }
             Error::Storage(e) => Status::unavailable(e.to_string()),
             Error::Cancelled => Status::cancelled("cancelled"),
+            Error::Access(s) => s,
         }
     }
 }

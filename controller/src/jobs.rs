@@ -15,7 +15,9 @@ use crate::apps;
 use crate::context::{Context, ShardProgress};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::records::{JobKind, JobRecord, JobState, RestorePlan, ShardRecord, ShardState};
+use crate::records::{
+    AssignmentRecord, JobKind, JobRecord, JobState, RestorePlan, ShardRecord, ShardState,
+};
 use crate::store::{Condition, Op, get_json, list_json};
 
 /// Largest manifest the controller will read.
@@ -587,8 +589,14 @@ pub async fn list_views(
     Ok(out)
 }
 
-/// Records a worker's progress for the shard's current attempt.
-pub fn record_progress(ctx: &Context, p: Progress) {
+/// Records a worker's progress for a shard attempt it holds (anything else is ignored, so the
+/// map holds only shards that are handed out).
+pub async fn record_progress(ctx: &Context, worker: &str, p: Progress) -> Result<()> {
+    let held = keys::assignment(worker, &p.shard.job_id, &p.shard.shard_id);
+    match get_json::<AssignmentRecord>(&*ctx.store, &held).await? {
+        Some((a, _)) if a.attempt == p.shard.attempt => {}
+        _ => return Ok(()),
+    }
     if let Ok(mut map) = ctx.progress.lock() {
         map.insert(
             (p.shard.job_id.clone(), p.shard.shard_id.clone()),
@@ -600,11 +608,13 @@ pub fn record_progress(ctx: &Context, p: Progress) {
         );
     }
     ctx.changed.send_modify(|n| *n = n.wrapping_add(1));
+    Ok(())
 }
 
 /// Takes a worker's final report for a shard attempt. Returns false when the attempt is stale
-/// (fenced off): its result is ignored and the worker must drop it.
-pub async fn record_result(ctx: &Context, report: ShardReport) -> Result<bool> {
+/// (fenced off): its result is ignored and the worker must drop it. A report for a shard handed
+/// to another worker is refused.
+pub async fn record_result(ctx: &Context, worker: &str, report: ShardReport) -> Result<bool> {
     let key = keys::shard(&report.shard.job_id, &report.shard.shard_id);
     for _ in 0..8 {
         let Some((mut shard, rev)) = get_json::<ShardRecord>(&*ctx.store, &key).await? else {
@@ -614,6 +624,14 @@ pub async fn record_result(ctx: &Context, report: ShardReport) -> Result<bool> {
             tracing::warn!(shard = %report.shard, current = shard.attempt, state = ?shard.state,
                 "stale report refused");
             return Ok(false);
+        }
+        if shard.worker != worker {
+            tracing::warn!(shard = %report.shard, holder = %shard.worker, reporter = %worker,
+                "report from a worker that does not hold the shard refused");
+            return Err(Error::Access(tonic::Status::permission_denied(format!(
+                "shard {} is not handed to worker {worker}",
+                report.shard
+            ))));
         }
         let labels = crate::metrics::ShardKind {
             kind: shard.kind.clone(),
@@ -651,7 +669,7 @@ pub async fn record_result(ctx: &Context, report: ShardReport) -> Result<bool> {
                     shard.not_before_ms =
                         report.at_ms + ctx.timings.retry_backoff(shard.failures).as_millis() as i64;
                 }
-                tracing::warn!(shard = %report.shard, worker = %report.worker_id,
+                tracing::warn!(shard = %report.shard, worker = %worker,
                     failures = shard.failures, permanent = report.permanent, error = %message,
                     "shard attempt failed");
             }
@@ -665,6 +683,9 @@ pub async fn record_result(ctx: &Context, report: ShardReport) -> Result<bool> {
             .txn(vec![Condition::ModRevision(key.clone(), rev)], ops)
             .await?
         {
+            if let Ok(mut map) = ctx.progress.lock() {
+                map.remove(&(shard.job_id.clone(), shard.id.clone()));
+            }
             ctx.notify();
             return Ok(true);
         }

@@ -9,6 +9,9 @@
 //! /ferry/v1/assignments/WORKER/JOB/SHARD        a shard handed to a worker, attached to its lease
 //! /ferry/v1/leader                              the elected controller, attached to its lease
 //! /ferry/v1/schedules/TEAM/NAME                 a schedule and its next run
+//! /ferry/v1/tokens/NAME                         a token: what it grants and its SHA-256, never the secret
+//! /ferry/v1/bootstrapped                        set by the first start (which wrote the admin token)
+//! /ferry/v1/audit/MS-RAND                       one audit entry; MS = 13-digit time, so keys sort by time
 //! ```
 //!
 //! Leased keys vanish with their lease, so a dead worker's sessions and assignments disappear
@@ -96,6 +99,36 @@ pub fn schedules(team: Option<&str>) -> String {
     }
 }
 
+/// `/ferry/v1/tokens/NAME`
+pub fn token(name: &str) -> String {
+    format!("{ROOT}tokens/{name}")
+}
+
+/// Prefix of every token.
+pub fn tokens() -> String {
+    format!("{ROOT}tokens/")
+}
+
+/// `/ferry/v1/bootstrapped`
+pub fn bootstrapped() -> String {
+    format!("{ROOT}bootstrapped")
+}
+
+/// `/ferry/v1/audit/MS-RAND`: 13 digits of milliseconds sort like the times they are.
+pub fn audit_entry(at_ms: i64, rand: &str) -> String {
+    format!("{ROOT}audit/{:013}-{rand}", at_ms.max(0))
+}
+
+/// The first audit key at or after `at_ms`.
+pub fn audit_from(at_ms: i64) -> String {
+    format!("{ROOT}audit/{:013}", at_ms.max(0))
+}
+
+/// Prefix of every audit entry.
+pub fn audit() -> String {
+    format!("{ROOT}audit/")
+}
+
 /// `/ferry/v1/leader`
 pub fn leader() -> String {
     format!("{ROOT}leader")
@@ -121,5 +154,12 @@ mod tests {
         );
         assert_eq!(parse_assignment(&job("x")), None);
         assert!(k.starts_with(&assignments_of_worker("w1")));
+    }
+
+    #[test]
+    fn audit_keys_sort_by_time() {
+        assert!(audit_entry(999, "z") < audit_entry(1000, "a"));
+        assert!(audit_from(1000) <= audit_entry(1000, "a"));
+        assert!(audit_entry(999, "z") < audit_from(1000));
     }
 }

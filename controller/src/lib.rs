@@ -2,8 +2,11 @@
 //! workers, tracks and retries them, and commits backups by writing their manifest last.
 //! See README.md for the module map.
 
+pub mod access;
 pub mod api;
 pub mod apps;
+pub mod audit;
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod context;
@@ -18,6 +21,7 @@ pub mod schedules;
 pub mod server;
 pub mod store;
 pub mod timing;
+pub mod tokens;
 pub mod workers;
 
 pub use config::{Args, ControllerConfig};

@@ -251,6 +251,12 @@ pub struct WorkerRecord {
     pub version: String,
     pub lease: i64,
     pub registered_at_ms: i64,
+    /// SHA-256 of the session key every call of the session carries.
+    #[serde(default)]
+    pub session_sha256: String,
+    /// The join token that opened the session.
+    #[serde(default)]
+    pub token: String,
 }
 
 /// What an assignment key holds.

@@ -25,6 +25,10 @@ use crate::{apps, reconciler};
 pub struct RunningController {
     /// The address the API listens on (the real port when started on port 0).
     pub addr: SocketAddr,
+    /// Whether the API speaks TLS.
+    pub tls: bool,
+    /// The data directory (where a first start wrote `admin.token`).
+    pub data_dir: std::path::PathBuf,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -32,7 +36,15 @@ pub struct RunningController {
 impl RunningController {
     /// The URL clients and workers dial.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The installation's admin token, if this controller's data directory holds it.
+    pub fn admin_token(&self) -> Option<String> {
+        std::fs::read_to_string(self.data_dir.join(crate::tokens::ADMIN_TOKEN_FILE))
+            .ok()
+            .map(|s| s.trim().to_owned())
     }
 
     /// Stops everything and waits for it.
@@ -51,23 +63,42 @@ impl RunningController {
     }
 }
 
-async fn open_store(spec: &StoreSpec) -> anyhow::Result<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = match spec {
+async fn open_store(config: &ControllerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match &config.store {
         StoreSpec::Embedded(path) => Arc::new(
             EmbeddedStore::open(path).with_context(|| format!("store {}", path.display()))?,
         ),
-        StoreSpec::Etcd(endpoints) => Arc::new(
-            crate::store::etcd::EtcdStore::connect(endpoints)
-                .await
-                .with_context(|| format!("etcd at {}", endpoints.join(",")))?,
-        ),
+        StoreSpec::Etcd(endpoints) => {
+            let security = config.etcd.resolve().map_err(anyhow::Error::msg)?;
+            Arc::new(
+                crate::store::etcd::EtcdStore::connect_with(endpoints, &security)
+                    .await
+                    .with_context(|| format!("etcd at {}", endpoints.join(",")))?,
+            )
+        }
     };
     Ok(Arc::new(crate::store::group::GroupCommit::new(store)))
 }
 
 /// Starts a controller as configured.
 pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController> {
-    let store = open_store(&config.store).await?;
+    ferry_proto::transport::install_crypto_provider();
+    config.check_transport().map_err(anyhow::Error::msg)?;
+    if config.tls.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen,
+            "--insecure: the API is served WITHOUT TLS on an address other machines reach; tokens and data cross the network in the clear");
+    }
+    let server_tls = match &config.tls {
+        Some(tls) => Some(server_tls(tls)?),
+        None => None,
+    };
+    let store = open_store(&config).await?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    if let Some(file) = crate::tokens::bootstrap(&*store, &config.data_dir).await? {
+        tracing::info!(file = %file.display(),
+            "first start: the installation's admin token (every team) was written here; keep it safe");
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -78,12 +109,13 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
     } else {
         addr
     };
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let me = ControllerInfo {
         id: format!("{}-{}", ferry_worker::default_node_name(), addr.port()),
         url: config
             .advertise_url
             .clone()
-            .unwrap_or_else(|| format!("http://{dialable}")),
+            .unwrap_or_else(|| format!("{scheme}://{dialable}")),
     };
     let role = election::spawn(store.clone(), config.timings, me.clone(), cancel.clone());
     let (metrics, registry) = crate::metrics::Metrics::new();
@@ -111,16 +143,32 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ferry_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let router = tonic::transport::Server::builder()
+    let limit = ferry_proto::MAX_MESSAGE_SIZE;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = server_tls {
+        builder = builder.tls_config(tls)?;
+    }
+    // Every call: at most N at once (more wait), then the access check of crate::auth.
+    let layers = tower::ServiceBuilder::new()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent_requests,
+        ))
+        .layer(crate::auth::layer::AuthLayer::new(ctx.clone()));
+    let router = builder
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .layer(layers)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            // Imports carry a whole manifest in one message.
             ControlServiceServer::new(ControlApi { ctx: ctx.clone() })
-                .max_decoding_message_size(crate::jobs::MANIFEST_LIMIT as usize + (1 << 20))
-                .max_encoding_message_size(crate::jobs::MANIFEST_LIMIT as usize + (1 << 20)),
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         )
-        .add_service(WorkerServiceServer::new(WorkerApi { ctx: ctx.clone() }));
+        .add_service(
+            WorkerServiceServer::new(WorkerApi { ctx: ctx.clone() })
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
     let shutdown = cancel.clone();
     let server = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -143,13 +191,32 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
         cancel.clone(),
     )));
     if config.embedded_worker {
+        // Its own join token, renewed at every start (the last one's worker is gone).
+        let name = format!("embedded-worker-{}", addr.port());
+        let token = crate::tokens::replace(
+            &*store,
+            &name,
+            ferry_model::access::Grant::Worker {
+                cluster: EMBEDDED_CLUSTER.to_owned(),
+            },
+        )
+        .await?;
+        let policy = &config.embedded_worker_policy;
         let worker_config = ferry_worker::WorkerConfig {
-            controller: format!("http://{dialable}"),
+            controller: format!("{scheme}://{dialable}"),
             cluster: EMBEDDED_CLUSTER.to_owned(),
             node: ferry_worker::default_node_name(),
             max_shards: 2,
             work_dir: config.data_dir.join("work"),
             metrics_listen: None,
+            token,
+            tls: embedded_worker_tls(&config, &me.url),
+            policy: ferry_worker::policy::Policy {
+                allow_paths: policy.allow_paths.clone(),
+                allow_exec: policy.allow_exec.clone(),
+                secrets_dir: policy.secrets_dir.clone(),
+                ..Default::default()
+            },
         };
         let worker_cancel = cancel.clone();
         tasks.push(tokio::spawn(async move {
@@ -160,9 +227,53 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
     }
     Ok(RunningController {
         addr,
+        tls: config.tls.is_some(),
+        data_dir: config.data_dir.clone(),
         cancel,
         tasks,
     })
+}
+
+/// The API's rustls settings, with the files read now so a missing one is named at start.
+fn server_tls(tls: &crate::config::ServerTls) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("reading the {what} {}", p.display()))
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read("TLS certificate", &tls.cert)?,
+        read("TLS key", &tls.key)?,
+    );
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(
+            "client CA certificate",
+            ca,
+        )?));
+    }
+    Ok(config)
+}
+
+/// How the in-process worker dials its own controller over TLS: it trusts the certificates of
+/// `--tls-cert` (a self-signed certificate, or a chain file that ends with its CA), checks them
+/// against the advertised host, and presents them as its client certificate when clients must
+/// have one.
+fn embedded_worker_tls(config: &ControllerConfig, advertised: &str) -> ferry_proto::transport::ClientTls {
+    let Some(tls) = &config.tls else {
+        return Default::default();
+    };
+    let domain = advertised
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split([':', '/']).next())
+        .map(str::to_owned);
+    ferry_proto::transport::ClientTls {
+        ca_cert: Some(tls.cert.clone()),
+        client_identity: tls
+            .client_ca
+            .as_ref()
+            .map(|_| (tls.cert.clone(), tls.key.clone())),
+        domain,
+    }
 }
 
 /// Runs the leader-only work (the reconciler) for as long as this controller leads, and stops it
@@ -178,6 +289,7 @@ async fn lead_while_elected(ctx: Arc<Context>, cancel: CancellationToken) {
                 tokio::spawn(reconciler::run(ctx.clone(), t.clone()));
                 tokio::spawn(crate::schedules::run(ctx.clone(), t.clone()));
                 tokio::spawn(crate::catalog::run(ctx.clone(), t.clone()));
+                tokio::spawn(crate::audit::run(ctx.clone(), t.clone()));
                 term = Some(t);
                 ctx.notify();
             }
@@ -204,6 +316,7 @@ async fn report_health(
 ) {
     let mut last = None;
     loop {
+        ctx.workers.prune();
         let ok = matches!(
             tokio::time::timeout(ctx.timings.heartbeat, ctx.store.get(&crate::keys::leader()))
                 .await,

@@ -97,6 +97,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every key starting with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError>;
 
+    /// At most `limit` keys starting with `prefix` and not before `from` (a full key), sorted
+    /// by key: one page of a listing too long to read at once.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError>;
+
     /// Applies `ops` atomically when every condition holds.
     async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<bool, StoreError>;
 
@@ -160,8 +169,24 @@ pub mod conformance {
     /// Runs every check on a fresh store.
     pub async fn run_all(store: &dyn Store) {
         put_get_list(store).await;
+        pages(store).await;
         transactions(store).await;
         leases(store).await;
+    }
+
+    async fn pages(store: &dyn Store) {
+        for i in 0..5 {
+            store.put(&format!("/p/k{i}"), vec![i]).await.unwrap();
+        }
+        store.put("/pz", b"outside".to_vec()).await.unwrap();
+        let keys = |kvs: Vec<KeyValue>| kvs.into_iter().map(|k| k.key).collect::<Vec<_>>();
+        let first = keys(store.list_page("/p/", "/p/", 2).await.unwrap());
+        assert_eq!(first, ["/p/k0", "/p/k1"]);
+        let next = keys(store.list_page("/p/", "/p/k1\0", 10).await.unwrap());
+        assert_eq!(next, ["/p/k2", "/p/k3", "/p/k4"]);
+        let from = keys(store.list_page("/p/", "/p/k3", 10).await.unwrap());
+        assert_eq!(from, ["/p/k3", "/p/k4"]);
+        assert!(store.list_page("/p/", "/p/z", 10).await.unwrap().is_empty());
     }
 
     async fn put_get_list(store: &dyn Store) {

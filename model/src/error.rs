@@ -17,4 +17,6 @@ pub enum ModelError {
     Schedule(String),
     #[error("invalid backup manifest: {0}")]
     BackupManifest(String),
+    #[error("{0}")]
+    Invalid(String),
 }

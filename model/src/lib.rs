@@ -3,6 +3,7 @@
 //! do ([`task::ShardTask`]), what a backup leaves behind ([`manifest::BackupManifest`]) and where
 //! in object storage it lives ([`layout`]).
 
+pub mod access;
 pub mod app;
 pub mod error;
 pub mod layout;

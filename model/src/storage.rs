@@ -53,13 +53,26 @@ impl StorageLocation {
                 }
             }
             StorageBackend::S3 {
-                endpoint, bucket, ..
+                endpoint,
+                bucket,
+                access_key_env,
+                secret_key_env,
+                ..
             } => {
                 if endpoint.is_empty() || bucket.is_empty() {
                     return Err(ModelError::Manifest(format!(
                         "storage {:?}: s3 needs an endpoint and a bucket",
                         self.name
                     )));
+                }
+                // Empty: the standard AWS variables of the controller's and workers' own set-up.
+                for (what, var) in [
+                    ("--access-key-env", access_key_env),
+                    ("--secret-key-env", secret_key_env),
+                ] {
+                    if !var.is_empty() {
+                        crate::access::check_secret_env(what, var)?;
+                    }
                 }
             }
         }

@@ -14,3 +14,15 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ferry_descriptor");
 
 pub use model::ProtocolError;
+
+pub mod transport;
+
+/// gRPC metadata key naming the leader's URL when a follower refuses a call.
+pub const LEADER_HEADER: &str = "ferry-leader";
+/// gRPC metadata key of a worker session's id (every worker call after Register).
+pub const WORKER_ID_HEADER: &str = "ferry-worker-id";
+/// gRPC metadata key of a worker session's secret (every worker call after Register).
+pub const SESSION_HEADER: &str = "ferry-session";
+/// The largest message either way, on both services and in every client: an import carries a
+/// whole manifest in one message, and an assignment a whole app spec.
+pub const MAX_MESSAGE_SIZE: usize = 65 << 20;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::controllers::Controllers;
+use crate::policy::Policy;
 use crate::engines::{self, Counters, Run, ShardError};
 use crate::metrics::{Op, OpResult, WorkerMetrics};
 
@@ -39,18 +40,21 @@ pub struct Executor {
     worker_id: Arc<Mutex<String>>,
     tools: Arc<BTreeMap<String, String>>,
     metrics: WorkerMetrics,
+    policy: Arc<Policy>,
 }
 
 impl Executor {
-    /// An executor reporting through `client`.
+    /// An executor reporting through `client`, running what `policy` allows.
     pub fn new(
         controllers: Controllers,
         max_shards: u32,
         tools: BTreeMap<String, String>,
         metrics: WorkerMetrics,
+        policy: Policy,
     ) -> Self {
         Executor {
             metrics,
+            policy: Arc::new(policy),
             tools: Arc::new(tools),
             controllers,
             heartbeat: Arc::new(Mutex::new(Duration::from_secs(2))),
@@ -142,6 +146,15 @@ impl Executor {
         });
     }
 
+    /// Cancels every running attempt (the controller no longer accepts this worker).
+    pub fn cancel_all(&self) {
+        if let Ok(running) = self.running.lock() {
+            for (_, token) in running.values() {
+                token.cancel();
+            }
+        }
+    }
+
     /// Cancels an attempt if it runs here.
     pub fn cancel(&self, key: &ShardKey) {
         if let Ok(running) = self.running.lock()
@@ -168,6 +181,11 @@ impl Executor {
             op = task.op.as_str(), "shard started");
         let started = std::time::Instant::now();
         let op = task.op.as_str().to_owned();
+        // Whatever the controller sends, this worker's own policy decides first.
+        self.policy.check(&task).map_err(|e| {
+            tracing::warn!(shard = %key, error = %e, "shard refused by this worker's policy");
+            ShardError::permanent(e)
+        })?;
         self.metrics.running.inc();
         let store =
             ferry_storage::open(&task.storage).map_err(|e| ShardError::permanent(e.to_string()))?;
@@ -186,16 +204,30 @@ impl Executor {
             (Resource::Volume { .. }, ShardOp::Backup) => task.hooks.clone(),
             _ => Hooks::default(),
         };
+        // An exec shard's command may not run forever; its own token stops it.
+        let limit = match task.resource {
+            Resource::Exec { .. } => self.policy.exec_timeout,
+            _ => Duration::MAX,
+        };
+        let run_cancel = cancel.child_token();
         let run = Run {
             task,
             store,
             counters,
-            cancel: cancel.clone(),
+            cancel: run_cancel.clone(),
             tools: self.tools.clone(),
         };
+        let work = with_hooks(&hooks, self.policy.hook_timeout, engines::run(run));
         let result = tokio::select! {
-            r = with_hooks(&hooks, engines::run(run)) => r,
+            r = work => r,
             _ = cancel.cancelled() => Err(ShardError::cancelled()),
+            _ = sleep_at_most(limit) => {
+                run_cancel.cancel();
+                Err(ShardError::permanent(format!(
+                    "the exec command ran longer than {} (--exec-timeout) and was stopped",
+                    humantime::format_duration(limit)
+                )))
+            }
         };
         reporter.abort();
         self.metrics.running.dec();
@@ -310,14 +342,23 @@ async fn report_progress(
     }
 }
 
+/// Sleeps `d`, or forever when `d` is too long to represent.
+async fn sleep_at_most(d: Duration) {
+    match tokio::time::Instant::now().checked_add(d) {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the pre hook, the work, then the post hook — the post hook even when the pre hook or
 /// the work failed, so a component stopped for a cold copy is always started again.
 async fn with_hooks(
     hooks: &Hooks,
+    timeout: Duration,
     work: impl std::future::Future<Output = Result<ShardOutcome, ShardError>>,
 ) -> Result<ShardOutcome, ShardError> {
     let pre = match &hooks.pre_backup {
-        Some(pre) => run_hook("pre_backup", pre).await,
+        Some(pre) => run_hook("pre_backup", pre, timeout).await,
         None => Ok(()),
     };
     // A pre hook that failed half-way may have stopped the component: start it again.
@@ -326,7 +367,7 @@ async fn with_hooks(
         Err(e) => Err(e),
     };
     if let Some(post) = &hooks.post_backup {
-        let post = run_hook("post_backup", post).await;
+        let post = run_hook("post_backup", post, timeout).await;
         if let (Ok(_), Err(e)) = (&result, post) {
             return Err(ShardError::transient(format!(
                 "the backup was taken but {}",
@@ -337,26 +378,68 @@ async fn with_hooks(
     result
 }
 
-async fn run_hook(name: &str, argv: &[String]) -> Result<(), ShardError> {
+/// Output of a hook kept for its error message: the last bytes only.
+const HOOK_OUTPUT_KEPT: usize = 16 << 10;
+
+/// Reads a pipe to its end, keeping only the last [`HOOK_OUTPUT_KEPT`] bytes.
+async fn read_tail(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return kept;
+    };
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = pipe.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * HOOK_OUTPUT_KEPT {
+            kept.drain(..kept.len() - HOOK_OUTPUT_KEPT);
+        }
+    }
+    kept
+}
+
+/// Runs a hook with a time limit, keeping the tail of its output (stdout and stderr).
+async fn run_hook(name: &str, argv: &[String], timeout: Duration) -> Result<(), ShardError> {
     let Some((program, args)) = argv.split_first() else {
         return Ok(());
     };
-    let out = tokio::process::Command::new(program)
+    let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
-        .output()
-        .await
+        .spawn()
         .map_err(|e| {
             ShardError::transient(format!("{name} hook {program:?} could not start: {e}"))
         })?;
-    if out.status.success() {
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let finished = async {
+        let (out, err, status) = tokio::join!(read_tail(stdout), read_tail(stderr), child.wait());
+        (out, err, status)
+    };
+    let (out, err, status) = match tokio::time::timeout(timeout, finished).await {
+        Ok(done) => done,
+        Err(_) => {
+            return Err(ShardError::transient(format!(
+                "{name} hook {program:?} ran longer than {} (--hook-timeout) and was killed",
+                humantime::format_duration(timeout)
+            )));
+        }
+    };
+    let status = status
+        .map_err(|e| ShardError::transient(format!("{name} hook {program:?}: {e}")))?;
+    if status.success() {
+        tracing::info!(hook = name, program = %program, "hook done");
         return Ok(());
     }
+    let output = if err.is_empty() { out } else { err };
     Err(ShardError::transient(format!(
-        "{name} hook {program:?} failed ({}): {}",
-        out.status,
-        tail(&out.stderr)
+        "{name} hook {program:?} failed ({status}): {}",
+        tail(&output)
     )))
 }
 

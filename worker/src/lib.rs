@@ -9,6 +9,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;
+pub mod policy;
 pub mod session;
 pub mod tools;
 
@@ -29,6 +30,12 @@ pub struct WorkerConfig {
     pub work_dir: PathBuf,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The join token (`ferry token create NAME --worker --cluster C`).
+    pub token: String,
+    /// TLS for `https://` controller URLs.
+    pub tls: ferry_proto::transport::ClientTls,
+    /// What this worker agrees to do.
+    pub policy: policy::Policy,
 }
 
 /// The host name, or `node` when it cannot be read; made a valid Ferry name.

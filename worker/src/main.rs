@@ -37,6 +37,34 @@ struct Args {
     /// Log format: human or json.
     #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
+    /// File holding the join token (`ferry token create NAME --worker --cluster C`).
+    #[arg(long, env = "FERRY_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// PEM CA that signed the controller's certificate (https:// URLs) [default: system roots].
+    #[arg(long, env = "FERRY_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for a controller started with --tls-client-ca.
+    #[arg(long, env = "FERRY_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(long, env = "FERRY_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// A directory volumes may lie beneath (repeatable; comma-separated in the variable).
+    /// Without one, no volume is backed up or restored here.
+    #[arg(long = "allow-path", env = "FERRY_ALLOW_PATH", value_delimiter = ',')]
+    allow_path: Vec<PathBuf>,
+    /// A program exec shards and hooks may run, as the app manifest writes it (repeatable).
+    #[arg(long = "allow-exec", env = "FERRY_ALLOW_EXEC", value_delimiter = ',')]
+    allow_exec: Vec<String>,
+    /// The directory `password_file` references must lie beneath.
+    #[arg(long, env = "FERRY_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// Longest a pre/post backup hook may run before it is killed.
+    #[arg(long, env = "FERRY_HOOK_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    hook_timeout: std::time::Duration,
+    /// Longest an exec shard's command may run before it is stopped.
+    #[arg(long, env = "FERRY_EXEC_TIMEOUT", default_value = "24h", value_parser = humantime::parse_duration)]
+    exec_timeout: std::time::Duration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,6 +84,23 @@ async fn run() -> std::process::ExitCode {
         args.otlp_endpoint.as_deref(),
         "ferry-worker",
     );
+    let token = match (&args.token_file, std::env::var("FERRY_TOKEN")) {
+        (Some(file), _) => match std::fs::read_to_string(file) {
+            Ok(t) => t.trim().to_owned(),
+            Err(e) => {
+                eprintln!("ferry-worker: reading the join token {}: {e}", file.display());
+                return std::process::ExitCode::from(2);
+            }
+        },
+        (None, Ok(t)) => t.trim().to_owned(),
+        (None, Err(_)) => {
+            eprintln!(
+                "ferry-worker: no join token: give --token-file F (create one with `ferry token create NAME --worker --cluster {}`)",
+                args.cluster
+            );
+            return std::process::ExitCode::from(2);
+        }
+    };
     let config = ferry_worker::WorkerConfig {
         controller: args.controller,
         cluster: args.cluster,
@@ -63,7 +108,22 @@ async fn run() -> std::process::ExitCode {
         max_shards: args.max_shards.max(1),
         work_dir: args.work_dir,
         metrics_listen: args.metrics_listen,
+        token,
+        tls: ferry_proto::transport::ClientTls {
+            ca_cert: args.ca_cert,
+            client_identity: args.client_cert.zip(args.client_key),
+            domain: None,
+        },
+        policy: ferry_worker::policy::Policy {
+            allow_paths: args.allow_path,
+            allow_exec: args.allow_exec,
+            secrets_dir: args.secrets_dir,
+            hook_timeout: args.hook_timeout,
+            exec_timeout: args.exec_timeout,
+        },
     };
+    tracing::info!(allow_paths = ?config.policy.allow_paths, allow_exec = ?config.policy.allow_exec,
+        secrets_dir = ?config.policy.secrets_dir, "worker policy");
     for (what, name) in [("cluster", &config.cluster), ("node", &config.node)] {
         if let Err(e) = ferry_model::names::check_name(
             if what == "cluster" {

@@ -16,7 +16,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Runs the worker until `cancel` fires.
 pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> anyhow::Result<()> {
-    let controllers = Controllers::new(&config.controller)?;
+    ferry_proto::transport::install_crypto_provider();
+    let credentials = crate::controllers::Credentials::new(&config.token)?;
+    let controllers = Controllers::new(&config.controller, config.tls.clone(), credentials)?;
     let tools = crate::tools::detect().await;
     tracing::info!(cluster = %config.cluster, node = %config.node, tools = ?tools.keys().collect::<Vec<_>>(),
         "worker starting");
@@ -30,6 +32,7 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> anyhow::Res
         config.max_shards,
         tools.clone(),
         metrics,
+        config.policy.clone(),
     );
     let mut backoff = Duration::from_millis(200);
     let mut known_id: Option<String> = None;
@@ -39,7 +42,14 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> anyhow::Res
             _ = cancel.cancelled() => return Ok(()),
             result = session => {
                 let e = result.unwrap_err();
-                tracing::warn!(controller = %controllers.current(), error = %format!("{e:#}"), "session interrupted; reconnecting");
+                if refused(&e) {
+                    // Not allowed (any more): whatever runs here is no longer this worker's.
+                    executor.cancel_all();
+                    tracing::error!(controller = %controllers.current(), error = %format!("{e:#}"),
+                        "the controller refused this worker's join token or session; retrying");
+                } else {
+                    tracing::warn!(controller = %controllers.current(), error = %format!("{e:#}"), "session interrupted; reconnecting");
+                }
             }
         }
         tokio::select! {
@@ -50,9 +60,39 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> anyhow::Res
     }
 }
 
+/// Why a session ended: the controller's answer when it gave one.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {message}")]
+struct Refusal {
+    what: String,
+    code: tonic::Code,
+    message: String,
+}
+
 fn failed(controllers: &Controllers, what: &str, status: tonic::Status) -> anyhow::Error {
     controllers.failed(&status);
-    anyhow::anyhow!("{what}: {}", status.message())
+    let chain = ferry_proto::transport::error_chain(&status);
+    let message = if status.code() == tonic::Code::Unavailable {
+        ferry_proto::transport::explain_connect_error(&controllers.current(), &chain)
+    } else {
+        status.message().to_owned()
+    };
+    Refusal {
+        what: what.to_owned(),
+        code: status.code(),
+        message,
+    }
+    .into()
+}
+
+/// True when the controller refused the worker's credentials.
+fn refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Refusal>().is_some_and(|r| {
+        matches!(
+            r.code,
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        )
+    })
 }
 
 /// One session; returns only with the reason it ended.
@@ -67,7 +107,7 @@ async fn session(
     // Keep the session across a controller change when the new leader still knows it (the
     // session lives in the store): running shards keep their assignments.
     let id = match known_id.clone() {
-        Some(id) => {
+        Some(id) if controllers.credentials().has_session() => {
             let beat = v1::HeartbeatRequest {
                 worker_id: id.clone(),
                 running_shards: executor.running(),
@@ -75,14 +115,16 @@ async fn session(
             match client.heartbeat(beat).await {
                 Ok(r) if r.get_ref().known => Some(id),
                 Ok(_) => None,
+                Err(s) if s.code() == tonic::Code::Unauthenticated => None,
                 Err(s) => return Err(failed(controllers, "heartbeat", s)),
             }
         }
-        None => None,
+        _ => None,
     };
     let (id, interval) = match id {
         Some(id) => (id, executor.heartbeat_interval()),
         None => {
+            controllers.credentials().set_session(None);
             let reply = client
                 .register(v1::RegisterRequest {
                     cluster: config.cluster.clone(),
@@ -96,6 +138,9 @@ async fn session(
                 .into_inner();
             let interval = Duration::from_millis(reply.heartbeat_interval_ms.max(100));
             executor.set_heartbeat_interval(interval);
+            controllers
+                .credentials()
+                .set_session(Some((&reply.worker_id, &reply.session_key)));
             tracing::info!(worker = %reply.worker_id, controller = %controllers.current(), "registered");
             (reply.worker_id, interval)
         }
@@ -114,7 +159,7 @@ async fn session(
     loop {
         tokio::select! {
             err = &mut heartbeat => {
-                if err.to_string().contains("no longer knows") {
+                if err.to_string().contains("no longer knows") || refused(&err) {
                     *known_id = None;
                 }
                 return Err(err);
@@ -161,6 +206,14 @@ async fn heartbeat(
         match tokio::time::timeout(interval, controllers.client().heartbeat(beat)).await {
             Ok(Ok(r)) if r.get_ref().known => failures = 0,
             Ok(Ok(_)) => return anyhow::anyhow!("the controller no longer knows session {id}"),
+            Ok(Err(s))
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
+                return failed(&controllers, "heartbeat", s);
+            }
             Ok(Err(s)) => {
                 failures += 1;
                 let leader_moved = s

@@ -13,10 +13,11 @@ use ferry_proto::v1::control_service_server::ControlService;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{convert, scoped};
+use crate::auth::Action;
 use crate::context::Context;
 use crate::records::JobKind;
-use crate::{apps, catalog, jobs, schedules};
+use crate::{access, apps, catalog, jobs, schedules};
 
 /// Handlers of `ferry.v1.ControlService`.
 pub struct ControlApi {
@@ -33,7 +34,8 @@ impl ControlService for ControlApi {
         req: Request<v1::ApplyAppRequest>,
     ) -> Result<Response<v1::App>, Status> {
         self.ctx.require_leader()?;
-        let ApplyApp { team, spec } = req.into_inner().try_into()?;
+        let (_, msg) = scoped(req)?;
+        let ApplyApp { team, spec } = msg.try_into()?;
         let record = apps::apply(&*self.ctx.store, &team, spec).await?;
         Ok(Response::new(convert::app(&record)))
     }
@@ -42,7 +44,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::ListAppsRequest>,
     ) -> Result<Response<v1::ListAppsResponse>, Status> {
-        let TeamFilter { team, .. } = req.into_inner().try_into()?;
+        let TeamFilter { team, .. } = scoped(req)?.1.try_into()?;
         let apps = apps::list(&*self.ctx.store, &team).await?;
         Ok(Response::new(v1::ListAppsResponse {
             apps: apps.iter().map(convert::app).collect(),
@@ -50,7 +52,7 @@ impl ControlService for ControlApi {
     }
 
     async fn get_app(&self, req: Request<v1::GetAppRequest>) -> Result<Response<v1::App>, Status> {
-        let AppRef { team, name } = req.into_inner().try_into()?;
+        let AppRef { team, name } = scoped(req)?.1.try_into()?;
         let record = apps::get(&*self.ctx.store, &team, &name).await?;
         Ok(Response::new(convert::app(&record)))
     }
@@ -60,7 +62,7 @@ impl ControlService for ControlApi {
         req: Request<v1::DeleteAppRequest>,
     ) -> Result<Response<v1::DeleteAppResponse>, Status> {
         self.ctx.require_leader()?;
-        let AppRef { team, name } = req.into_inner().try_into()?;
+        let AppRef { team, name } = scoped(req)?.1.try_into()?;
         apps::delete(&*self.ctx.store, &team, &name).await?;
         Ok(Response::new(v1::DeleteAppResponse {}))
     }
@@ -70,6 +72,13 @@ impl ControlService for ControlApi {
         req: Request<v1::AddStorageRequest>,
     ) -> Result<Response<v1::StorageLocation>, Status> {
         self.ctx.require_leader()?;
+        let name = req
+            .get_ref()
+            .location
+            .as_ref()
+            .map(|l| l.name.clone())
+            .unwrap_or_default();
+        super::note(&req, "", format!("storage {name}"));
         let raw = req
             .into_inner()
             .location
@@ -88,6 +97,7 @@ impl ControlService for ControlApi {
         req: Request<v1::SyncStorageRequest>,
     ) -> Result<Response<v1::SyncStorageResponse>, Status> {
         self.ctx.require_leader()?;
+        super::note(&req, "", format!("storage {}", req.get_ref().name));
         let name = req.into_inner().name;
         let location = apps::find_storage(&*self.ctx.store, &name)
             .await?
@@ -106,7 +116,11 @@ impl ControlService for ControlApi {
         req: Request<v1::MigrateRequest>,
     ) -> Result<Response<v1::Migration>, Status> {
         self.ctx.require_leader()?;
-        let req: Migrate = req.into_inner().try_into()?;
+        let (caller, msg) = scoped(req)?;
+        let req: Migrate = msg.try_into()?;
+        if req.to_team != req.team {
+            caller.require(Action::MigrateToOtherTeam)?;
+        }
         let (backup, restore) = jobs::create_migration(&self.ctx, req).await?;
         let backup = jobs::view(&self.ctx, &backup.team, &backup.id).await?;
         let restore = jobs::view(&self.ctx, &restore.team, &restore.id).await?;
@@ -122,7 +136,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::GetJobRequest>,
     ) -> Result<Response<Self::ExportBackupStream>, Status> {
-        let JobRef { team, id } = req.into_inner().try_into()?;
+        let JobRef { team, id } = scoped(req)?.1.try_into()?;
         let stream = catalog::export(&self.ctx, &team, &id).await?;
         Ok(Response::new(Box::pin(stream)))
     }
@@ -132,7 +146,22 @@ impl ControlService for ControlApi {
         req: Request<tonic::Streaming<v1::ExportChunk>>,
     ) -> Result<Response<v1::Job>, Status> {
         self.ctx.require_leader()?;
-        let job = catalog::import(&self.ctx, req.into_inner()).await?;
+        let caller = crate::auth::layer::caller(&req)?;
+        let note = req
+            .extensions()
+            .get::<crate::auth::layer::AuditTarget>()
+            .cloned();
+        let scope = |requested: &str| {
+            let team = caller.team(requested);
+            if let Some(note) = &note {
+                note.set(team.as_deref().unwrap_or(requested), "an imported backup".into());
+            }
+            team
+        };
+        let job = catalog::import(&self.ctx, req.into_inner(), scope).await?;
+        if let Some(note) = &note {
+            note.set(&job.team, format!("backup {}", job.id));
+        }
         let view = jobs::view(&self.ctx, &job.team, &job.id).await?;
         Ok(Response::new(convert::job(&self.ctx, &view)))
     }
@@ -188,7 +217,7 @@ impl ControlService for ControlApi {
         req: Request<v1::CreateBackupRequest>,
     ) -> Result<Response<v1::Job>, Status> {
         self.ctx.require_leader()?;
-        let req: CreateBackup = req.into_inner().try_into()?;
+        let req: CreateBackup = scoped(req)?.1.try_into()?;
         let job = jobs::create_backup(&self.ctx, req).await?;
         let view = jobs::view(&self.ctx, &job.team, &job.id).await?;
         Ok(Response::new(convert::job(&self.ctx, &view)))
@@ -198,7 +227,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::ListBackupsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
-        let f: TeamFilter = req.into_inner().try_into()?;
+        let f: TeamFilter = scoped(req)?.1.try_into()?;
         self.list_jobs(f, JobKind::Backup).await
     }
 
@@ -206,7 +235,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
-        self.get_job(req.into_inner().try_into()?, JobKind::Backup)
+        self.get_job(scoped(req)?.1.try_into()?, JobKind::Backup)
             .await
     }
 
@@ -215,7 +244,7 @@ impl ControlService for ControlApi {
         req: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
         self.ctx.require_leader()?;
-        self.cancel(req.into_inner().try_into()?, JobKind::Backup)
+        self.cancel(scoped(req)?.1.try_into()?, JobKind::Backup)
             .await
     }
 
@@ -224,7 +253,7 @@ impl ControlService for ControlApi {
         req: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::DeleteBackupResponse>, Status> {
         self.ctx.require_leader()?;
-        let JobRef { team, id } = req.into_inner().try_into()?;
+        let JobRef { team, id } = scoped(req)?.1.try_into()?;
         let objects_deleted = jobs::delete_backup(&self.ctx, &team, &id).await?;
         Ok(Response::new(v1::DeleteBackupResponse { objects_deleted }))
     }
@@ -234,7 +263,7 @@ impl ControlService for ControlApi {
         req: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
         self.ctx.require_leader()?;
-        let JobRef { team, id } = req.into_inner().try_into()?;
+        let JobRef { team, id } = scoped(req)?.1.try_into()?;
         let job = jobs::create_verify(&self.ctx, &team, &id).await?;
         let view = jobs::view(&self.ctx, &job.team, &job.id).await?;
         Ok(Response::new(convert::job(&self.ctx, &view)))
@@ -245,7 +274,7 @@ impl ControlService for ControlApi {
         req: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
         self.ctx.require_leader()?;
-        self.cancel(req.into_inner().try_into()?, JobKind::Restore)
+        self.cancel(scoped(req)?.1.try_into()?, JobKind::Restore)
             .await
     }
 
@@ -254,7 +283,11 @@ impl ControlService for ControlApi {
         req: Request<v1::CreateRestoreRequest>,
     ) -> Result<Response<v1::Job>, Status> {
         self.ctx.require_leader()?;
-        let req: CreateRestore = req.into_inner().try_into()?;
+        let (caller, msg) = scoped(req)?;
+        let req: CreateRestore = msg.try_into()?;
+        if req.overwrite {
+            caller.require(Action::RestoreOverwrite)?;
+        }
         let job = jobs::create_restore(&self.ctx, req).await?;
         let view = jobs::view(&self.ctx, &job.team, &job.id).await?;
         Ok(Response::new(convert::job(&self.ctx, &view)))
@@ -264,7 +297,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::ListRestoresRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
-        let f: TeamFilter = req.into_inner().try_into()?;
+        let f: TeamFilter = scoped(req)?.1.try_into()?;
         self.list_jobs(f, JobKind::Restore).await
     }
 
@@ -272,7 +305,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
-        self.get_job(req.into_inner().try_into()?, JobKind::Restore)
+        self.get_job(scoped(req)?.1.try_into()?, JobKind::Restore)
             .await
     }
 
@@ -281,7 +314,7 @@ impl ControlService for ControlApi {
         req: Request<v1::CreateScheduleRequest>,
     ) -> Result<Response<v1::Schedule>, Status> {
         self.ctx.require_leader()?;
-        let req: CreateSchedule = req.into_inner().try_into()?;
+        let req: CreateSchedule = scoped(req)?.1.try_into()?;
         let record = schedules::create(&self.ctx, req).await?;
         Ok(Response::new(convert::schedule(&record)))
     }
@@ -291,7 +324,7 @@ impl ControlService for ControlApi {
         req: Request<v1::ListSchedulesRequest>,
     ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
         let team = v1::ListAppsRequest {
-            team: req.into_inner().team,
+            team: scoped(req)?.1.team,
         };
         let TeamFilter { team, .. } = team.try_into()?;
         let all = schedules::list(&self.ctx, &team).await?;
@@ -304,7 +337,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::ScheduleRef>,
     ) -> Result<Response<v1::Schedule>, Status> {
-        let ScheduleRef { team, name } = req.into_inner().try_into()?;
+        let ScheduleRef { team, name } = scoped(req)?.1.try_into()?;
         let (record, _) = schedules::get(&self.ctx, &team, &name).await?;
         Ok(Response::new(convert::schedule(&record)))
     }
@@ -314,7 +347,7 @@ impl ControlService for ControlApi {
         req: Request<v1::ScheduleRef>,
     ) -> Result<Response<v1::Schedule>, Status> {
         self.ctx.require_leader()?;
-        let ScheduleRef { team, name } = req.into_inner().try_into()?;
+        let ScheduleRef { team, name } = scoped(req)?.1.try_into()?;
         let record = schedules::set_paused(&self.ctx, &team, &name, true).await?;
         Ok(Response::new(convert::schedule(&record)))
     }
@@ -324,7 +357,7 @@ impl ControlService for ControlApi {
         req: Request<v1::ScheduleRef>,
     ) -> Result<Response<v1::Schedule>, Status> {
         self.ctx.require_leader()?;
-        let ScheduleRef { team, name } = req.into_inner().try_into()?;
+        let ScheduleRef { team, name } = scoped(req)?.1.try_into()?;
         let record = schedules::set_paused(&self.ctx, &team, &name, false).await?;
         Ok(Response::new(convert::schedule(&record)))
     }
@@ -334,7 +367,7 @@ impl ControlService for ControlApi {
         req: Request<v1::ScheduleRef>,
     ) -> Result<Response<v1::DeleteScheduleResponse>, Status> {
         self.ctx.require_leader()?;
-        let ScheduleRef { team, name } = req.into_inner().try_into()?;
+        let ScheduleRef { team, name } = scoped(req)?.1.try_into()?;
         schedules::delete(&self.ctx, &team, &name).await?;
         Ok(Response::new(v1::DeleteScheduleResponse {}))
     }
@@ -345,7 +378,7 @@ impl ControlService for ControlApi {
         &self,
         req: Request<v1::GetJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let JobRef { team, id } = req.into_inner().try_into()?;
+        let JobRef { team, id } = scoped(req)?.1.try_into()?;
         jobs::get_job(&self.ctx, &team, &id).await?;
         let ctx = self.ctx.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -385,6 +418,58 @@ impl ControlService for ControlApi {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<v1::WhoAmIRequest>,
+    ) -> Result<Response<v1::Identity>, Status> {
+        let caller = crate::auth::layer::caller(&req)?;
+        Ok(Response::new(access::identity(&caller)))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<v1::CreateTokenRequest>,
+    ) -> Result<Response<v1::CreatedToken>, Status> {
+        self.ctx.require_leader()?;
+        let caller = crate::auth::layer::caller(&req)?;
+        super::note(
+            &req,
+            &req.get_ref().team,
+            format!("token {}", req.get_ref().name),
+        );
+        let created = access::create_token(&self.ctx, &caller, req.into_inner()).await?;
+        Ok(Response::new(created))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        let caller = crate::auth::layer::caller(&req)?;
+        let tokens = access::list_tokens(&self.ctx, &caller, &req.into_inner().team).await?;
+        Ok(Response::new(v1::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
+        self.ctx.require_leader()?;
+        let caller = crate::auth::layer::caller(&req)?;
+        super::note(&req, "", format!("token {}", req.get_ref().name));
+        access::revoke_token(&self.ctx, &caller, &req.into_inner().name).await?;
+        Ok(Response::new(v1::RevokeTokenResponse {}))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<v1::ListAuditRequest>,
+    ) -> Result<Response<v1::ListAuditResponse>, Status> {
+        let caller = crate::auth::layer::caller(&req)?;
+        let entries = access::list_audit(&self.ctx, &caller, req.into_inner()).await?;
+        Ok(Response::new(v1::ListAuditResponse { entries }))
     }
 }
 

@@ -11,6 +11,8 @@ use tonic::{Request, Response, Status};
 
 use tracing::Instrument;
 
+use crate::auth::WorkerIdentity;
+use crate::auth::layer::JoinToken;
 use crate::context::Context;
 use crate::workers::Delivery;
 use crate::{jobs, reconciler};
@@ -45,14 +47,27 @@ impl WorkerService for WorkerApi {
         req: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
         self.ctx.require_leader()?;
+        let join = req
+            .extensions()
+            .get::<JoinToken>()
+            .cloned()
+            .ok_or_else(|| Status::internal("the call was not authorized (no join token)"))?;
         let reg: Registration = req.into_inner().try_into()?;
-        let record = self.ctx.workers.register(reg).await?;
+        // A join token is for one cluster: a worker cannot serve (and read the data of) another.
+        if reg.cluster != join.cluster {
+            return Err(Status::permission_denied(format!(
+                "join token {:?} is for cluster {:?}, not {:?}",
+                join.name, join.cluster, reg.cluster
+            )));
+        }
+        let (record, session_key) = self.ctx.workers.register(reg, &join.name).await?;
         tracing::info!(worker = %record.id, cluster = %record.cluster, node = %record.node,
-            max_shards = record.max_shards, "worker registered");
+            max_shards = record.max_shards, token = %join.name, "worker registered");
         self.ctx.notify();
         Ok(Response::new(v1::RegisterResponse {
             worker_id: record.id,
             heartbeat_interval_ms: self.ctx.timings.heartbeat.as_millis() as u64,
+            session_key,
         }))
     }
 
@@ -61,11 +76,12 @@ impl WorkerService for WorkerApi {
         req: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         self.ctx.require_leader()?;
+        let me = session(&req, |r: &v1::HeartbeatRequest| &r.worker_id)?;
         let r = req.into_inner();
         let known = self
             .ctx
             .workers
-            .heartbeat(&r.worker_id, r.running_shards)
+            .heartbeat(&me.worker_id, r.running_shards)
             .await?;
         Ok(Response::new(v1::HeartbeatResponse { known }))
     }
@@ -77,7 +93,7 @@ impl WorkerService for WorkerApi {
         req: Request<v1::AssignmentsRequest>,
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
         self.ctx.require_leader()?;
-        let id = req.into_inner().worker_id;
+        let id = session(&req, |r: &v1::AssignmentsRequest| &r.worker_id)?.worker_id;
         let live = self.ctx.workers.live().await?;
         if !live.iter().any(|w| w.id == id) {
             return Err(Status::not_found(format!(
@@ -96,8 +112,9 @@ impl WorkerService for WorkerApi {
         req: Request<v1::ProgressReport>,
     ) -> Result<Response<v1::ReportAck>, Status> {
         self.ctx.require_leader()?;
+        let me = session(&req, |r: &v1::ProgressReport| &r.worker_id)?;
         let p: Progress = req.into_inner().try_into()?;
-        jobs::record_progress(&self.ctx, p);
+        jobs::record_progress(&self.ctx, &me.worker_id, p).await?;
         Ok(Response::new(v1::ReportAck { accepted: true }))
     }
 
@@ -106,6 +123,7 @@ impl WorkerService for WorkerApi {
         req: Request<v1::ShardResult>,
     ) -> Result<Response<v1::ReportAck>, Status> {
         self.ctx.require_leader()?;
+        let me = session(&req, |r: &v1::ShardResult| &r.worker_id)?;
         let parent = req
             .metadata()
             .get("traceparent")
@@ -116,11 +134,25 @@ impl WorkerService for WorkerApi {
         if let Some(parent) = &parent {
             ferry_worker::logging::set_parent(&span, parent);
         }
-        let accepted = jobs::record_result(&self.ctx, report)
+        let accepted = jobs::record_result(&self.ctx, &me.worker_id, report)
             .instrument(span)
             .await?;
         Ok(Response::new(v1::ReportAck { accepted }))
     }
+}
+
+/// The session the call was authenticated for; a worker id in the message must be that one (a
+/// session cannot speak for another worker).
+fn session<T>(req: &Request<T>, id: impl Fn(&T) -> &String) -> Result<WorkerIdentity, Status> {
+    let me = crate::auth::layer::worker(req)?;
+    let named = id(req.get_ref());
+    if !named.is_empty() && *named != me.worker_id {
+        return Err(Status::permission_denied(format!(
+            "session {} cannot speak for worker {named:?}",
+            me.worker_id
+        )));
+    }
+    Ok(me)
 }
 
 /// The held tasks first, then whatever the channel delivers.

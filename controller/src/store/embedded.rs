@@ -157,6 +157,21 @@ impl Inner {
         Ok(out)
     }
 
+    fn list_page(&self, prefix: &str, from: &str, limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        let tx = self.db.begin_read().map_err(unavailable)?;
+        let kv = tx.open_table(KV).map_err(unavailable)?;
+        let start = if from < prefix { prefix } else { from };
+        let mut out = Vec::new();
+        for item in kv.range(start..).map_err(unavailable)? {
+            let (k, v) = item.map_err(unavailable)?;
+            if !k.value().starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
     fn txn(&self, conditions: &[Condition], ops: &[Op]) -> Result<bool, StoreError> {
         {
             let leases = self.leases.lock().map_err(unavailable)?;
@@ -272,6 +287,17 @@ impl Store for EmbeddedStore {
     async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
         let prefix = prefix.to_owned();
         self.blocking(move |s| s.list(&prefix)).await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let (prefix, from) = (prefix.to_owned(), from.to_owned());
+        self.blocking(move |s| s.list_page(&prefix, &from, limit))
+            .await
     }
 
     async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<bool, StoreError> {

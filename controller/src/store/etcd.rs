@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp,
+};
 
 use super::{Condition, KeyValue, LeaseId, Op, Store, StoreError};
 
@@ -44,15 +47,59 @@ fn txn_error(e: etcd_client::Error, ops: &[Op]) -> StoreError {
     unavailable(e)
 }
 
+/// How to reach a secured etcd: TLS (a CA, and a client certificate when etcd checks them) and
+/// etcd's own user/password authentication. The password is read by the caller from a reference
+/// (an environment variable or a file), never given on a command line.
+#[derive(Clone, Default)]
+pub struct EtcdSecurity {
+    /// PEM CA certificate for `https://` endpoints; `None`: the system's roots.
+    pub ca_cert: Option<Vec<u8>>,
+    /// PEM client certificate and key, for an etcd started with `--client-cert-auth`.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub user: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for EtcdSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSecurity")
+            .field("ca_cert", &self.ca_cert.is_some())
+            .field("client_cert", &self.identity.is_some())
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
 impl EtcdStore {
     /// Connects to the cluster. The connection is lazy and reconnects by itself: an etcd that is
     /// down at start-up or later makes calls fail with `Unavailable` until it is back.
     pub async fn connect(endpoints: &[String]) -> Result<EtcdStore, StoreError> {
-        let options = ConnectOptions::new()
+        EtcdStore::connect_with(endpoints, &EtcdSecurity::default()).await
+    }
+
+    /// Connects with TLS and/or a user, as `security` says.
+    pub async fn connect_with(
+        endpoints: &[String],
+        security: &EtcdSecurity,
+    ) -> Result<EtcdStore, StoreError> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_timeout(CALL_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), CALL_TIMEOUT)
             .with_keep_alive_while_idle(true);
+        if endpoints.iter().any(|e| e.starts_with("https://")) {
+            let mut tls = etcd_client::TlsOptions::new();
+            tls = match &security.ca_cert {
+                Some(pem) => tls.ca_certificate(etcd_client::Certificate::from_pem(pem)),
+                None => tls.with_native_roots(),
+            };
+            if let Some((cert, key)) = &security.identity {
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some((user, password)) = &security.user {
+            options = options.with_user(user.clone(), password.clone());
+        }
         let client = Client::connect(endpoints, Some(options))
             .await
             .map_err(unavailable)?;
@@ -96,6 +143,31 @@ impl Store for EtcdStore {
             .client
             .clone()
             .get(prefix, Some(options))
+            .await
+            .map_err(unavailable)?;
+        resp.kvs().iter().map(Self::kv).collect()
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let start = if from < prefix { prefix } else { from };
+        // The end of the prefix's range: its last byte plus one (names never end in 0xff).
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let options = GetOptions::new()
+            .with_range(end)
+            .with_limit(limit as i64)
+            .with_sort(SortTarget::Key, SortOrder::Ascend);
+        let resp = self
+            .client
+            .clone()
+            .get(start, Some(options))
             .await
             .map_err(unavailable)?;
         resp.kvs().iter().map(Self::kv).collect()

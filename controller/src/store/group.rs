@@ -122,6 +122,15 @@ impl Store for GroupCommit {
         self.inner.list(prefix).await
     }
 
+    async fn list_page(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.inner.list_page(prefix, from, limit).await
+    }
+
     async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
