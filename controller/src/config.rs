@@ -75,6 +75,10 @@ pub struct Args {
     /// PEM CA: every client and worker must present a certificate it signed.
     #[arg(long, env = "FERRY_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA the in-process worker trusts for the API's certificate [default: the
+    /// certificates of --tls-cert, enough for a self-signed one].
+    #[arg(long, env = "FERRY_CA_CERT", requires = "tls_cert")]
+    pub ca_cert: Option<PathBuf>,
     /// Allow listening on a non-loopback address without TLS (warned at every start).
     #[arg(long, env = "FERRY_INSECURE")]
     pub insecure: bool,
@@ -138,6 +142,7 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
+    pub ca_cert: Option<PathBuf>,
     pub insecure: Option<bool>,
     pub etcd_ca_cert: Option<PathBuf>,
     pub etcd_cert: Option<PathBuf>,
@@ -180,6 +185,8 @@ pub struct ServerTls {
     pub key: PathBuf,
     /// When set, clients must present a certificate this CA signed.
     pub client_ca: Option<PathBuf>,
+    /// The CA the in-process worker trusts (`None`: the certificates of `cert`).
+    pub ca: Option<PathBuf>,
 }
 
 /// How to reach a secured etcd; the password is a reference, resolved at start.
@@ -382,6 +389,7 @@ impl ControllerConfig {
                 cert,
                 key,
                 client_ca,
+                ca: args.ca_cert.or(file.ca_cert),
             }),
             (None, None, None) => None,
             _ => return Err("--tls-cert and --tls-key go together (and --tls-client-ca needs both)".into()),

@@ -253,8 +253,8 @@ fn server_tls(tls: &crate::config::ServerTls) -> anyhow::Result<tonic::transport
     Ok(config)
 }
 
-/// How the in-process worker dials its own controller over TLS: it trusts the certificates of
-/// `--tls-cert` (a self-signed certificate, or a chain file that ends with its CA), checks them
+/// How the in-process worker dials its own controller over TLS: it trusts `--ca-cert`, else the
+/// certificates of `--tls-cert` (a self-signed certificate, or a chain file with its CA), checks them
 /// against the advertised host, and presents them as its client certificate when clients must
 /// have one.
 fn embedded_worker_tls(config: &ControllerConfig, advertised: &str) -> ferry_proto::transport::ClientTls {
@@ -267,7 +267,7 @@ fn embedded_worker_tls(config: &ControllerConfig, advertised: &str) -> ferry_pro
         .and_then(|rest| rest.split([':', '/']).next())
         .map(str::to_owned);
     ferry_proto::transport::ClientTls {
-        ca_cert: Some(tls.cert.clone()),
+        ca_cert: Some(tls.ca.clone().unwrap_or_else(|| tls.cert.clone())),
         client_identity: tls
             .client_ca
             .as_ref()

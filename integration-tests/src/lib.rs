@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod pki;
+
 /// Heartbeat of test controllers: every timing derives from it, so failover takes seconds.
 pub const TEST_HEARTBEAT: &str = "300ms";
 
@@ -169,15 +171,21 @@ impl Run {
     }
 }
 
-/// A test installation: controller processes, worker processes, a scratch directory.
+/// A test installation: controller processes, worker processes, a scratch directory. Access
+/// control is on, as in production: the API speaks TLS with a certificate of the cluster's own
+/// test CA, the CLI calls carry the admin token the first start wrote, and every worker joins
+/// with a join token of its cluster and may touch only the scratch directory.
 pub struct Cluster {
     /// Every controller's URL, comma-separated (what workers and the CLI are given).
     pub url: String,
     pub controllers: Vec<Option<Proc>>,
     pub workers: Vec<Proc>,
+    /// The certificates of this installation.
+    pub pki: pki::Pki,
     ports: Vec<u16>,
     controller_args: Vec<String>,
     starts: usize,
+    join_tokens: std::collections::BTreeMap<String, PathBuf>,
     /// Last, so that processes are stopped (and their logs printed) before it is removed.
     pub dir: tempfile::TempDir,
 }
@@ -197,18 +205,21 @@ impl Cluster {
             .tempdir()
             .expect("creating a test directory");
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let pki = pki::Pki::generate(&dir.path().join("pki"), "ferry");
         let mut cluster = Cluster {
             url: ports
                 .iter()
-                .map(|p| format!("http://127.0.0.1:{p}"))
+                .map(|p| format!("https://127.0.0.1:{p}"))
                 .collect::<Vec<_>>()
                 .join(","),
             dir,
+            pki,
             controllers: (0..n).map(|_| None).collect(),
             workers: Vec::new(),
             ports,
             controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
             starts: 0,
+            join_tokens: Default::default(),
         };
         for i in 0..n {
             cluster.start_controller_n(i);
@@ -218,7 +229,7 @@ impl Cluster {
 
     /// The URL of controller `i`.
     pub fn controller_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.ports[i])
+        format!("https://127.0.0.1:{}", self.ports[i])
     }
 
     /// Which controller serves on `url`.
@@ -236,18 +247,27 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// The installation's admin token (every team), as the first start wrote it.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.path().join("admin.token")
+    }
+
     /// (Re)starts the (first) controller on the same port and data dir.
     pub fn start_controller(&mut self) {
         self.start_controller_n(0);
     }
 
-    /// (Re)starts controller `i` on its port and data dir, and waits until it answers.
-    pub fn start_controller_n(&mut self, i: usize) {
-        let data = if i == 0 {
+    fn data_dir(&self, i: usize) -> PathBuf {
+        if i == 0 {
             self.path().join("controller-data")
         } else {
             self.path().join(format!("controller-data-{i}"))
-        };
+        }
+    }
+
+    /// (Re)starts controller `i` on its port and data dir, and waits until it answers.
+    pub fn start_controller_n(&mut self, i: usize) {
+        let data = self.data_dir(i);
         self.starts += 1;
         let log = self
             .path()
@@ -259,6 +279,12 @@ impl Cluster {
             .arg(&data)
             .arg("--heartbeat-interval")
             .arg(TEST_HEARTBEAT)
+            .arg("--tls-cert")
+            .arg(&self.pki.server_cert)
+            .arg("--tls-key")
+            .arg(&self.pki.server_key)
+            .arg("--ca-cert")
+            .arg(&self.pki.ca)
             .args(&self.controller_args)
             .env("RUST_LOG", "info")
             .env("OTEL_BSP_SCHEDULE_DELAY", "200");
@@ -267,13 +293,27 @@ impl Cluster {
             &mut cmd,
             log,
         ));
+        self.find_admin_token();
         self.wait_until_serving(i);
+    }
+
+    /// Copies the admin token the first start wrote (in whichever data dir) to a known place.
+    fn find_admin_token(&self) {
+        if self.admin_token_file().exists() {
+            return;
+        }
+        wait_for(Duration::from_secs(30), "the admin token file", || {
+            (0..self.ports.len()).any(|i| {
+                let file = self.data_dir(i).join("admin.token");
+                std::fs::copy(&file, self.admin_token_file()).is_ok()
+            })
+        });
     }
 
     fn wait_until_serving(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let run = ferry_at(&self.controller_url(i), &["cluster", "list"]);
+            let run = self.ferry_at(&self.controller_url(i), &["cluster", "list"]);
             if run.code == 0 {
                 return;
             }
@@ -284,6 +324,27 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// A join token for the workers of `cluster` (created once, as the admin), as a file.
+    pub fn join_token(&mut self, cluster: &str) -> PathBuf {
+        if let Some(file) = self.join_tokens.get(cluster) {
+            return file.clone();
+        }
+        let name = format!("join-{cluster}");
+        let run = self
+            .ferry(&[
+                "token", "create", &name, "--worker", "--cluster", cluster, "-o", "json",
+            ])
+            .expect_code(0);
+        let secret = run.json()["token"]
+            .as_str()
+            .expect("the secret as `token`")
+            .to_owned();
+        let file = self.path().join(format!("{name}.token"));
+        std::fs::write(&file, secret).expect("writing the join token");
+        self.join_tokens.insert(cluster.to_owned(), file.clone());
+        file
     }
 
     /// Starts a worker process and waits until it is listed.
@@ -303,7 +364,8 @@ impl Cluster {
         self.add_worker_args(cluster, node, max_shards, env, &[])
     }
 
-    /// Starts a worker with extra flags too.
+    /// Starts a worker with extra flags too. It joins with its cluster's join token and may
+    /// touch volumes beneath the scratch directory (`--allow-path`); more flags add to that.
     pub fn add_worker_args(
         &mut self,
         cluster: &str,
@@ -311,6 +373,29 @@ impl Cluster {
         max_shards: u32,
         env: &[(&str, &str)],
         args: &[&str],
+    ) -> usize {
+        let token = self.join_token(cluster);
+        let mut all: Vec<String> = vec![
+            "--token-file".into(),
+            token.to_string_lossy().into_owned(),
+            "--allow-path".into(),
+            self.path().to_string_lossy().into_owned(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.spawn_worker(cluster, node, max_shards, env, &all, true)
+    }
+
+    /// Starts a worker with exactly these flags (besides controller, cluster, node, CA and work
+    /// dir): no join token or policy unless given. When `wait` is set, waits until it is listed.
+    pub fn spawn_worker(
+        &mut self,
+        cluster: &str,
+        node: &str,
+        max_shards: u32,
+        env: &[(&str, &str)],
+        args: &[&str],
+        wait: bool,
     ) -> usize {
         let n = self.workers.len();
         let log = self.path().join(format!("worker-{n}-{cluster}-{node}.log"));
@@ -323,8 +408,11 @@ impl Cluster {
             .arg(node)
             .arg("--max-shards")
             .arg(max_shards.to_string())
+            .arg("--ca-cert")
+            .arg(&self.pki.ca)
             .args(args)
             .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .env_remove("FERRY_TOKEN")
             .envs(env.iter().copied())
             .arg("--work-dir")
             .arg(self.path().join(format!("work-{n}")))
@@ -335,9 +423,11 @@ impl Cluster {
             &mut cmd,
             log,
         ));
-        wait_for(Duration::from_secs(30), "the worker to register", || {
-            self.worker_ids(cluster).len() > before
-        });
+        if wait {
+            wait_for(Duration::from_secs(30), "the worker to register", || {
+                self.worker_ids(cluster).len() > before
+            });
+        }
         n
     }
 
@@ -357,9 +447,44 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// Runs the CLI against this controller.
+    /// Runs the CLI against this installation as its admin.
     pub fn ferry(&self, args: &[&str]) -> Run {
-        ferry_at(&self.url, args)
+        self.ferry_at(&self.url, args)
+    }
+
+    /// Runs the CLI as the admin against one URL of this installation.
+    pub fn ferry_at(&self, url: &str, args: &[&str]) -> Run {
+        self.ferry_env(url, args, &[])
+    }
+
+    /// Runs the CLI as the holder of `token` (a secret) instead of the admin.
+    pub fn ferry_as(&self, token: &str, args: &[&str]) -> Run {
+        let mut env: Vec<(String, String)> = self
+            .cli_env()
+            .into_iter()
+            .filter(|(k, _)| k != "FERRY_TOKEN_FILE")
+            .collect();
+        env.push(("FERRY_TOKEN".into(), token.into()));
+        ferry_with_env(&self.url, args, &env)
+    }
+
+    /// Runs the CLI against `url` trusting this installation's CA, with extra environment (and
+    /// a config directory of the test's own, so no saved login of the machine is used).
+    pub fn ferry_env(&self, url: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut all = self.cli_env();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        ferry_with_env(url, args, &all)
+    }
+
+    /// The environment of an admin CLI call (CA, token file, a config dir of the test's own), to
+    /// run one from another thread with [`ferry_with_env`].
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        let text = |p: &Path| p.to_string_lossy().into_owned();
+        vec![
+            ("FERRY_CA_CERT".into(), text(&self.pki.ca)),
+            ("FERRY_CONFIG_DIR".into(), text(&self.path().join("cli-config"))),
+            ("FERRY_TOKEN_FILE".into(), text(&self.admin_token_file())),
+        ]
     }
 
     /// Writes an app manifest into the scratch dir and applies it.
@@ -375,14 +500,29 @@ impl Cluster {
             .expect_code(0)
             .json()
     }
+
+    /// The `grpc.health.v1` status of controller URL `url` (see [`health`]).
+    pub fn health(&self, url: &str) -> Option<bool> {
+        health_with(url, &self.pki.ca)
+    }
 }
 
-/// Runs the CLI against any controller URL.
-pub fn ferry_at(url: &str, args: &[&str]) -> Run {
-    let out = Command::new(bin_dir().join("ferry"))
-        .arg("--controller")
+/// Runs the CLI against `url` with exactly this environment for its credentials.
+pub fn ferry_with_env(url: &str, args: &[&str], env: &[(String, String)]) -> Run {
+    let mut cmd = Command::new(bin_dir().join("ferry"));
+    cmd.arg("--controller")
         .arg(url)
         .args(args)
+        .env_remove("FERRY_TOKEN")
+        .env_remove("FERRY_TOKEN_FILE")
+        .env_remove("FERRY_TEAM")
+        .env_remove("FERRY_CA_CERT")
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    run(cmd)
+}
+
+fn run(mut cmd: Command) -> Run {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
         .expect("running ferry");
@@ -391,6 +531,18 @@ pub fn ferry_at(url: &str, args: &[&str]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Runs the CLI against any controller URL with no credentials (and no saved login).
+pub fn ferry_at(url: &str, args: &[&str]) -> Run {
+    let mut cmd = Command::new(bin_dir().join("ferry"));
+    cmd.arg("--controller")
+        .arg(url)
+        .args(args)
+        .env_remove("FERRY_TOKEN")
+        .env_remove("FERRY_TOKEN_FILE")
+        .env("FERRY_CONFIG_DIR", "/nonexistent/ferry-test-config");
+    run(cmd)
 }
 
 /// Polls `check` until it holds, or panics saying what it waited for.
@@ -489,9 +641,11 @@ impl Redis {
 }
 
 /// A real etcd (Debian's `etcd`) on free ports with its own data dir; it can be killed and
-/// started again on the same ports and data.
+/// started again on the same ports and data. It serves clients over TLS and accepts only
+/// clients with a certificate of its own test CA, as a production etcd should.
 pub struct Etcd {
     pub url: String,
+    pub pki: pki::Pki,
     peer: String,
     data: PathBuf,
     log_dir: PathBuf,
@@ -503,7 +657,8 @@ impl Etcd {
     /// Starts etcd under `dir` and waits until it answers.
     pub fn start(dir: &Path) -> Etcd {
         let mut etcd = Etcd {
-            url: format!("http://127.0.0.1:{}", free_port()),
+            url: format!("https://127.0.0.1:{}", free_port()),
+            pki: pki::Pki::generate(&dir.join("etcd-pki"), "etcd"),
             peer: format!("http://127.0.0.1:{}", free_port()),
             data: dir.join("etcd-data"),
             log_dir: dir.to_path_buf(),
@@ -512,6 +667,20 @@ impl Etcd {
         };
         etcd.restart();
         etcd
+    }
+
+    /// The controller flags that use this etcd: its URL, its CA and a client certificate.
+    pub fn controller_args(&self) -> Vec<String> {
+        vec![
+            "--store".into(),
+            format!("etcd:{}", self.url),
+            "--etcd-ca-cert".into(),
+            self.pki.ca.to_string_lossy().into_owned(),
+            "--etcd-cert".into(),
+            self.pki.client_cert.to_string_lossy().into_owned(),
+            "--etcd-key".into(),
+            self.pki.client_key.to_string_lossy().into_owned(),
+        ]
     }
 
     /// Starts it (again).
@@ -533,7 +702,14 @@ impl Etcd {
                 "--initial-advertise-peer-urls",
                 &self.peer,
             ])
-            .args(["--initial-cluster", &format!("it={}", self.peer)]);
+            .args(["--initial-cluster", &format!("it={}", self.peer)])
+            .arg("--cert-file")
+            .arg(&self.pki.server_cert)
+            .arg("--key-file")
+            .arg(&self.pki.server_key)
+            .arg("--trusted-ca-file")
+            .arg(&self.pki.ca)
+            .arg("--client-cert-auth");
         let log = self.log_dir.join(format!("etcd-{}.log", self.starts));
         self.proc_ = Some(Proc::spawn("etcd", &mut cmd, log));
         wait_for(Duration::from_secs(30), "etcd to answer", || {
@@ -557,10 +733,14 @@ impl Etcd {
                 "--endpoints",
                 &self.url,
                 "--command-timeout=2s",
-                "get",
-                key,
-                "--print-value-only",
             ])
+            .arg("--cacert")
+            .arg(&self.pki.ca)
+            .arg("--cert")
+            .arg(&self.pki.client_cert)
+            .arg("--key")
+            .arg(&self.pki.client_key)
+            .args(["get", key, "--print-value-only"])
             .stdin(Stdio::null())
             .output()
             .expect("etcdctl is required (apt-get install etcd-client; scripts/setup)");
@@ -609,15 +789,20 @@ pub fn listing(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The `grpc.health.v1` status of a controller's API: `Some(true)` SERVING, `Some(false)`
-/// anything else, `None` when it does not answer.
-pub fn health(url: &str) -> Option<bool> {
+/// The `grpc.health.v1` status of a controller's API (over TLS, trusting `ca`): `Some(true)`
+/// SERVING, `Some(false)` anything else, `None` when it does not answer. Health needs no token.
+pub fn health_with(url: &str, ca: &Path) -> Option<bool> {
+    ferry_proto::transport::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        let tls = ferry_proto::transport::ClientTls {
+            ca_cert: Some(ca.to_path_buf()),
+            ..Default::default()
+        };
+        let channel = ferry_proto::transport::endpoint(url, &tls)
             .ok()?
             .connect_timeout(Duration::from_secs(2))
             .connect()

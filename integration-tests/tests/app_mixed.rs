@@ -102,9 +102,10 @@ fn a_whole_app_backs_up_as_one_and_restores_beside_the_original() {
     ));
 
     let mut c = Cluster::start(&["--no-embedded-worker"]);
-    let env = [("SHOP_DB_PASSWORD", secret.as_str())];
-    c.add_worker_with("dc-a", "node-1", 2, &env);
-    c.add_worker_with("dc-a", "node-2", 2, &env);
+    let env = [("FERRY_SECRET_SHOP_DB_PASSWORD", secret.as_str())];
+    let allow = ["--allow-exec", "cat", "--allow-exec", "sh"];
+    c.add_worker_args("dc-a", "node-1", 2, &env, &allow);
+    c.add_worker_args("dc-a", "node-2", 2, &env, &allow);
     let storage = c.add_local_storage("archives", "dc-a");
     let redis = Redis::start(c.path());
     redis.cli(&["-n", "2", "SET", "session:1", "alice"]);
@@ -120,7 +121,7 @@ fn a_whole_app_backs_up_as_one_and_restores_beside_the_original() {
 
     let app = |name: &str, pg_db: &str, my_db: &str, redis_db: u32, vol: &str| {
         format!(
-            "name: {name}\ncluster: dc-a\ncomponents:\n  - name: api\n    config: {{ingress_host: {name}.example.com}}\n    volumes:\n      - {{name: uploads, path: {vol}}}\n    databases:\n      - {{name: main, engine: postgres, host: 127.0.0.1, port: 5432, databases: [{pg_db}]}}\n      - {{name: legacy, engine: mariadb, host: 127.0.0.1, port: 3306, user: {user}, password_env: SHOP_DB_PASSWORD, databases: [{my_db}]}}\n      - {{name: cache, engine: redis, host: 127.0.0.1, port: {port}, db: {redis_db}}}\n  - name: realm\n    exec: {{backup: [cat, {realm}], restore: [sh, -c, 'cat > {out}']}}\n",
+            "name: {name}\ncluster: dc-a\ncomponents:\n  - name: api\n    config: {{ingress_host: {name}.example.com}}\n    volumes:\n      - {{name: uploads, path: {vol}}}\n    databases:\n      - {{name: main, engine: postgres, host: 127.0.0.1, port: 5432, databases: [{pg_db}]}}\n      - {{name: legacy, engine: mariadb, host: 127.0.0.1, port: 3306, user: {user}, password_env: FERRY_SECRET_SHOP_DB_PASSWORD, databases: [{my_db}]}}\n      - {{name: cache, engine: redis, host: 127.0.0.1, port: {port}, db: {redis_db}}}\n  - name: realm\n    exec: {{backup: [cat, {realm}], restore: [sh, -c, 'cat > {out}']}}\n",
             user = dbs.maria_user,
             port = redis.port,
             realm = realm.display(),

@@ -5,7 +5,7 @@ use ferry_integration_tests::Cluster;
 
 #[test]
 fn exec_shard_round_trips_through_its_own_commands() {
-    let c = Cluster::start(&[]);
+    let c = Cluster::start(&["--worker-allow-exec", "cat,sh"]);
     let src = c.path().join("realm.json");
     let out = c.path().join("restored/realm.json");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
@@ -38,7 +38,7 @@ fn exec_shard_round_trips_through_its_own_commands() {
 
 #[test]
 fn a_failing_exec_command_fails_the_shard_with_its_stderr() {
-    let c = Cluster::start(&["--max-shard-failures", "2"]);
+    let c = Cluster::start(&["--max-shard-failures", "2", "--worker-allow-exec", "sh"]);
     c.apply("name: broken\ncomponents:\n  - name: tool\n    exec: {backup: [sh, -c, 'echo partial; echo realm export exploded >&2; exit 3'], restore: [cat]}\n")
         .expect_code(0);
     let job = c

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_integration_tests::{Cluster, Etcd, big_volume, health, listing, wait_for};
+use ferry_integration_tests::{Cluster, Etcd, big_volume, ferry_with_env, listing, wait_for};
 
 fn setup_app(c: &Cluster, name: &str, data: &std::path::Path) -> std::path::PathBuf {
     let storage = c.add_local_storage("archives", "dc-a");
@@ -68,8 +68,10 @@ fn restore_and_compare(c: &Cluster, id: &str, data: &std::path::Path, n: usize) 
 fn workers_killed_mid_shard_ten_times_in_a_row() {
     let etcd_dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(etcd_dir.path());
-    let store = format!("etcd:{}", etcd.url);
-    let mut c = Cluster::start(&["--store", &store, "--no-embedded-worker"]);
+    let mut args = etcd.controller_args();
+    args.push("--no-embedded-worker".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = Cluster::start(&args);
     let mut nodes = Vec::new();
     for n in 0..2 {
         nodes.push((
@@ -135,8 +137,10 @@ fn workers_killed_mid_shard_ten_times_in_a_row() {
 fn leader_killed_mid_job_with_two_standbys() {
     let etcd_dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(etcd_dir.path());
-    let store = format!("etcd:{}", etcd.url);
-    let mut c = Cluster::start_n(3, &["--store", &store, "--no-embedded-worker"]);
+    let mut args = etcd.controller_args();
+    args.push("--no-embedded-worker".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = Cluster::start_n(3, &args);
     c.add_worker("dc-a", "node-1");
     c.add_worker("dc-a", "node-2");
     let data = c.path().join("srv/big");
@@ -146,10 +150,10 @@ fn leader_killed_mid_job_with_two_standbys() {
     wait_running(&c, &id);
 
     // A CLI already following the job must keep following it through the change.
-    let url = c.url.clone();
+    let (url, env) = (c.url.clone(), c.cli_env());
     let watch_id = id.clone();
     let watcher = std::thread::spawn(move || {
-        ferry_integration_tests::ferry_at(&url, &["backup", "watch", &watch_id, "-o", "json"])
+        ferry_with_env(&url, &["backup", "watch", &watch_id, "-o", "json"], &env)
     });
     let leader = etcd.leader_url().expect("a leader");
     let index = c
@@ -188,27 +192,29 @@ fn leader_killed_mid_job_with_two_standbys() {
 fn etcd_stopped_mid_job_then_back() {
     let etcd_dir = tempfile::tempdir().unwrap();
     let mut etcd = Etcd::start(etcd_dir.path());
-    let store = format!("etcd:{}", etcd.url);
-    let mut c = Cluster::start(&["--store", &store, "--no-embedded-worker"]);
+    let mut args = etcd.controller_args();
+    args.push("--no-embedded-worker".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = Cluster::start(&args);
     c.add_worker("dc-a", "node-1");
     let data = c.path().join("srv/big");
     big_volume(&data, 6, 64);
     setup_app(&c, "big", &data);
     let id = start_backup(&c, "big");
     wait_running(&c, &id);
-    assert_eq!(health(&c.url), Some(true));
+    assert_eq!(c.health(&c.url), Some(true));
 
     etcd.kill();
     wait_for(Duration::from_secs(15), "health to say NOT_SERVING", || {
-        health(&c.url) == Some(false)
+        c.health(&c.url) == Some(false)
     });
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(health(&c.url), Some(false), "still down: NOT_SERVING");
+    assert_eq!(c.health(&c.url), Some(false), "still down: NOT_SERVING");
     etcd.restart();
     wait_for(
         Duration::from_secs(30),
         "health to say SERVING again",
-        || health(&c.url) == Some(true),
+        || c.health(&c.url) == Some(true),
     );
 
     let done = c
@@ -223,8 +229,10 @@ fn etcd_stopped_mid_job_then_back() {
 fn a_partitioned_worker_cannot_commit_its_stale_attempt() {
     let etcd_dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(etcd_dir.path());
-    let store = format!("etcd:{}", etcd.url);
-    let mut c = Cluster::start(&["--store", &store, "--no-embedded-worker"]);
+    let mut args = etcd.controller_args();
+    args.push("--no-embedded-worker".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = Cluster::start(&args);
     let zombie = c.add_worker("dc-a", "node-1");
     let data = c.path().join("srv/big");
     big_volume(&data, 6, 64);

@@ -177,7 +177,7 @@ fn one_trace_per_job_across_processes() {
     pg.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
 
     let mut c = Cluster::start(&["--no-embedded-worker", "--otlp-endpoint", &receiver.url]);
-    let env = [("FERRY_TEST_DB_PASSWORD", secret.as_str())];
+    let env = [("FERRY_SECRET_TEST_DB_PASSWORD", secret.as_str())];
     for node in ["node-1", "node-2"] {
         c.add_worker_args("dc-a", node, 1, &env, &["--otlp-endpoint", &receiver.url]);
     }
@@ -185,7 +185,7 @@ fn one_trace_per_job_across_processes() {
     let data = c.path().join("srv/app");
     ferry_archive::sample::generate(&data, 4).unwrap();
     c.apply(&format!(
-        "name: app\ncluster: dc-a\ncomponents:\n  - name: web\n    volumes:\n      - {{name: v, path: {}}}\n    databases:\n      - {{name: main, engine: postgres, host: 127.0.0.1, password_env: FERRY_TEST_DB_PASSWORD, databases: [{db}]}}\n",
+        "name: app\ncluster: dc-a\ncomponents:\n  - name: web\n    volumes:\n      - {{name: v, path: {}}}\n    databases:\n      - {{name: main, engine: postgres, host: 127.0.0.1, password_env: FERRY_SECRET_TEST_DB_PASSWORD, databases: [{db}]}}\n",
         data.display()
     ))
     .expect_code(0);

@@ -201,8 +201,10 @@ fn a_schedule_runs_on_time_keeps_n_and_pauses() {
 fn ticks_fire_once_across_a_leader_change_and_busy_ticks_are_skipped() {
     let etcd_dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(etcd_dir.path());
-    let store = format!("etcd:{}", etcd.url);
-    let mut c = Cluster::start_n(2, &["--store", &store, "--no-embedded-worker"]);
+    let mut args = etcd.controller_args();
+    args.push("--no-embedded-worker".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = Cluster::start_n(2, &args);
     c.add_worker("dc-a", "node-1");
     c.add_local_storage("archives", "dc-a");
     let data = c.path().join("srv/big");

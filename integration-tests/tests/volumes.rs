@@ -149,7 +149,7 @@ fn two_volumes_round_trip_into_a_rewritten_copy() {
 /// the backup completes; the hooks ran around the copy, the post hook after the pre hook.
 #[test]
 fn a_failed_shard_is_retried_and_hooks_run_around_it() {
-    let c = Cluster::start(&[]);
+    let c = Cluster::start(&["--worker-allow-exec", "sh"]);
     let data = c.path().join("srv/app");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("f.txt"), b"data").unwrap();

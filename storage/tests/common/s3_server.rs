@@ -20,12 +20,12 @@ use ferry_model::storage::{StorageBackend, StorageLocation};
 pub const BINARY: &str = "ferry-s3s-fs";
 
 /// Names of the credential variables the test locations point at, and their values.
-pub const ACCESS_KEY_ENV: &str = "FERRY_TEST_S3_ACCESS_KEY";
-pub const SECRET_KEY_ENV: &str = "FERRY_TEST_S3_SECRET_KEY";
+pub const ACCESS_KEY_ENV: &str = "FERRY_SECRET_TEST_S3_ACCESS_KEY";
+pub const SECRET_KEY_ENV: &str = "FERRY_SECRET_TEST_S3_SECRET_KEY";
 pub const ACCESS_KEY: &str = "ferry-test-access";
 pub const SECRET_KEY: &str = "ferry-test-secret-5f1d0c";
 /// A variable holding a secret the server does not accept.
-pub const WRONG_SECRET_KEY_ENV: &str = "FERRY_TEST_S3_WRONG_SECRET_KEY";
+pub const WRONG_SECRET_KEY_ENV: &str = "FERRY_SECRET_TEST_S3_WRONG_SECRET_KEY";
 pub const WRONG_SECRET_KEY: &str = "ferry-wrong-secret-9a7e21";
 
 /// The version line the current source of the server prints (`--version`).
