@@ -61,8 +61,31 @@ impl Counters {
     }
 }
 
+/// Adds the join token, and once registered the session, to every call of a simulated worker.
+#[derive(Clone)]
+struct Credentials {
+    token: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    session: Arc<std::sync::OnceLock<(String, String)>>,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let md = req.metadata_mut();
+        md.insert("authorization", self.token.clone());
+        if let Some((id, key)) = self.session.get()
+            && let (Ok(id), Ok(key)) = (id.parse(), key.parse())
+        {
+            md.insert(ferry_proto::WORKER_ID_HEADER, id);
+            md.insert(ferry_proto::SESSION_HEADER, key);
+        }
+        Ok(req)
+    }
+}
+
+type Client = WorkerServiceClient<tonic::service::interceptor::InterceptedService<Channel, Credentials>>;
+
 async fn heartbeat(
-    mut client: WorkerServiceClient<Channel>,
+    mut client: Client,
     id: String,
     interval: Duration,
     running: Arc<AtomicU32>,
@@ -87,11 +110,17 @@ async fn heartbeat(
 async fn sim_worker(
     i: usize,
     url: String,
+    token: String,
     counters: Arc<Counters>,
     ready: tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<()> {
     let channel = Endpoint::from_shared(url)?.connect().await?;
-    let mut client = WorkerServiceClient::new(channel);
+    let credentials = Credentials {
+        token: format!("Bearer {token}").parse()?,
+        session: Default::default(),
+    };
+    let session = credentials.session.clone();
+    let mut client = WorkerServiceClient::with_interceptor(channel, credentials);
     let reg = client
         .register(v1::RegisterRequest {
             cluster: CLUSTER.into(),
@@ -103,6 +132,7 @@ async fn sim_worker(
         .await?
         .into_inner();
     let id = reg.worker_id;
+    let _ = session.set((id.clone(), reg.session_key.clone()));
     let interval = Duration::from_millis(reg.heartbeat_interval_ms.max(100));
     let running = Arc::new(AtomicU32::new(0));
     tokio::spawn(heartbeat(
@@ -290,10 +320,20 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         ..Default::default()
     });
 
+    let admin = std::fs::read_to_string(ferry.dir.join("controller-data/admin.token"))?;
+    let bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {}", admin.trim()).parse()?;
     let mut control = rt.block_on(async {
         let channel = Endpoint::from_shared(ferry.url.clone())?.connect().await?;
-        anyhow::Ok(ControlServiceClient::new(channel))
+        anyhow::Ok(ControlServiceClient::with_interceptor(
+            channel,
+            move |mut req: tonic::Request<()>| {
+                req.metadata_mut().insert("authorization", bearer.clone());
+                Ok(req)
+            },
+        ))
     })?;
+    let join = ferry.join_token(CLUSTER)?;
     let specs = app_specs(shards);
     rt.block_on(async {
         for (_, yaml) in &specs {
@@ -312,8 +352,9 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(workers);
     for i in 0..workers {
         let (url, c, tx) = (ferry.url.clone(), counters.clone(), ready_tx.clone());
+        let token = join.clone();
         rt.spawn(async move {
-            if let Err(e) = sim_worker(i, url, c, tx).await {
+            if let Err(e) = sim_worker(i, url, token, c, tx).await {
                 eprintln!("control plane: simulated worker {i} ended: {e:#}");
             }
         });

@@ -331,14 +331,19 @@ impl Ferry {
             .envs(env.iter().copied())
             .current_dir(dir);
         let controller = Proc::spawn("ferry-controller", &mut cmd, dir.join("controller.log"))?;
+        // The first start writes the admin token: every CLI call of the benchmark carries it.
+        let token = dir.join("controller-data").join("admin.token");
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push(("FERRY_TOKEN_FILE".into(), token.to_string_lossy().into_owned()));
+        env.push(("FERRY_CONFIG_DIR".into(), dir.join("cli-config").to_string_lossy().into_owned()));
         let mut ferry = Ferry {
             url,
             dir: dir.to_path_buf(),
             bins: bins.clone(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env,
             controller,
             workers: Vec::new(),
         };
@@ -362,9 +367,18 @@ impl Ferry {
     /// returns its index in `workers`.
     pub fn add_worker(&mut self, cluster: &str, node: &str) -> anyhow::Result<usize> {
         let n = self.workers.len();
+        let token = self.dir.join(format!("join-{cluster}.token"));
+        if !token.exists() {
+            std::fs::write(&token, self.join_token(cluster)?)?;
+        }
         let mut cmd = Command::new(&self.bins.worker);
         cmd.arg("--controller")
             .arg(&self.url)
+            .arg("--token-file")
+            .arg(&token)
+            // Benchmark data lives wherever its cache is.
+            .arg("--allow-path")
+            .arg("/")
             .arg("--cluster")
             .arg(cluster)
             .arg("--node")
@@ -393,6 +407,19 @@ impl Ferry {
         Ok(n)
     }
 
+    /// A new join token for `cluster`'s workers (its secret).
+    pub fn join_token(&self, cluster: &str) -> anyhow::Result<String> {
+        let name = format!("join-{cluster}-{}", free_port());
+        let run = self.cli_ok(&[
+            "token", "create", &name, "--worker", "--cluster", cluster, "-o", "json",
+        ])?;
+        let v: Value = serde_json::from_str(&run.stdout)?;
+        v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no token in the answer")
+    }
+
     fn worker_count(&self, cluster: &str, node: &str) -> anyhow::Result<usize> {
         let run = self.cli(&["worker", "list", "--cluster", cluster, "-o", "json"])?;
         if run.code != 0 {
@@ -412,6 +439,7 @@ impl Ferry {
             .arg("--controller")
             .arg(&self.url)
             .args(args)
+            .env_remove("FERRY_TOKEN")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .output()
@@ -561,8 +589,8 @@ pub struct S3Server {
 /// Credentials of the benchmark's S3 server, and the variables Ferry reads them from.
 pub const S3_ACCESS_KEY: &str = "ferry-bench-access";
 pub const S3_SECRET_KEY: &str = "ferry-bench-secret-7c41";
-pub const S3_ACCESS_KEY_ENV: &str = "FERRY_BENCH_S3_ACCESS_KEY";
-pub const S3_SECRET_KEY_ENV: &str = "FERRY_BENCH_S3_SECRET_KEY";
+pub const S3_ACCESS_KEY_ENV: &str = "FERRY_SECRET_BENCH_S3_ACCESS_KEY";
+pub const S3_SECRET_KEY_ENV: &str = "FERRY_SECRET_BENCH_S3_SECRET_KEY";
 
 impl S3Server {
     pub fn pid(&self) -> u32 {

@@ -186,6 +186,10 @@ pub struct Cluster {
     controller_args: Vec<String>,
     starts: usize,
     join_tokens: std::collections::BTreeMap<String, PathBuf>,
+    /// The API asks every client for a certificate of the test CA.
+    mtls: bool,
+    /// A command worker processes are started through (e.g. `setpriv` to drop privileges).
+    pub worker_wrapper: Vec<String>,
     /// Last, so that processes are stopped (and their logs printed) before it is removed.
     pub dir: tempfile::TempDir,
 }
@@ -199,6 +203,16 @@ impl Cluster {
     /// `n` controllers with the same extra flags (e.g. one `--store etcd:URL`), each on its own
     /// port and data dir.
     pub fn start_n(n: usize, controller_args: &[&str]) -> Cluster {
+        Cluster::launch(n, controller_args, false)
+    }
+
+    /// One controller that asks every client and worker for a certificate of the test CA
+    /// (`--tls-client-ca`); the harness's CLI calls and workers present one.
+    pub fn start_mtls(controller_args: &[&str]) -> Cluster {
+        Cluster::launch(1, controller_args, true)
+    }
+
+    fn launch(n: usize, controller_args: &[&str], mtls: bool) -> Cluster {
         bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("ferry-it-")
@@ -220,6 +234,8 @@ impl Cluster {
             controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
             starts: 0,
             join_tokens: Default::default(),
+            mtls,
+            worker_wrapper: Vec::new(),
         };
         for i in 0..n {
             cluster.start_controller_n(i);
@@ -285,6 +301,11 @@ impl Cluster {
             .arg(&self.pki.server_key)
             .arg("--ca-cert")
             .arg(&self.pki.ca)
+            .args(if self.mtls {
+                vec!["--tls-client-ca".into(), self.pki.ca.clone()]
+            } else {
+                vec![]
+            })
             .args(&self.controller_args)
             .env("RUST_LOG", "info")
             .env("OTEL_BSP_SCHEDULE_DELAY", "200");
@@ -399,7 +420,15 @@ impl Cluster {
     ) -> usize {
         let n = self.workers.len();
         let log = self.path().join(format!("worker-{n}-{cluster}-{node}.log"));
-        let mut cmd = Command::new(bin_dir().join("ferry-worker"));
+        let worker = bin_dir().join("ferry-worker");
+        let mut cmd = match self.worker_wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&worker);
+                cmd
+            }
+            None => Command::new(&worker),
+        };
         cmd.arg("--controller")
             .arg(&self.url)
             .arg("--cluster")
@@ -410,6 +439,16 @@ impl Cluster {
             .arg(max_shards.to_string())
             .arg("--ca-cert")
             .arg(&self.pki.ca)
+            .args(if self.mtls {
+                vec![
+                    "--client-cert".into(),
+                    self.pki.client_cert.clone(),
+                    "--client-key".into(),
+                    self.pki.client_key.clone(),
+                ]
+            } else {
+                vec![]
+            })
             .args(args)
             .env("OTEL_BSP_SCHEDULE_DELAY", "200")
             .env_remove("FERRY_TOKEN")
@@ -480,11 +519,16 @@ impl Cluster {
     /// run one from another thread with [`ferry_with_env`].
     pub fn cli_env(&self) -> Vec<(String, String)> {
         let text = |p: &Path| p.to_string_lossy().into_owned();
-        vec![
+        let mut env = vec![
             ("FERRY_CA_CERT".into(), text(&self.pki.ca)),
             ("FERRY_CONFIG_DIR".into(), text(&self.path().join("cli-config"))),
             ("FERRY_TOKEN_FILE".into(), text(&self.admin_token_file())),
-        ]
+        ];
+        if self.mtls {
+            env.push(("FERRY_CLIENT_CERT".into(), text(&self.pki.client_cert)));
+            env.push(("FERRY_CLIENT_KEY".into(), text(&self.pki.client_key)));
+        }
+        env
     }
 
     /// Writes an app manifest into the scratch dir and applies it.
@@ -517,6 +561,11 @@ pub fn ferry_with_env(url: &str, args: &[&str], env: &[(String, String)]) -> Run
         .env_remove("FERRY_TOKEN_FILE")
         .env_remove("FERRY_TEAM")
         .env_remove("FERRY_CA_CERT")
+        .env_remove("FERRY_CLIENT_CERT")
+        .env_remove("FERRY_CLIENT_KEY")
+        .env_remove("FERRY_CONTROLLER")
+        .env_remove("FERRY_DATA_DIR")
+        .env("FERRY_CONFIG_DIR", "/nonexistent/ferry-test-config")
         .envs(env.iter().map(|(k, v)| (k, v)));
     run(cmd)
 }
