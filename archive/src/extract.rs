@@ -112,13 +112,31 @@ pub fn extract_tree<R: Read>(
     Ok(ex.stats)
 }
 
-/// Only root may give files away, so ownership is restored only then.
+/// Only root, or a process holding `CAP_CHOWN` (the worker's systemd unit runs it as an
+/// unprivileged user with it), may give files away, so ownership is restored only then.
 // The workspace denies unsafe code; this call and the lseek in sparse.rs are
 // the only exceptions, as std has no safe wrapper for either.
 #[allow(unsafe_code)]
 fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    let root = unsafe { libc::geteuid() == 0 };
+    root || has_effective_capability(CAP_CHOWN)
+}
+
+/// `CAP_CHOWN` (linux/capability.h); libc does not name capabilities.
+const CAP_CHOWN: u32 = 0;
+
+/// Whether capability number `cap` is in this process's effective set (`CapEff` of
+/// /proc/self/status).
+fn has_effective_capability(cap: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|set| cap < 64 && set & (1u64 << cap) != 0)
 }
 
 fn input_err(context: String, source: io::Error) -> ArchiveError {

@@ -506,8 +506,9 @@ pub enum AuditCmd {
         /// How far back: a duration (24h, 7d) or an RFC 3339 time.
         #[arg(long, default_value = "24h")]
         since: String,
-        /// Only this token's calls.
-        #[arg(long)]
+        /// Only the calls of the token named NAME (your own token then comes from FERRY_TOKEN,
+        /// --token-file or `ferry login`).
+        #[arg(long, value_name = "NAME")]
         token: Option<String>,
         /// At most this many entries.
         #[arg(long, default_value_t = 1000)]

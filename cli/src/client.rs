@@ -124,6 +124,15 @@ impl Api {
                 Ok(r) => return Ok(r),
                 Err(s) => s,
             };
+            // A failure of the connection itself (TLS, HTTP/2): say why; retry only what a
+            // controller change could mend.
+            let status = match ferry_proto::transport::transport_failure(&self.current, &status) {
+                Some(t) if ferry_proto::transport::is_configuration_error(t.message()) => {
+                    return Err(t);
+                }
+                Some(t) => t,
+                None => status,
+            };
             if status.code() != Code::Unavailable || tokio::time::Instant::now() > deadline {
                 return Err(status);
             }

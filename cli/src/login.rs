@@ -155,7 +155,15 @@ pub fn resolve(cli: &Cli) -> CliResult<Target> {
         .unwrap_or_else(|| DEFAULT_CONTROLLER.to_owned());
     // A context's token and CA go only to its own controller.
     let context = context.filter(|c| c.controller == url);
-    let token = match (&cli.token, &cli.token_file, &context) {
+    // `audit list --token NAME` names the token to filter by (clap gives the global --token the
+    // same value): the caller's own token then comes from FERRY_TOKEN or the places below.
+    let flag_token = match &cli.command {
+        crate::args::Command::Audit(crate::args::AuditCmd::List { token: Some(_), .. }) => {
+            std::env::var("FERRY_TOKEN").ok()
+        }
+        _ => cli.token.clone(),
+    };
+    let token = match (&flag_token, &cli.token_file, &context) {
         (Some(t), _, _) => Some(t.trim().to_owned()),
         (None, Some(file), _) => Some(read_token(file)?),
         (None, None, Some(c)) => Some(read_token(&c.token_file)?),

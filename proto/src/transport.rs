@@ -91,10 +91,35 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// A call that failed below gRPC (the connection: TLS, HTTP/2), said in words that say what to
+/// change; `None` for an answer of the controller itself. Such a failure is reported as
+/// `UNAVAILABLE` (the CLI's exit 5).
+pub fn transport_failure(url: &str, status: &tonic::Status) -> Option<tonic::Status> {
+    use std::error::Error;
+    let source = status.source()?;
+    let chain = format!("{}: {}", status.message(), error_chain(source));
+    Some(tonic::Status::unavailable(explain_connect_error(url, &chain)))
+}
+
+/// True when an explanation names something to change (a certificate, the scheme): retrying
+/// the same call cannot help.
+pub fn is_configuration_error(explained: &str) -> bool {
+    explained.ends_with(')') && explained.contains(" (")
+        && ["--ca-cert", "https://", "http://", "--client-cert", "issued for"]
+            .iter()
+            .any(|h| explained.contains(h))
+}
+
 /// Why a connection to `url` failed, in words that say what to change.
 pub fn explain_connect_error(url: &str, chain: &str) -> String {
     let lower = chain.to_ascii_lowercase();
-    let hint = if lower.contains("unknownissuer")
+    let hint = if lower.contains("certificate required")
+        || lower.contains("certificaterequired")
+        || lower.contains("handshake failure")
+        || lower.contains("handshakefailure")
+    {
+        " (the controller asks for a client certificate: give --client-cert and --client-key)"
+    } else if lower.contains("unknownissuer")
         || lower.contains("unknown issuer")
         || lower.contains("invalid peer certificate")
         || lower.contains("certificate")
@@ -118,12 +143,9 @@ pub fn explain_connect_error(url: &str, chain: &str) -> String {
         && (lower.contains("invalidcontenttype")
             || lower.contains("wrong version number")
             || lower.contains("corrupt message")
-            || lower.contains("invalid content type")
-            || lower.contains("received corrupt message"))
+            || lower.contains("invalid content type"))
     {
         " (the controller does not speak TLS: dial it with http://, or start it with --tls-cert and --tls-key)"
-    } else if lower.contains("certificate required") || lower.contains("certificaterequired") {
-        " (the controller asks for a client certificate: give --client-cert and --client-key)"
     } else {
         ""
     };
@@ -159,5 +181,9 @@ mod tests {
         assert!(e.contains("--ca-cert"), "{e}");
         let e = explain_connect_error("http://x:1", "transport error: h2 protocol error: frame");
         assert!(e.contains("https://"), "{e}");
+        let e = explain_connect_error("https://x:1", "received fatal alert: CertificateRequired");
+        assert!(e.contains("--client-cert"), "{e}");
+        assert!(is_configuration_error(&e));
+        assert!(!is_configuration_error("connection refused"));
     }
 }

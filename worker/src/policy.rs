@@ -150,8 +150,12 @@ impl Policy {
     /// Password references: `FERRY_SECRET_*` variables, files beneath `--secrets-dir`.
     pub fn check_secret(&self, spec: &DatabaseSpec) -> Result<(), String> {
         if let Some(var) = &spec.password_env {
-            ferry_model::access::check_secret_env("password_env", var)
-                .map_err(|e| format!("{e}; this worker reads no other variable"))?;
+            ferry_model::access::check_secret_env("password_env", var).map_err(|_| {
+                format!(
+                    "this worker does not read password_env {var:?}: passwords come only from variables named {}* (or files beneath --secrets-dir)",
+                    ferry_model::access::SECRET_ENV_PREFIX
+                )
+            })?;
         }
         if let Some(file) = &spec.password_file {
             let allowed = self.secrets_dir.as_ref().is_some_and(|dir| {
