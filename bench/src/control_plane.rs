@@ -82,7 +82,8 @@ impl tonic::service::Interceptor for Credentials {
     }
 }
 
-type Client = WorkerServiceClient<tonic::service::interceptor::InterceptedService<Channel, Credentials>>;
+type Client =
+    WorkerServiceClient<tonic::service::interceptor::InterceptedService<Channel, Credentials>>;
 
 async fn heartbeat(
     mut client: Client,

@@ -337,8 +337,14 @@ impl Ferry {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        env.push(("FERRY_TOKEN_FILE".into(), token.to_string_lossy().into_owned()));
-        env.push(("FERRY_CONFIG_DIR".into(), dir.join("cli-config").to_string_lossy().into_owned()));
+        env.push((
+            "FERRY_TOKEN_FILE".into(),
+            token.to_string_lossy().into_owned(),
+        ));
+        env.push((
+            "FERRY_CONFIG_DIR".into(),
+            dir.join("cli-config").to_string_lossy().into_owned(),
+        ));
         let mut ferry = Ferry {
             url,
             dir: dir.to_path_buf(),
@@ -411,7 +417,14 @@ impl Ferry {
     pub fn join_token(&self, cluster: &str) -> anyhow::Result<String> {
         let name = format!("join-{cluster}-{}", free_port());
         let run = self.cli_ok(&[
-            "token", "create", &name, "--worker", "--cluster", cluster, "-o", "json",
+            "token",
+            "create",
+            &name,
+            "--worker",
+            "--cluster",
+            cluster,
+            "-o",
+            "json",
         ])?;
         let v: Value = serde_json::from_str(&run.stdout)?;
         v["token"]

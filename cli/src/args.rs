@@ -32,10 +32,20 @@ pub struct Cli {
     #[arg(long, global = true, env = "FERRY_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
     /// PEM client certificate, for a controller started with --tls-client-ca.
-    #[arg(long, global = true, env = "FERRY_CLIENT_CERT", requires = "client_key")]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_CLIENT_CERT",
+        requires = "client_key"
+    )]
     pub client_cert: Option<PathBuf>,
     /// PEM key of --client-cert.
-    #[arg(long, global = true, env = "FERRY_CLIENT_KEY", requires = "client_cert")]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_CLIENT_KEY",
+        requires = "client_cert"
+    )]
     pub client_key: Option<PathBuf>,
     /// Saved login to use [default: the current one, see `ferry context`].
     #[arg(long, global = true, env = "FERRY_CONTEXT")]

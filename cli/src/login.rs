@@ -224,7 +224,10 @@ mod tests {
 
     #[test]
     fn context_names_come_from_hosts() {
-        assert_eq!(name_from_url("https://ferry.dc-a.internal:7420"), "ferry.dc-a.internal");
+        assert_eq!(
+            name_from_url("https://ferry.dc-a.internal:7420"),
+            "ferry.dc-a.internal"
+        );
         assert_eq!(name_from_url("http://127.0.0.1:7420"), "127.0.0.1");
         assert_eq!(name_from_url("http://[::1]:1"), "default");
     }
@@ -258,6 +261,9 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(Config::load(&dir.path().join("none")).unwrap(), Config::default());
+        assert_eq!(
+            Config::load(&dir.path().join("none")).unwrap(),
+            Config::default()
+        );
     }
 }

@@ -103,7 +103,8 @@ pub async fn create_token(
         };
         Grant::Caller { team, role }
     };
-    let (record, secret) = tokens::create(&*ctx.store, &req.name, grant, ttl, &caller.token).await?;
+    let (record, secret) =
+        tokens::create(&*ctx.store, &req.name, grant, ttl, &caller.token).await?;
     tracing::info!(token = %record.name, grant = %record.grant.describe(), by = %caller.token,
         "token created");
     Ok(v1::CreatedToken {

@@ -75,11 +75,7 @@ pub async fn record(ctx: &Context, entry: AuditRecord) {
     }
     let rand = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let key = keys::audit_entry(entry.at_ms, rand);
-    if let Err(e) = ctx
-        .store
-        .txn(vec![], vec![Op::put_json(key, &entry)])
-        .await
-    {
+    if let Err(e) = ctx.store.txn(vec![], vec![Op::put_json(key, &entry)]).await {
         tracing::warn!(error = %e, call = %entry.call, "audit entry not stored");
     }
 }

@@ -335,7 +335,11 @@ mod tests {
                 }
             }
         }
-        assert_eq!(methods, TABLE.len(), "the table has rows for calls that do not exist");
+        assert_eq!(
+            methods,
+            TABLE.len(),
+            "the table has rows for calls that do not exist"
+        );
     }
 
     #[test]
@@ -351,7 +355,13 @@ mod tests {
     #[test]
     fn roles_follow_the_design_table() {
         let need = |m: &str| rule(&format!("/{CONTROL}/{m}")).unwrap().need;
-        for m in ["ListBackups", "GetBackup", "WatchJob", "ListWorkers", "ListStorage"] {
+        for m in [
+            "ListBackups",
+            "GetBackup",
+            "WatchJob",
+            "ListWorkers",
+            "ListStorage",
+        ] {
             assert_eq!(need(m), Need::Caller(Viewer, Reach::Team), "{m}");
         }
         for m in [
@@ -438,13 +448,25 @@ mod tests {
         let op = caller(Some("a"), Operator);
         let s = op.require(Action::RestoreOverwrite).unwrap_err();
         assert!(s.message().contains("admin"), "{}", s.message());
-        assert!(caller(Some("a"), Admin).require(Action::RestoreOverwrite).is_ok());
+        assert!(
+            caller(Some("a"), Admin)
+                .require(Action::RestoreOverwrite)
+                .is_ok()
+        );
         assert!(
             caller(Some("a"), Admin)
                 .require(Action::MigrateToOtherTeam)
                 .is_err()
         );
-        assert!(caller(None, Admin).require(Action::MigrateToOtherTeam).is_ok());
-        assert!(caller(Some("a"), Admin).require(Action::BeyondTeam).is_err());
+        assert!(
+            caller(None, Admin)
+                .require(Action::MigrateToOtherTeam)
+                .is_ok()
+        );
+        assert!(
+            caller(Some("a"), Admin)
+                .require(Action::BeyondTeam)
+                .is_err()
+        );
     }
 }

@@ -110,10 +110,18 @@ pub struct Args {
     #[arg(long, env = "FERRY_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: Option<usize>,
     /// Embedded worker: volume paths it may read and write (repeatable) [default: /].
-    #[arg(long = "worker-allow-path", env = "FERRY_WORKER_ALLOW_PATH", value_delimiter = ',')]
+    #[arg(
+        long = "worker-allow-path",
+        env = "FERRY_WORKER_ALLOW_PATH",
+        value_delimiter = ','
+    )]
     pub worker_allow_path: Vec<PathBuf>,
     /// Embedded worker: programs that exec shards and hooks may run (repeatable) [default: none].
-    #[arg(long = "worker-allow-exec", env = "FERRY_WORKER_ALLOW_EXEC", value_delimiter = ',')]
+    #[arg(
+        long = "worker-allow-exec",
+        env = "FERRY_WORKER_ALLOW_EXEC",
+        value_delimiter = ','
+    )]
     pub worker_allow_exec: Vec<String>,
     /// Embedded worker: the directory `password_file` references must lie in [default: none].
     #[arg(long = "worker-secrets-dir", env = "FERRY_WORKER_SECRETS_DIR")]
@@ -392,11 +400,18 @@ impl ControllerConfig {
                 ca: args.ca_cert.or(file.ca_cert),
             }),
             (None, None, None) => None,
-            _ => return Err("--tls-cert and --tls-key go together (and --tls-client-ca needs both)".into()),
+            _ => {
+                return Err(
+                    "--tls-cert and --tls-key go together (and --tls-client-ca needs both)".into(),
+                );
+            }
         };
         let etcd = EtcdAccess {
             ca_cert: args.etcd_ca_cert.or(file.etcd_ca_cert),
-            cert: match (args.etcd_cert.or(file.etcd_cert), args.etcd_key.or(file.etcd_key)) {
+            cert: match (
+                args.etcd_cert.or(file.etcd_cert),
+                args.etcd_key.or(file.etcd_key),
+            ) {
                 (Some(c), Some(k)) => Some((c, k)),
                 (None, None) => None,
                 _ => return Err("--etcd-cert and --etcd-key go together".into()),
@@ -512,7 +527,11 @@ mod tests {
         let open = parse(&["--listen", "0.0.0.0:7420"]);
         let e = open.check_transport().unwrap_err();
         assert!(e.contains("--tls-cert") && e.contains("--insecure"), "{e}");
-        assert!(parse(&["--listen", "0.0.0.0:7420", "--insecure"]).check_transport().is_ok());
+        assert!(
+            parse(&["--listen", "0.0.0.0:7420", "--insecure"])
+                .check_transport()
+                .is_ok()
+        );
         let tls = parse(&[
             "--listen",
             "0.0.0.0:7420",

@@ -109,7 +109,11 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
     } else {
         addr
     };
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let me = ControllerInfo {
         id: format!("{}-{}", ferry_worker::default_node_name(), addr.port()),
         url: config
@@ -257,7 +261,10 @@ fn server_tls(tls: &crate::config::ServerTls) -> anyhow::Result<tonic::transport
 /// certificates of `--tls-cert` (a self-signed certificate, or a chain file with its CA), checks them
 /// against the advertised host, and presents them as its client certificate when clients must
 /// have one.
-fn embedded_worker_tls(config: &ControllerConfig, advertised: &str) -> ferry_proto::transport::ClientTls {
+fn embedded_worker_tls(
+    config: &ControllerConfig,
+    advertised: &str,
+) -> ferry_proto::transport::ClientTls {
     let Some(tls) = &config.tls else {
         return Default::default();
     };

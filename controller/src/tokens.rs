@@ -74,7 +74,11 @@ pub fn hash(secret: &str) -> String {
 
 /// Compares two hashes in time independent of where they differ.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Why a presented token was refused. Never says more than the secret proves: a wrong secret
@@ -279,12 +283,22 @@ mod tests {
         assert_eq!(rec.sha256, hash(&secret));
         assert_eq!(verify(&store, &secret).await.unwrap().unwrap().grant, grant);
         // A second token of the same name is refused.
-        assert!(create(&store, "ci", grant.clone(), None, "admin").await.is_err());
+        assert!(
+            create(&store, "ci", grant.clone(), None, "admin")
+                .await
+                .is_err()
+        );
         // A forged secret for an existing name reads like an unknown token.
         let forged = new_secret("ci");
-        assert_eq!(verify(&store, &forged).await.unwrap(), Err(Refused::Invalid));
+        assert_eq!(
+            verify(&store, &forged).await.unwrap(),
+            Err(Refused::Invalid)
+        );
         revoke(&store, "ci").await.unwrap();
-        assert_eq!(verify(&store, &secret).await.unwrap(), Err(Refused::Invalid));
+        assert_eq!(
+            verify(&store, &secret).await.unwrap(),
+            Err(Refused::Invalid)
+        );
         let (_, short) = create(
             &store,
             "short",

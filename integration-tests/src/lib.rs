@@ -355,7 +355,14 @@ impl Cluster {
         let name = format!("join-{cluster}");
         let run = self
             .ferry(&[
-                "token", "create", &name, "--worker", "--cluster", cluster, "-o", "json",
+                "token",
+                "create",
+                &name,
+                "--worker",
+                "--cluster",
+                cluster,
+                "-o",
+                "json",
             ])
             .expect_code(0);
         let secret = run.json()["token"]
@@ -521,7 +528,10 @@ impl Cluster {
         let text = |p: &Path| p.to_string_lossy().into_owned();
         let mut env = vec![
             ("FERRY_CA_CERT".into(), text(&self.pki.ca)),
-            ("FERRY_CONFIG_DIR".into(), text(&self.path().join("cli-config"))),
+            (
+                "FERRY_CONFIG_DIR".into(),
+                text(&self.path().join("cli-config")),
+            ),
             ("FERRY_TOKEN_FILE".into(), text(&self.admin_token_file())),
         ];
         if self.mtls {
@@ -571,10 +581,7 @@ pub fn ferry_with_env(url: &str, args: &[&str], env: &[(String, String)]) -> Run
 }
 
 fn run(mut cmd: Command) -> Run {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .expect("running ferry");
+    let out = cmd.stdin(Stdio::null()).output().expect("running ferry");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -774,15 +781,34 @@ impl Etcd {
         self.proc_ = None;
     }
 
+    /// Runs `etcdctl` with this etcd's endpoint and certificates; panics when it fails.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.url, "--command-timeout=5s"])
+            .arg("--cacert")
+            .arg(&self.pki.ca)
+            .arg("--cert")
+            .arg(&self.pki.client_cert)
+            .arg("--key")
+            .arg(&self.pki.client_key)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("etcdctl is required (apt-get install etcd-client; scripts/setup)");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The value of a key (`Some("")` when absent), or `None` when etcd does not answer.
     pub fn get(&self, key: &str) -> Option<String> {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                &self.url,
-                "--command-timeout=2s",
-            ])
+            .args(["--endpoints", &self.url, "--command-timeout=2s"])
             .arg("--cacert")
             .arg(&self.pki.ca)
             .arg("--cert")

@@ -56,12 +56,18 @@ fn tokens_roles_and_teams_are_enforced_and_audited() {
     )
     .unwrap();
     let m = manifest.to_str().unwrap();
-    c.ferry_as(&b_admin, &["app", "apply", "-f", m]).expect_code(0);
+    c.ferry_as(&b_admin, &["app", "apply", "-f", m])
+        .expect_code(0);
     let b_backup = id_of(
-        c.ferry_as(&b_admin, &["backup", "create", "shop", "--wait", "-o", "json"])
-            .expect_code(0),
+        c.ferry_as(
+            &b_admin,
+            &["backup", "create", "shop", "--wait", "-o", "json"],
+        )
+        .expect_code(0),
     );
-    let listed = c.ferry_as(&b_admin, &["backup", "list", "-o", "json"]).expect_code(0);
+    let listed = c
+        .ferry_as(&b_admin, &["backup", "list", "-o", "json"])
+        .expect_code(0);
     assert!(listed.stdout.contains(&b_backup));
 
     // No token, a wrong token: exit 4.
@@ -74,11 +80,18 @@ fn tokens_roles_and_teams_are_enforced_and_audited() {
         )],
     )
     .expect_code(4);
-    assert!(anonymous.stderr.contains("no token"), "{}", anonymous.stderr);
+    assert!(
+        anonymous.stderr.contains("no token"),
+        "{}",
+        anonymous.stderr
+    );
     let forged = format!("{}0", &a_op[..a_op.len() - 1]);
     let wrong = c.ferry_as(&forged, &["backup", "list"]).expect_code(4);
     assert!(wrong.stderr.contains("not valid"), "{}", wrong.stderr);
-    assert!(!wrong.stderr.contains(&forged), "the secret must not be echoed");
+    assert!(
+        !wrong.stderr.contains(&forged),
+        "the secret must not be echoed"
+    );
 
     // Team A cannot see or touch team B's things: exactly like missing ones (exit 3).
     let target = c.path().join("stolen");
@@ -111,14 +124,23 @@ fn tokens_roles_and_teams_are_enforced_and_audited() {
     }
     // Nothing of team B was written anywhere, and B still has everything.
     assert!(!target.exists(), "team B's data was restored for team A");
-    let a_restores = c.ferry_as(&a_admin, &["restore", "list", "-o", "json"]).expect_code(0);
-    assert_eq!(a_restores.json()["restores"].as_array().map(Vec::len), Some(0));
-    c.ferry_as(&b_admin, &["backup", "get", &b_backup]).expect_code(0);
+    let a_restores = c
+        .ferry_as(&a_admin, &["restore", "list", "-o", "json"])
+        .expect_code(0);
+    assert_eq!(
+        a_restores.json()["restores"].as_array().map(Vec::len),
+        Some(0)
+    );
+    c.ferry_as(&b_admin, &["backup", "get", &b_backup])
+        .expect_code(0);
     c.ferry_as(&b_admin, &["app", "get", "shop"]).expect_code(0);
 
     // Roles: a viewer cannot back up; an operator cannot apply an app or restore in place.
-    c.ferry_as(&a_admin, &["app", "apply", "-f", m]).expect_code(0);
-    let run = c.ferry_as(&a_view, &["backup", "create", "shop"]).expect_code(4);
+    c.ferry_as(&a_admin, &["app", "apply", "-f", m])
+        .expect_code(0);
+    let run = c
+        .ferry_as(&a_view, &["backup", "create", "shop"])
+        .expect_code(4);
     assert!(run.stderr.contains("operator"), "{}", run.stderr);
     let run = c.ferry_as(&a_op, &["app", "apply", "-f", m]).expect_code(4);
     assert!(run.stderr.contains("admin"), "{}", run.stderr);
@@ -130,28 +152,49 @@ fn tokens_roles_and_teams_are_enforced_and_audited() {
         .ferry_as(&a_op, &["restore", "create", &a_backup, "--overwrite"])
         .expect_code(4);
     assert!(
-        run.stderr.contains("restore --overwrite needs the admin role"),
+        run.stderr
+            .contains("restore --overwrite needs the admin role"),
         "{}",
         run.stderr
     );
     // What every team shares needs an admin of every team.
     let run = c
-        .ferry_as(&a_admin, &["storage", "add", "x", "--local", "/tmp/x", "--cluster", "local"])
+        .ferry_as(
+            &a_admin,
+            &[
+                "storage",
+                "add",
+                "x",
+                "--local",
+                "/tmp/x",
+                "--cluster",
+                "local",
+            ],
+        )
         .expect_code(4);
     assert!(run.stderr.contains("every team"), "{}", run.stderr);
     let run = c
-        .ferry_as(&a_admin, &["token", "create", "w", "--worker", "--cluster", "local"])
+        .ferry_as(
+            &a_admin,
+            &["token", "create", "w", "--worker", "--cluster", "local"],
+        )
         .expect_code(4);
     assert!(run.stderr.contains("every team"), "{}", run.stderr);
     // A team admin makes tokens of its own team only, and sees only those.
     let made = c
-        .ferry_as(&a_admin, &["token", "create", "a-ci", "--role", "viewer", "-o", "json"])
+        .ferry_as(
+            &a_admin,
+            &["token", "create", "a-ci", "--role", "viewer", "-o", "json"],
+        )
         .expect_code(0)
         .json();
     assert_eq!(made["team"], "a");
-    let seen = c.ferry_as(&a_admin, &["token", "list", "-o", "json"]).expect_code(0);
+    let seen = c
+        .ferry_as(&a_admin, &["token", "list", "-o", "json"])
+        .expect_code(0);
     assert!(seen.stdout.contains("a-ci") && !seen.stdout.contains("b-admin"));
-    c.ferry_as(&a_admin, &["token", "revoke", "b-admin"]).expect_code(3);
+    c.ferry_as(&a_admin, &["token", "revoke", "b-admin"])
+        .expect_code(3);
 
     // Revocation takes effect on the next call; an expired token is refused.
     c.ferry_as(&a_view, &["backup", "list"]).expect_code(0);
@@ -163,9 +206,18 @@ fn tokens_roles_and_teams_are_enforced_and_audited() {
     assert!(run.stderr.contains("expired"), "{}", run.stderr);
 
     // whoami says who a token is.
-    let me = c.ferry_as(&a_op, &["whoami", "-o", "json"]).expect_code(0).json();
-    assert_eq!((me["token"].as_str(), me["team"].as_str(), me["role"].as_str()),
-        (Some("a-op"), Some("a"), Some("operator")));
+    let me = c
+        .ferry_as(&a_op, &["whoami", "-o", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        (
+            me["token"].as_str(),
+            me["team"].as_str(),
+            me["role"].as_str()
+        ),
+        (Some("a-op"), Some("a"), Some("operator"))
+    );
 
     // The audit trail names who did what, denied calls included; secrets never appear in it.
     let entries = audit(&c);
@@ -177,7 +229,10 @@ fn tokens_roles_and_teams_are_enforced_and_audited() {
     assert!(has("b-admin", "CreateBackup", "ok"), "{entries:#?}");
     assert!(has("a-op", "CreateRestore", "NotFound"), "{entries:#?}");
     assert!(has("a-admin", "DeleteBackup", "NotFound"), "{entries:#?}");
-    assert!(has("a-view", "CreateBackup", "PermissionDenied"), "{entries:#?}");
+    assert!(
+        has("a-view", "CreateBackup", "PermissionDenied"),
+        "{entries:#?}"
+    );
     assert!(has("a-op", "ApplyApp", "PermissionDenied"), "{entries:#?}");
     assert!(has("", "ListBackups", "Unauthenticated"), "{entries:#?}");
     let restore = entries
@@ -190,16 +245,26 @@ fn tokens_roles_and_teams_are_enforced_and_audited() {
     );
     let text = serde_json::to_string(&entries).unwrap();
     for secret in [&a_op, &b_admin, &a_admin] {
-        assert!(!text.contains(secret.as_str()), "a secret is in the audit trail");
+        assert!(
+            !text.contains(secret.as_str()),
+            "a secret is in the audit trail"
+        );
     }
     // A team admin reads its own team's entries only; by token too.
     let a_entries = c
-        .ferry_as(&a_admin, &["audit", "list", "--token", "a-op", "-o", "json"])
+        .ferry_as(
+            &a_admin,
+            &["audit", "list", "--token", "a-op", "-o", "json"],
+        )
         .expect_code(0)
         .json();
     let a_entries = a_entries["entries"].as_array().unwrap();
     assert!(!a_entries.is_empty());
-    assert!(a_entries.iter().all(|e| e["token"] == "a-op" && e["team"] == "a"));
+    assert!(
+        a_entries
+            .iter()
+            .all(|e| e["token"] == "a-op" && e["team"] == "a")
+    );
     c.ferry_as(&a_op, &["audit", "list"]).expect_code(4);
     // Nothing leaked into the logs either.
     let logs = c.all_logs();
@@ -229,7 +294,10 @@ fn tls_failures_and_saved_logins_say_what_is_wrong() {
         &["app", "list"],
         &[
             ("FERRY_TOKEN_FILE".into(), token_file.into()),
-            ("FERRY_CA_CERT".into(), other.ca.to_string_lossy().into_owned()),
+            (
+                "FERRY_CA_CERT".into(),
+                other.ca.to_string_lossy().into_owned(),
+            ),
         ],
     )
     .expect_code(5);
@@ -261,16 +329,36 @@ fn tls_failures_and_saved_logins_say_what_is_wrong() {
         )
     };
     let bad = c.path().join("bad.token");
-    std::fs::write(&bad, "fry_nobody_0000000000000000000000000000000000000000000000000000000000000000").unwrap();
+    std::fs::write(
+        &bad,
+        "fry_nobody_0000000000000000000000000000000000000000000000000000000000000000",
+    )
+    .unwrap();
     let ca = c.pki.ca.to_str().unwrap();
     let (code, _, err) = ferry(
-        &["login", &c.url, "--token-file", bad.to_str().unwrap(), "--ca-cert", ca],
+        &[
+            "login",
+            &c.url,
+            "--token-file",
+            bad.to_str().unwrap(),
+            "--ca-cert",
+            ca,
+        ],
         &[],
     );
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("nothing saved"), "{err}");
     let (code, out, err) = ferry(
-        &["login", &c.url, "--token-file", token_file, "--ca-cert", ca, "--name", "it"],
+        &[
+            "login",
+            &c.url,
+            "--token-file",
+            token_file,
+            "--ca-cert",
+            ca,
+            "--name",
+            "it",
+        ],
         &[],
     );
     assert_eq!(code, 0, "{err}");
@@ -282,12 +370,18 @@ fn tls_failures_and_saved_logins_say_what_is_wrong() {
     assert_eq!(code, 0);
     assert!(out.contains("* ") && out.contains("it"), "{out}");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(config.join("tokens/it.token")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(config.join("tokens/it.token"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let (code, _, _) = ferry(&["logout"], &[]);
     assert_eq!(code, 0);
     let (code, _, err) = ferry(&["whoami"], &[]);
-    assert_eq!(code, 5, "after logout the default controller is used: {err}");
+    assert_eq!(
+        code, 5,
+        "after logout the default controller is used: {err}"
+    );
 }
 
 /// A gRPC client of the worker API, as a forger would write one.
@@ -327,7 +421,10 @@ mod forger {
         pub fn request<T>(&self, msg: T, session: Option<(&str, &str)>) -> tonic::Request<T> {
             let mut req = tonic::Request::new(msg);
             let md = req.metadata_mut();
-            md.insert("authorization", format!("Bearer {}", self.token).parse().unwrap());
+            md.insert(
+                "authorization",
+                format!("Bearer {}", self.token).parse().unwrap(),
+            );
             if let Some((id, key)) = session {
                 md.insert(ferry_proto::WORKER_ID_HEADER, id.parse().unwrap());
                 md.insert(ferry_proto::SESSION_HEADER, key.parse().unwrap());
@@ -376,7 +473,8 @@ fn workers_join_with_a_token_of_their_cluster_and_speak_only_for_themselves() {
     let token = std::fs::read_to_string(c.join_token("dc-a")).unwrap();
     let mut f = forger::Forger::connect(&c.url, &c.pki.ca, token.trim());
     let mine = f.register("dc-a").expect("a session of its own");
-    let real_id = c.worker_ids("dc-a")
+    let real_id = c
+        .worker_ids("dc-a")
         .into_iter()
         .find(|w| w.contains("node-1"))
         .unwrap();
@@ -384,12 +482,19 @@ fn workers_join_with_a_token_of_their_cluster_and_speak_only_for_themselves() {
     let data = c.path().join("srv/big");
     big_volume(&data, 4, 32);
     c.apply_volume_app("big", "dc-a", ("store", "data"), &data);
-    let id = id_of(c.ferry(&["backup", "create", "big", "-o", "json"]).expect_code(0));
+    let id = id_of(
+        c.ferry(&["backup", "create", "big", "-o", "json"])
+            .expect_code(0),
+    );
     let mut shard = Value::Null;
-    wait_for(Duration::from_secs(60), "the shard on the real worker", || {
-        shard = c.backup(&id)["shards"][0].clone();
-        shard["worker"] == real_id.as_str()
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the shard on the real worker",
+        || {
+            shard = c.backup(&id)["shards"][0].clone();
+            shard["worker"] == real_id.as_str()
+        },
+    );
     let shard_ref = v1::ShardRef {
         job_id: id.clone(),
         shard_id: shard["id"].as_str().unwrap().into(),
@@ -464,7 +569,11 @@ fn workers_join_with_a_token_of_their_cluster_and_speak_only_for_themselves() {
     wait_for(Duration::from_secs(120), "the backup to complete", || {
         c.backup(&id)["state"] == "Completed"
     });
-    assert!(listing(&storage).iter().any(|p| p.ends_with("manifest.json")));
+    assert!(
+        listing(&storage)
+            .iter()
+            .any(|p| p.ends_with("manifest.json"))
+    );
 }
 
 #[test]
@@ -473,7 +582,16 @@ fn a_revoked_worker_loses_its_session_and_its_shard_runs_elsewhere() {
     c.add_local_storage("archives", "dc-a");
     // Two join tokens for one cluster: revoking one ends only its worker.
     let made = c
-        .ferry(&["token", "create", "dc-a-one", "--worker", "--cluster", "dc-a", "-o", "json"])
+        .ferry(&[
+            "token",
+            "create",
+            "dc-a-one",
+            "--worker",
+            "--cluster",
+            "dc-a",
+            "-o",
+            "json",
+        ])
         .expect_code(0)
         .json();
     let one = c.path().join("one.token");
@@ -485,7 +603,14 @@ fn a_revoked_worker_loses_its_session_and_its_shard_runs_elsewhere() {
         "node-1",
         1,
         &[],
-        &["--token-file", &one_s, "--allow-path", &allow, "--allow-exec", "sh"],
+        &[
+            "--token-file",
+            &one_s,
+            "--allow-path",
+            &allow,
+            "--allow-exec",
+            "sh",
+        ],
         true,
     );
     // A shard that takes a while whatever the machine: its dump sleeps before it writes.
@@ -493,11 +618,18 @@ fn a_revoked_worker_loses_its_session_and_its_shard_runs_elsewhere() {
         "name: slow\ncluster: dc-a\ncomponents:\n  - name: tool\n    exec: {backup: [sh, -c, 'sleep 6; echo dumped'], restore: [sh, -c, 'cat >/dev/null']}\n",
     )
     .expect_code(0);
-    let id = id_of(c.ferry(&["backup", "create", "slow", "-o", "json"]).expect_code(0));
-    wait_for(Duration::from_secs(30), "the shard to be handed to node-1", || {
-        let s = c.backup(&id)["shards"][0].clone();
-        s["worker"].as_str().unwrap_or_default().contains("node-1")
-    });
+    let id = id_of(
+        c.ferry(&["backup", "create", "slow", "-o", "json"])
+            .expect_code(0),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the shard to be handed to node-1",
+        || {
+            let s = c.backup(&id)["shards"][0].clone();
+            s["worker"].as_str().unwrap_or_default().contains("node-1")
+        },
+    );
     c.add_worker_args("dc-a", "node-2", 1, &[], &["--allow-exec", "sh"]);
     c.ferry(&["token", "revoke", "dc-a-one"]).expect_code(0);
     // Within a lease TTL (5 heartbeats of 300 ms) node-1's session is gone.
@@ -596,15 +728,20 @@ fn workers_refuse_what_their_policy_does_not_allow() {
         ),
     ];
     for (app, component, flag) in cases {
-        c.apply(&format!("name: {app}\ncluster: dc-a\ncomponents:\n{component}"))
-            .expect_code(0);
+        c.apply(&format!(
+            "name: {app}\ncluster: dc-a\ncomponents:\n{component}"
+        ))
+        .expect_code(0);
         let run = c.ferry(&["backup", "create", app, "--wait", "-o", "json"]);
         assert_eq!(run.code, 1, "{app}: {}\n{}", run.stdout, run.stderr);
         let job = run.json();
         let error = job["shards"][0]["error"].as_str().unwrap_or_default();
         assert!(error.contains(flag), "{app}: {error}");
         assert!(error.contains("does not"), "{app}: {error}");
-        assert_eq!(job["shards"][0]["attempt"], 1, "a refusal is final: {job:#}");
+        assert_eq!(
+            job["shards"][0]["attempt"], 1,
+            "a refusal is final: {job:#}"
+        );
     }
     assert!(!marker.exists(), "a refused program ran");
     // What the policy allows still works.
@@ -613,7 +750,8 @@ fn workers_refuse_what_their_policy_does_not_allow() {
         allowed.display()
     ))
     .expect_code(0);
-    c.ferry(&["backup", "create", "ok", "--wait"]).expect_code(0);
+    c.ferry(&["backup", "create", "ok", "--wait"])
+        .expect_code(0);
 }
 
 #[test]
@@ -621,15 +759,28 @@ fn client_certificates_and_plain_http_beyond_loopback() {
     // With --tls-client-ca, every client needs a certificate of that CA (the harness's CLI
     // calls present one); the embedded worker presents the controller's own.
     let c = Cluster::start_mtls(&[]);
-    let workers = c.ferry(&["worker", "list", "-o", "json"]).expect_code(0).json();
-    assert_eq!(workers["workers"].as_array().map(Vec::len), Some(1), "{workers}");
+    let workers = c
+        .ferry(&["worker", "list", "-o", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        workers["workers"].as_array().map(Vec::len),
+        Some(1),
+        "{workers}"
+    );
     let token = c.admin_token_file();
     let without = ferry_with_env(
         &c.url,
         &["worker", "list"],
         &[
-            ("FERRY_CA_CERT".into(), c.pki.ca.to_string_lossy().into_owned()),
-            ("FERRY_TOKEN_FILE".into(), token.to_string_lossy().into_owned()),
+            (
+                "FERRY_CA_CERT".into(),
+                c.pki.ca.to_string_lossy().into_owned(),
+            ),
+            (
+                "FERRY_TOKEN_FILE".into(),
+                token.to_string_lossy().into_owned(),
+            ),
         ],
     )
     .expect_code(5);
@@ -643,18 +794,30 @@ fn client_certificates_and_plain_http_beyond_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let out = std::process::Command::new(bin_dir().join("ferry-controller"))
-        .args(["--listen", &format!("0.0.0.0:{port}"), "--no-embedded-worker"])
+        .args([
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--no-embedded-worker",
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("d"))
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("--insecure") && text.contains("--tls-cert"), "{text}");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--insecure") && text.contains("--tls-cert"),
+        "{text}"
+    );
     let log = dir.path().join("insecure.log");
     let mut child = std::process::Command::new(bin_dir().join("ferry-controller"))
-        .args(["--listen", &format!("0.0.0.0:{port}"), "--no-embedded-worker", "--insecure"])
+        .args([
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--no-embedded-worker",
+            "--insecure",
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("d"))
         .stdout(std::fs::File::create(&log).unwrap())
@@ -666,7 +829,10 @@ fn client_certificates_and_plain_http_beyond_loopback() {
         ferry_with_env(
             &format!("http://127.0.0.1:{port}"),
             &["cluster", "list"],
-            &[("FERRY_TOKEN_FILE".into(), admin.to_string_lossy().into_owned())],
+            &[(
+                "FERRY_TOKEN_FILE".into(),
+                admin.to_string_lossy().into_owned(),
+            )],
         )
         .code
             == 0
@@ -689,7 +855,10 @@ fn unit_capabilities() -> Vec<String> {
         .lines()
         .find(|l| l.starts_with("AmbientCapabilities="))
         .expect("the unit grants ambient capabilities");
-    assert!(unit.contains("User=ferry"), "the worker must not run as root");
+    assert!(
+        unit.contains("User=ferry"),
+        "the worker must not run as root"
+    );
     line.trim_start_matches("AmbientCapabilities=")
         .split_whitespace()
         .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
@@ -705,19 +874,31 @@ fn an_unprivileged_worker_with_the_units_capabilities_backs_up_and_restores_any_
     // SAFETY: geteuid has no preconditions.
     #[allow(unsafe_code)]
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "this test drops from root to the ferry user: run the suite as root");
+    assert_eq!(
+        euid, 0,
+        "this test drops from root to the ferry user: run the suite as root"
+    );
     assert!(
-        std::process::Command::new("id").arg("ferry").output().unwrap().status.success(),
+        std::process::Command::new("id")
+            .arg("ferry")
+            .output()
+            .unwrap()
+            .status
+            .success(),
         "the ferry user is missing: scripts/setup creates it"
     );
     let caps = unit_capabilities();
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     for cap in &caps {
         let name = format!("CAP_{}", cap.to_ascii_uppercase());
         assert!(readme.contains(&name), "README must say what {name} is for");
     }
-    let list = caps.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(",");
+    let list = caps
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut c = Cluster::start(&["--no-embedded-worker"]);
     c.worker_wrapper = [
         "setpriv",
@@ -781,11 +962,91 @@ fn an_unprivileged_worker_with_the_units_capabilities_backs_up_and_restores_any_
     // The worker really ran as ferry.
     let pid = c.workers[0].pid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_owned();
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default()
+        .to_owned();
     let ferry_uid = String::from_utf8(
-        std::process::Command::new("id").args(["-u", "ferry"]).output().unwrap().stdout,
+        std::process::Command::new("id")
+            .args(["-u", "ferry"])
+            .output()
+            .unwrap()
+            .stdout,
     )
     .unwrap();
     // The wrapper execs the worker, so the pid is the worker's.
     assert!(uid_line.contains(ferry_uid.trim()), "{uid_line}");
+}
+
+/// etcd with its own authentication on: the controller logs in with a user whose password it
+/// reads from a file (never a flag); a wrong password stops it at start with a clear error.
+#[test]
+fn the_controller_logs_in_to_an_etcd_with_authentication() {
+    let etcd_dir = tempfile::tempdir().unwrap();
+    let etcd = ferry_integration_tests::Etcd::start(etcd_dir.path());
+    etcd.etcdctl(&["user", "add", "root", "--new-user-password", "etcd-root-pw"]);
+    etcd.etcdctl(&[
+        "user",
+        "add",
+        "ferry",
+        "--new-user-password",
+        "etcd-ferry-pw",
+    ]);
+    etcd.etcdctl(&["role", "add", "ferry"]);
+    etcd.etcdctl(&[
+        "role",
+        "grant-permission",
+        "ferry",
+        "--prefix=true",
+        "readwrite",
+        "/ferry/",
+    ]);
+    etcd.etcdctl(&["user", "grant-role", "ferry", "ferry"]);
+    etcd.etcdctl(&["auth", "enable"]);
+    let pw = etcd_dir.path().join("etcd-password");
+    std::fs::write(&pw, "etcd-ferry-pw\n").unwrap();
+    let mut args = etcd.controller_args();
+    args.extend([
+        "--etcd-user".to_owned(),
+        "ferry".to_owned(),
+        "--etcd-password-file".to_owned(),
+        pw.to_string_lossy().into_owned(),
+        "--no-embedded-worker".to_owned(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = Cluster::start(&args);
+    c.add_worker("dc-a", "node-1");
+    c.add_local_storage("archives", "dc-a");
+    let data = c.path().join("srv/app");
+    ferry_archive::sample::generate(&data, 2).unwrap();
+    c.apply_volume_app("app", "dc-a", ("web", "files"), &data);
+    c.ferry(&["backup", "create", "app", "--wait"])
+        .expect_code(0);
+    assert!(
+        !c.all_logs().contains("etcd-ferry-pw"),
+        "the etcd password leaked"
+    );
+
+    // A wrong password: the controller does not start, and says why.
+    std::fs::write(&pw, "wrong").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin_dir().join("ferry-controller"))
+        .args(&args)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("authentication failed") || text.contains("invalid"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wrong\n") && !text.contains("etcd-ferry-pw"),
+        "{text}"
+    );
 }

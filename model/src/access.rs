@@ -102,8 +102,16 @@ mod tests {
     #[test]
     fn secret_references_name_ferry_secret_variables_only() {
         check_secret_env("password_env", "FERRY_SECRET_SHOP_PG").unwrap();
-        for bad in ["HOME", "FERRY_SECRET_", "AWS_SECRET_ACCESS_KEY", "FERRY_SECRET_a", "ferry_secret_x"] {
-            let e = check_secret_env("password_env", bad).unwrap_err().to_string();
+        for bad in [
+            "HOME",
+            "FERRY_SECRET_",
+            "AWS_SECRET_ACCESS_KEY",
+            "FERRY_SECRET_a",
+            "ferry_secret_x",
+        ] {
+            let e = check_secret_env("password_env", bad)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("FERRY_SECRET_"), "{e}");
         }
     }

@@ -98,16 +98,25 @@ pub fn transport_failure(url: &str, status: &tonic::Status) -> Option<tonic::Sta
     use std::error::Error;
     let source = status.source()?;
     let chain = format!("{}: {}", status.message(), error_chain(source));
-    Some(tonic::Status::unavailable(explain_connect_error(url, &chain)))
+    Some(tonic::Status::unavailable(explain_connect_error(
+        url, &chain,
+    )))
 }
 
 /// True when an explanation names something to change (a certificate, the scheme): retrying
 /// the same call cannot help.
 pub fn is_configuration_error(explained: &str) -> bool {
-    explained.ends_with(')') && explained.contains(" (")
-        && ["--ca-cert", "https://", "http://", "--client-cert", "issued for"]
-            .iter()
-            .any(|h| explained.contains(h))
+    explained.ends_with(')')
+        && explained.contains(" (")
+        && [
+            "--ca-cert",
+            "https://",
+            "http://",
+            "--client-cert",
+            "issued for",
+        ]
+        .iter()
+        .any(|h| explained.contains(h))
 }
 
 /// Why a connection to `url` failed, in words that say what to change.

@@ -18,11 +18,14 @@ pub use ferry_proto::LEADER_HEADER;
 /// A client of the worker API that carries the worker's credentials.
 pub type Client = WorkerServiceClient<InterceptedService<Channel, Credentials>>;
 
+/// A session's id and key as metadata values.
+type Session = (MetadataValue<Ascii>, MetadataValue<Ascii>);
+
 /// What every call carries: the join token, and once registered the session's id and key.
 #[derive(Clone, Default)]
 pub struct Credentials {
     token: Option<MetadataValue<Ascii>>,
-    session: Arc<Mutex<Option<(MetadataValue<Ascii>, MetadataValue<Ascii>)>>>,
+    session: Arc<Mutex<Option<Session>>>,
 }
 
 impl Credentials {
@@ -31,11 +34,9 @@ impl Credentials {
         let token = if token.is_empty() {
             None
         } else {
-            Some(
-                format!("Bearer {token}")
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("the join token holds characters a header cannot carry"))?,
-            )
+            Some(format!("Bearer {token}").parse().map_err(|_| {
+                anyhow::anyhow!("the join token holds characters a header cannot carry")
+            })?)
         };
         Ok(Credentials {
             token,
@@ -95,7 +96,11 @@ fn channel(url: &str, tls: &ClientTls) -> anyhow::Result<Channel> {
 
 impl Controllers {
     /// Parses `URL[,URL…]`; calls carry `credentials` and use `tls` for `https://` URLs.
-    pub fn new(list: &str, tls: ClientTls, credentials: Credentials) -> anyhow::Result<Controllers> {
+    pub fn new(
+        list: &str,
+        tls: ClientTls,
+        credentials: Credentials,
+    ) -> anyhow::Result<Controllers> {
         let urls: Vec<String> = list
             .split(',')
             .map(str::trim)

@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::controllers::Controllers;
-use crate::policy::Policy;
 use crate::engines::{self, Counters, Run, ShardError};
 use crate::metrics::{Op, OpResult, WorkerMetrics};
+use crate::policy::Policy;
 
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -388,7 +388,7 @@ async fn read_tail(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
     let Some(mut pipe) = pipe else {
         return kept;
     };
-    let mut buf = [0u8; 8192];
+    let mut buf = vec![0u8; 8192];
     while let Ok(n) = pipe.read(&mut buf).await {
         if n == 0 {
             break;
@@ -430,8 +430,8 @@ async fn run_hook(name: &str, argv: &[String], timeout: Duration) -> Result<(), 
             )));
         }
     };
-    let status = status
-        .map_err(|e| ShardError::transient(format!("{name} hook {program:?}: {e}")))?;
+    let status =
+        status.map_err(|e| ShardError::transient(format!("{name} hook {program:?}: {e}")))?;
     if status.success() {
         tracing::info!(hook = name, program = %program, "hook done");
         return Ok(());
@@ -452,4 +452,38 @@ pub fn tail(stderr: &[u8]) -> String {
         .find(|i| text.is_char_boundary(*i))
         .unwrap_or(0);
     text[start..].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(script: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_runs_too_long_is_killed() {
+        let started = std::time::Instant::now();
+        let e = run_hook("pre_backup", &argv("sleep 30"), Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("--hook-timeout"), "{}", e.message);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn hook_output_is_kept_only_as_a_tail() {
+        // 4 MiB of output, then the reason: memory stays bounded, the reason is in the error.
+        let script =
+            "head -c 4194304 /dev/zero | tr '\\0' x; echo; echo 'the real reason' >&2; exit 3";
+        let e = run_hook("post_backup", &argv(script), Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("the real reason"), "{}", e.message);
+        assert!(e.message.len() < 2000, "{} bytes", e.message.len());
+        run_hook("post_backup", &argv("echo fine"), Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
 }

@@ -88,7 +88,10 @@ async fn run() -> std::process::ExitCode {
         (Some(file), _) => match std::fs::read_to_string(file) {
             Ok(t) => t.trim().to_owned(),
             Err(e) => {
-                eprintln!("ferry-worker: reading the join token {}: {e}", file.display());
+                eprintln!(
+                    "ferry-worker: reading the join token {}: {e}",
+                    file.display()
+                );
                 return std::process::ExitCode::from(2);
             }
         },

@@ -199,8 +199,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("allowed/data")).unwrap();
         std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
-        std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("allowed/link"))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("elsewhere"),
+            dir.path().join("allowed/link"),
+        )
+        .unwrap();
         let p = policy(dir.path());
         let ok = |s: &str| p.check_path(&dir.path().join(s).to_string_lossy());
         ok("allowed/data").unwrap();
@@ -230,7 +233,10 @@ mod tests {
         let e = p
             .check_program("pre_backup hook", &["/bin/sh".into()])
             .unwrap_err();
-        assert!(e.contains("--allow-exec /bin/sh") && e.contains("pre_backup hook"), "{e}");
+        assert!(
+            e.contains("--allow-exec /bin/sh") && e.contains("pre_backup hook"),
+            "{e}"
+        );
         let hooks = Hooks {
             pre_backup: Some(vec!["systemctl".into(), "stop".into()]),
             post_backup: None,
@@ -256,7 +262,8 @@ mod tests {
             databases: vec![],
             db: None,
         };
-        p.check_secret(&spec(Some("FERRY_SECRET_PG"), None)).unwrap();
+        p.check_secret(&spec(Some("FERRY_SECRET_PG"), None))
+            .unwrap();
         let e = p.check_secret(&spec(Some("HOME"), None)).unwrap_err();
         assert!(e.contains("FERRY_SECRET_"), "{e}");
         p.check_secret(&spec(None, Some(&dir.path().join("secrets/pg"))))

@@ -57,7 +57,11 @@ pub async fn token(ctx: &mut Ctx, cmd: TokenCmd) -> CliResult {
                 doc["token"] = json!(created.secret);
                 print_json(&doc);
             } else {
-                println!("token {} ({}) created. Its secret, shown this once:", t.name, grant(&t));
+                println!(
+                    "token {} ({}) created. Its secret, shown this once:",
+                    t.name,
+                    grant(&t)
+                );
                 println!("{}", created.secret);
             }
             Ok(())
@@ -158,7 +162,13 @@ pub async fn audit(ctx: &mut Ctx, cmd: AuditCmd) -> CliResult {
         return Ok(());
     }
     let mut t = table(&["TIME", "TOKEN", "TEAM", "ROLE", "CALL", "TARGET", "RESULT"]);
-    let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
     for e in &entries {
         let result = if e.message.is_empty() {
             e.result.clone()
@@ -230,9 +240,7 @@ pub async fn login(args: LoginArgs, target: &Target, out: Output) -> CliResult {
             e
         })?
         .into_inner();
-    let name = args
-        .name
-        .unwrap_or_else(|| login::name_from_url(&args.url));
+    let name = args.name.unwrap_or_else(|| login::name_from_url(&args.url));
     ferry_model::names::check_name("context name", &name)
         .map_err(|e| CliError::input(e.to_string()))?;
     let dir = config_dir()?;
@@ -255,8 +263,10 @@ pub async fn login(args: LoginArgs, target: &Target, out: Output) -> CliResult {
     config.current = Some(name.clone());
     config.save(&dir)?;
     if out == Output::Json {
-        print_json(&json!({"context": name, "controller": args.url, "token": id.token,
-            "team": id.team, "all_teams": id.all_teams, "role": id.role}));
+        print_json(
+            &json!({"context": name, "controller": args.url, "token": id.token,
+            "team": id.team, "all_teams": id.all_teams, "role": id.role}),
+        );
     } else {
         println!(
             "logged in to {} as {}; saved as context {name} (now current)",

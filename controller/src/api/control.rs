@@ -154,7 +154,10 @@ impl ControlService for ControlApi {
         let scope = |requested: &str| {
             let team = caller.team(requested);
             if let Some(note) = &note {
-                note.set(team.as_deref().unwrap_or(requested), "an imported backup".into());
+                note.set(
+                    team.as_deref().unwrap_or(requested),
+                    "an imported backup".into(),
+                );
             }
             team
         };

@@ -157,7 +157,12 @@ impl Inner {
         Ok(out)
     }
 
-    fn list_page(&self, prefix: &str, from: &str, limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+    fn list_page(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let tx = self.db.begin_read().map_err(unavailable)?;
         let kv = tx.open_table(KV).map_err(unavailable)?;
         let start = if from < prefix { prefix } else { from };
