@@ -112,6 +112,12 @@ pub fn extract_tree<R: Read>(
     Ok(ex.stats)
 }
 
+/// Whether this process may give files to other owners (root, or `CAP_CHOWN`): only then are
+/// archived owners restored.
+pub fn can_restore_owners() -> bool {
+    running_as_root()
+}
+
 /// Only root, or a process holding `CAP_CHOWN` (the worker's systemd unit runs it as an
 /// unprivileged user with it), may give files away, so ownership is restored only then.
 // The workspace denies unsafe code; this call and the lseek in sparse.rs are

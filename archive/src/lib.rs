@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub use compare::compare_trees;
-pub use extract::extract_tree;
+pub use extract::{can_restore_owners, extract_tree};
 pub use write::{tree_size, write_tree};
 
 /// Size of the one copy buffer each run allocates: large enough for

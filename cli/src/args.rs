@@ -391,6 +391,11 @@ pub enum RestoreCmd {
     /// Describe a restore.
     #[command(after_help = "Example:\n  ferry restore get restore-shop-copy-20261121-104000-9c1d")]
     Get { id: String },
+    /// Follow a restore until it ends; exit 1 unless it completed.
+    #[command(
+        after_help = "Example:\n  ferry restore watch restore-shop-copy-20261121-104000-9c1d"
+    )]
+    Watch { id: String },
     /// Stop a running restore (the target may hold part of the data).
     #[command(
         after_help = "Example:\n  ferry restore cancel restore-shop-copy-20261121-104000-9c1d"

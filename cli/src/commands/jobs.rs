@@ -176,6 +176,10 @@ pub async fn restore(ctx: &mut Ctx, cmd: RestoreCmd) -> CliResult {
             let job = ctx.client.cancel_restore(req).await?.into_inner();
             cancelled(ctx, job, wait).await
         }
+        RestoreCmd::Watch { id } => {
+            let job = follow(ctx, &id).await?;
+            conclude(ctx, &job)
+        }
         RestoreCmd::Get { id } => {
             let job = ctx
                 .client

@@ -1,7 +1,8 @@
 //! Volumes: a directory tree as a tar stream (ferry-archive), compressed and uploaded while it is
 //! being read; restored by streaming the archive back into an empty (or `--overwrite`) directory.
 
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 
 use ferry_model::task::{Resource, ShardOutcome};
 
@@ -111,32 +112,138 @@ pub async fn check_empty(path: &str) -> Result<(), ShardError> {
     }
 }
 
-/// Streams the archive back into the volume's directory.
+/// Name prefix of the staging directories of one restore job inside its target.
+fn staging_prefix(job_id: &str) -> String {
+    format!(".ferry-restore-{job_id}.")
+}
+
+/// Makes the target ready for this attempt: creates it, and when an earlier attempt of the same
+/// restore left its staging directory there (it died, or lost its lease), everything in the
+/// target is that attempt's and is removed. Otherwise a target with content is refused unless
+/// `overwrite`.
+fn claim(root: &Path, prefix: &str, overwrite: bool) -> Result<(), ShardError> {
+    let io = |what: &str, e: std::io::Error| {
+        ShardError::transient(format!("{what} {}: {e}", root.display()))
+    };
+    std::fs::create_dir_all(root)
+        .map_err(|e| ShardError::permanent(format!("cannot create {}: {e}", root.display())))?;
+    let mut ours = false;
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(root).map_err(|e| io("reading", e))? {
+        let e = e.map_err(|e| io("reading", e))?;
+        ours |= e.file_name().to_string_lossy().starts_with(prefix);
+        entries.push(e.path());
+    }
+    if ours {
+        tracing::info!(target = %root.display(), "an earlier attempt of this restore left its work here: removing it");
+        for path in entries {
+            remove_any(&path).map_err(|e| io("clearing", e))?;
+        }
+    } else if !entries.is_empty() && !overwrite {
+        return Err(ShardError::permanent(format!(
+            "restore target {} is not empty; restore into a new app (--to-app NAME \
+             --rewrite {0}=NEW_PATH) or replace its content with --overwrite",
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves a verified staging directory's content into the target (replacing what `overwrite`
+/// allows to replace), then gives the target the archived root's owner, mode and times. The
+/// staging directory goes last, so until then a retry knows the target's content is ours.
+fn publish(root: &Path, staging: &Path, overwrite: bool) -> Result<(), ShardError> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |what: &str, e: std::io::Error| {
+        ShardError::transient(format!("{what} {}: {e}", root.display()))
+    };
+    if overwrite {
+        for e in std::fs::read_dir(root).map_err(|e| io("reading", e))? {
+            let path = e.map_err(|e| io("reading", e))?.path();
+            if path != staging {
+                remove_any(&path).map_err(|e| io("clearing", e))?;
+            }
+        }
+    }
+    for e in std::fs::read_dir(staging).map_err(|e| io("reading the staging of", e))? {
+        let e = e.map_err(|e| io("reading the staging of", e))?;
+        std::fs::rename(e.path(), root.join(e.file_name())).map_err(|e| io("moving into", e))?;
+    }
+    let meta = std::fs::symlink_metadata(staging).map_err(|e| io("reading the staging of", e))?;
+    std::fs::remove_dir(staging).map_err(|e| io("removing the staging of", e))?;
+    // Owner first (chown clears setuid/setgid), then mode, then times.
+    if ferry_archive::can_restore_owners() {
+        std::os::unix::fs::chown(root, Some(meta.uid()), Some(meta.gid()))
+            .map_err(|e| io("setting the owner of", e))?;
+    }
+    std::fs::set_permissions(
+        root,
+        std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
+    )
+    .map_err(|e| io("setting the mode of", e))?;
+    let mtime = filetime::FileTime::from_last_modification_time(&meta);
+    let atime = filetime::FileTime::from_last_access_time(&meta);
+    filetime::set_file_times(root, atime, mtime).map_err(|e| io("setting the times of", e))?;
+    Ok(())
+}
+
+/// Streams the archive into a staging directory inside the volume's directory, and moves it
+/// into place only once the archive's SHA-256 matched. A retry after a failed or lost attempt
+/// finds that attempt's staging directory and starts over; two attempts never share one.
 pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
     let root = path_of(run)?;
-    if !run.task.overwrite {
-        check_empty(&root.to_string_lossy()).await?;
-    }
-    tokio::fs::create_dir_all(&root)
-        .await
-        .map_err(|e| ShardError::permanent(format!("cannot create {}: {e}", root.display())))?;
     let overwrite = run.task.overwrite;
+    let prefix = staging_prefix(&run.task.job_id);
+    let staging = root.join(format!("{prefix}{}", run.task.attempt));
+    {
+        let (root, prefix, staging) = (root.clone(), prefix.clone(), staging.clone());
+        tokio::task::spawn_blocking(move || {
+            claim(&root, &prefix, overwrite)?;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&staging)
+                .map_err(|e| ShardError::transient(format!("creating {}: {e}", staging.display())))
+        })
+        .await
+        .map_err(|e| ShardError::transient(format!("preparing the target: {e}")))??;
+    }
     let counters = run.counters.clone();
     let stage =
         tracing::info_span!("restore", path = %root.display(), bytes = tracing::field::Empty);
-    let stats = download_decompressed(
+    let into = staging.clone();
+    let extracted = download_decompressed(
         &*run.store,
         &run.task.object_key,
         run.task.expected_sha256.clone(),
         move |input| {
             let _stage = stage.enter();
-            let stats = ferry_archive::extract_tree(input, &root, overwrite, &counters.done)
+            let stats = ferry_archive::extract_tree(input, &into, true, &counters.done)
                 .map_err(archive_error)?;
             stage.record("bytes", stats.bytes);
             Ok(stats)
         },
     )
-    .await?;
+    .await;
+    let stats = match extracted {
+        Ok(stats) => stats,
+        Err(e) => {
+            // Nothing of a refused or broken archive stays in the target.
+            let _ = tokio::task::spawn_blocking(move || remove_any(&staging)).await;
+            return Err(e);
+        }
+    };
+    tokio::task::spawn_blocking(move || publish(&root, &staging, overwrite))
+        .await
+        .map_err(|e| ShardError::transient(format!("moving the restore into place: {e}")))??;
     Ok(ShardOutcome {
         source_bytes: stats.bytes,
         detail: describe(&stats),
