@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apps;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::jobs::phase::Phase;
 use crate::jobs::{self, MANIFEST_LIMIT};
 use crate::keys;
 use crate::records::{JobKind, JobRecord, JobState, ShardRecord, ShardState};
@@ -143,15 +144,10 @@ async fn sync_inner(ctx: &Context, location: &StorageLocation) -> Result<SyncRep
         {
             continue;
         }
-        let mut ops = vec![Op::delete(keys::job(&job.id))];
-        ops.extend(
-            jobs::shards_of(ctx, &job.id)
-                .await?
-                .iter()
-                .map(|s| Op::delete(keys::shard(&job.id, &s.id))),
-        );
         let condition = Condition::ModRevision(keys::job(&job.id), rev);
+        let ops = vec![Op::delete(keys::job(&job.id))];
         if ctx.store.txn(vec![condition], ops).await? {
+            jobs::persist::remove_shards(&*ctx.store, &job.id).await?;
             report.removed += 1;
             tracing::warn!(job = %job.id, storage = %location.name,
                 "backup removed from the catalog: its manifest is gone from storage");
@@ -163,15 +159,11 @@ async fn sync_inner(ctx: &Context, location: &StorageLocation) -> Result<SyncRep
     Ok(report)
 }
 
-/// Writes a catalog entry unless one with its id exists; true when written.
+/// Writes a catalog entry (shards first, the job record last) unless one with its id exists;
+/// true when written.
 async fn persist(ctx: &Context, job: &JobRecord, shards: &[ShardRecord]) -> Result<bool> {
-    Ok(ctx
-        .store
-        .txn(
-            vec![Condition::Absent(keys::job(&job.id))],
-            jobs::creation_ops(job, shards),
-        )
-        .await?)
+    let mut job = job.clone();
+    jobs::persist::create(ctx, &mut job, shards, Phase::Done, vec![], vec![]).await
 }
 
 /// The catalog entry (a finished backup and its shards) for a manifest found in `storage`.

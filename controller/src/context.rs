@@ -64,6 +64,8 @@ pub struct Context {
     pub metrics: crate::metrics::Metrics,
     /// Rate limit of stored audit entries for calls without a valid token.
     pub audit_budget: crate::audit::AnonymousBudget,
+    /// Jobs whose storage or catalog work runs off the reconciler's pass right now.
+    busy: Mutex<std::collections::HashSet<String>>,
 }
 
 /// gRPC metadata key naming the leader's URL when a follower refuses a call.
@@ -89,6 +91,7 @@ impl Context {
             wake: Notify::new(),
             changed: watch::Sender::new(0),
             audit_budget: Default::default(),
+            busy: Mutex::new(Default::default()),
         })
     }
 
@@ -116,6 +119,23 @@ impl Context {
     pub fn notify(&self) {
         self.wake.notify_one();
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Whether work of a job runs off the pass now.
+    pub fn is_busy(&self, job: &str) -> bool {
+        self.busy.lock().map(|b| b.contains(job)).unwrap_or(false)
+    }
+
+    /// Marks a job's off-pass work started (`true`; false when it already was) or ended.
+    pub fn set_busy(&self, job: &str, busy: bool) -> bool {
+        let Ok(mut set) = self.busy.lock() else {
+            return false;
+        };
+        if busy {
+            set.insert(job.to_owned())
+        } else {
+            set.remove(job)
+        }
     }
 
     /// Progress of a shard's current attempt.

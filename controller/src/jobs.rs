@@ -1,23 +1,33 @@
-//! Jobs: creating backups and restores (intent persisted before anything runs), taking workers'
-//! reports under fencing, and reading jobs back for the API. The reconciler drives them.
+//! Jobs as procedures: one module per kind (backup, restore, verify, migrate) that plans and
+//! ends it, a persisted phase and the pure decision of what to do next (`phase`), and writes of
+//! any size (`persist`). Here: reading jobs for the API, taking workers' reports under fencing
+//! (through the shard transitions of `crate::shards`), cancel and delete.
+
+pub mod backup;
+pub mod migrate;
+pub mod persist;
+pub mod phase;
+pub mod restore;
+pub mod verify;
 
 use std::collections::BTreeMap;
 
 use ferry_model::layout;
 use ferry_model::manifest::BackupManifest;
-use ferry_model::names::new_job_id;
-use ferry_model::now_ms;
-use ferry_model::rewrite::rewrite_spec;
 use ferry_model::task::{PlannedShard, ShardOp, plan_shards};
-use ferry_proto::model::{CreateBackup, CreateRestore, Migrate, Progress, ShardReport};
+use ferry_proto::model::{Progress, ShardReport};
+
+pub use backup::{create_backup, new_backup};
+pub use migrate::create_migration;
+pub use restore::create_restore;
+pub use verify::create_verify;
 
 use crate::apps;
 use crate::context::{Context, ShardProgress};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::records::{
-    AssignmentRecord, JobKind, JobRecord, JobState, RestorePlan, ShardRecord, ShardState,
-};
+use crate::records::{AssignmentRecord, JobKind, JobRecord, ShardRecord, ShardState};
+use crate::shards;
 use crate::store::{Condition, Op, get_json, list_json};
 
 /// Largest manifest the controller will read.
@@ -57,25 +67,8 @@ pub fn new_shard(job_id: &str, planned: &PlannedShard, op: ShardOp) -> ShardReco
     }
 }
 
-async fn persist_new(ctx: &Context, job: &JobRecord, shards: &[ShardRecord]) -> Result<()> {
-    let ops = creation_ops(job, shards);
-    let created = ctx
-        .store
-        .txn(vec![Condition::Absent(keys::job(&job.id))], ops)
-        .await?;
-    if !created {
-        return Err(Error::AlreadyExists(format!(
-            "job {} already exists",
-            job.id
-        )));
-    }
-    tracing::info!(job = %job.id, kind = ?job.kind, app = %job.app, shards = shards.len(), "job created");
-    ctx.notify();
-    Ok(())
-}
-
-async fn refuse_if_busy(ctx: &Context, team: &str, app: &str, kind: JobKind) -> Result<()> {
-    let busy = list_jobs(ctx)
+pub(crate) async fn refuse_if_busy(ctx: &Context, team: &str, app: &str, kind: JobKind) -> Result<()> {
+    let busy = active_jobs(ctx)
         .await?
         .into_iter()
         .find(|j| j.team == team && j.app == app && !j.state.is_final() && j.kind == kind);
@@ -87,64 +80,6 @@ async fn refuse_if_busy(ctx: &Context, team: &str, app: &str, kind: JobKind) -> 
         )));
     }
     Ok(())
-}
-
-/// Starts a backup of an app: one shard per volume, config, database and exec.
-pub async fn create_backup(ctx: &Context, req: CreateBackup) -> Result<JobRecord> {
-    let (job, shards) = new_backup(ctx, req, "manual").await?;
-    persist_new(ctx, &job, &shards).await?;
-    Ok(job)
-}
-
-/// Plans a backup (job and shard records) without persisting it. Refuses an app that already has
-/// a backup running: one backup at a time per app.
-pub async fn new_backup(
-    ctx: &Context,
-    req: CreateBackup,
-    trigger: &str,
-) -> Result<(JobRecord, Vec<ShardRecord>)> {
-    let app = apps::get(&*ctx.store, &req.team, &req.app).await?;
-    let location =
-        apps::choose_storage(&*ctx.store, req.storage.as_deref(), &app.spec.cluster).await?;
-    refuse_if_busy(ctx, &req.team, &req.app, JobKind::Backup).await?;
-    let planned = plan_shards(&app.spec);
-    if planned.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "app {:?} declares nothing to back up (no volume, config, database or exec)",
-            req.app
-        )));
-    }
-    let now = now_ms();
-    let job = JobRecord {
-        labels: req.labels,
-        expires_at_ms: req.ttl.map(|t| now + t.as_millis() as i64),
-        ..JobRecord::pending(
-            new_job_id(&req.app),
-            JobKind::Backup,
-            req.team,
-            req.app,
-            app.spec.cluster.clone(),
-            location.name,
-            app.spec,
-            trigger.into(),
-        )
-    };
-    let shards: Vec<_> = planned
-        .iter()
-        .map(|p| new_shard(&job.id, p, ShardOp::Backup))
-        .collect();
-    Ok((job, shards))
-}
-
-/// The store writes that create a job and its shards.
-pub fn creation_ops(job: &JobRecord, shards: &[ShardRecord]) -> Vec<Op> {
-    let mut ops = vec![Op::put_json(keys::job(&job.id), job)];
-    ops.extend(
-        shards
-            .iter()
-            .map(|s| Op::put_json(keys::shard(&job.id, &s.id), s)),
-    );
-    ops
 }
 
 /// Reads the committed manifest of a backup from its storage.
@@ -202,333 +137,15 @@ pub fn shards_from_manifest(
         .collect()
 }
 
-/// Starts a restore: first every archive is verified (and every target checked empty unless
-/// `overwrite`), then, only if all of that passed, the data is written.
-pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobRecord> {
-    let backup = get_job(ctx, &req.team, &req.backup_id).await?;
-    if backup.kind != JobKind::Backup {
-        return Err(Error::InvalidArgument(format!(
-            "{} is not a backup",
-            backup.id
-        )));
-    }
-    if !matches!(
-        backup.state,
-        JobState::Completed | JobState::PartiallyFailed
-    ) {
-        return Err(Error::FailedPrecondition(format!(
-            "backup {} is {:?}; only completed backups can be restored",
-            backup.id, backup.state
-        )));
-    }
-    let manifest = read_manifest(ctx, &backup).await?;
-    let target = req.to_app.clone().unwrap_or_else(|| manifest.app.clone());
-    let existing = apps::find(&*ctx.store, &req.team, &target).await?;
-    let (spec, creates_app) = match existing {
-        Some(app) => {
-            if let Some(c) = &req.to_cluster
-                && *c != app.spec.cluster
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "app {target:?} is registered in cluster {:?}, not {c:?}",
-                    app.spec.cluster
-                )));
-            }
-            (app.spec, false)
+/// Every active job (through the active index).
+pub async fn active_jobs(ctx: &Context) -> Result<Vec<JobRecord>> {
+    let mut out = Vec::new();
+    for id in persist::active_ids(&*ctx.store).await? {
+        if let Some((job, _)) = get_json::<JobRecord>(&*ctx.store, &keys::job(&id)).await? {
+            out.push(job);
         }
-        None => {
-            let cluster = req.to_cluster.as_deref().unwrap_or(&manifest.cluster);
-            let spec = rewrite_spec(&manifest.app_spec, &target, cluster, &req.rewrites);
-            spec.validate()?;
-            (spec, true)
-        }
-    };
-    let location = apps::find_storage(&*ctx.store, &backup.storage)
-        .await?
-        .ok_or_else(|| {
-            Error::NotFound(format!("storage location {:?} not found", backup.storage))
-        })?;
-    apps::check_reachable(&location, &spec.cluster)?;
-    refuse_if_busy(ctx, &req.team, &target, JobKind::Restore).await?;
-    refuse_if_busy(ctx, &req.team, &target, JobKind::Backup).await?;
-
-    let id = new_job_id(&format!("restore-{target}"));
-    let check_target = !req.overwrite;
-    let shards = shards_from_manifest(&id, &manifest, &spec, check_target, |m| {
-        format!(
-            "app {target:?} has nothing to receive shard {} ({}); declare it or restore into a \
-             new app with --to-app",
-            m.id, m.slot
-        )
-    })?;
-    if shards.is_empty() {
-        return Err(Error::FailedPrecondition(format!(
-            "backup {} holds no restorable shard",
-            backup.id
-        )));
     }
-    // In place (--overwrite): first a backup of what the target holds now, to roll back to.
-    let safety = if req.overwrite {
-        let sid = new_job_id(&target);
-        let backup_job = JobRecord {
-            labels: [("ferry.restore".to_owned(), id.clone())].into(),
-            ..JobRecord::pending(
-                sid.clone(),
-                JobKind::Backup,
-                req.team.clone(),
-                target.clone(),
-                spec.cluster.clone(),
-                backup.storage.clone(),
-                spec.clone(),
-                format!("safety/{id}"),
-            )
-        };
-        let shards: Vec<ShardRecord> = plan_shards(&spec)
-            .iter()
-            .map(|p| ShardRecord {
-                missing_ok: true,
-                ..new_shard(&sid, p, ShardOp::Backup)
-            })
-            .collect();
-        Some((backup_job, shards))
-    } else {
-        None
-    };
-    let job = JobRecord {
-        restore: Some(RestorePlan {
-            backup_id: backup.id,
-            source_app: manifest.app,
-            overwrite: req.overwrite,
-            rewrites: req.rewrites,
-            creates_app,
-            awaits_backup: false,
-        }),
-        safety_backup: safety.as_ref().map(|(s, _)| s.id.clone()),
-        ..JobRecord::pending(
-            id,
-            JobKind::Restore,
-            req.team,
-            target,
-            spec.cluster.clone(),
-            backup.storage.clone(),
-            spec,
-            "manual".into(),
-        )
-    };
-    if let Some((safety_job, safety_shards)) = &safety {
-        let mut ops = creation_ops(safety_job, safety_shards);
-        ops.extend(creation_ops(&job, &shards));
-        let conditions = vec![
-            Condition::Absent(keys::job(&job.id)),
-            Condition::Absent(keys::job(&safety_job.id)),
-        ];
-        if !ctx.store.txn(conditions, ops).await? {
-            return Err(Error::AlreadyExists(format!(
-                "job {} already exists",
-                job.id
-            )));
-        }
-        tracing::info!(job = %job.id, safety = %safety_job.id, "in-place restore created with a safety backup");
-        ctx.notify();
-        return Ok(job);
-    }
-    persist_new(ctx, &job, &shards).await?;
-    Ok(job)
-}
-
-/// Starts a migration: a backup of the app by its cluster's workers into storage both clusters
-/// reach, and a restore by the target cluster's workers that waits for it, then registers the
-/// app in the target cluster and team with the rewrites applied. Both are persisted at once, so
-/// a restarted controller carries the migration on. Returns (backup, restore).
-pub async fn create_migration(ctx: &Context, req: Migrate) -> Result<(JobRecord, JobRecord)> {
-    let app = apps::get(&*ctx.store, &req.team, &req.app).await?;
-    let from = app.spec.cluster.clone();
-    if req.to_cluster == from && req.to_team == req.team {
-        return Err(Error::InvalidArgument(format!(
-            "app {:?} is already in cluster {from:?} and team {:?}; nothing to migrate",
-            req.app, req.team
-        )));
-    }
-    let location = apps::choose_migration_storage(&*ctx.store, req.storage.as_deref()).await?;
-    // The target: the source app's spec, moved and rewritten. Another app of that name in the
-    // target team is never overwritten by a migration.
-    if req.to_team != req.team
-        && let Some(existing) = apps::find(&*ctx.store, &req.to_team, &req.app).await?
-    {
-        return Err(Error::AlreadyExists(format!(
-            "team {:?} already has an app {:?} (in cluster {:?}); delete it first or migrate \
-             into another team",
-            req.to_team, req.app, existing.spec.cluster
-        )));
-    }
-    let spec = rewrite_spec(&app.spec, &req.app, &req.to_cluster, &req.rewrites);
-    spec.validate()?;
-    refuse_if_busy(ctx, &req.to_team, &req.app, JobKind::Restore).await?;
-
-    let restore_id = new_job_id(&format!("migrate-{}", req.app));
-    // The first half is an ordinary backup, labelled with the restore it feeds.
-    let backup_req = CreateBackup {
-        team: req.team.clone(),
-        app: req.app.clone(),
-        storage: Some(location.name.clone()),
-        labels: [("ferry.migration".to_owned(), restore_id.clone())].into(),
-        ttl: None,
-    };
-    let (backup, backup_shards) =
-        new_backup(ctx, backup_req, &format!("migrate/{restore_id}")).await?;
-    let backup_id = backup.id.clone();
-    let restore = JobRecord {
-        restore: Some(RestorePlan {
-            backup_id: backup_id.clone(),
-            source_app: req.app.clone(),
-            overwrite: false,
-            rewrites: req.rewrites,
-            creates_app: true,
-            awaits_backup: true,
-        }),
-        message: format!("waiting for backup {backup_id} in cluster {from}"),
-        ..JobRecord::pending(
-            restore_id.clone(),
-            JobKind::Restore,
-            req.to_team.clone(),
-            req.app.clone(),
-            req.to_cluster.clone(),
-            location.name.clone(),
-            spec,
-            "migrate".into(),
-        )
-    };
-    let mut ops = creation_ops(&backup, &backup_shards);
-    ops.push(Op::put_json(keys::job(&restore.id), &restore));
-    let conditions = vec![
-        Condition::Absent(keys::job(&backup.id)),
-        Condition::Absent(keys::job(&restore.id)),
-    ];
-    if !ctx.store.txn(conditions, ops).await? {
-        return Err(Error::AlreadyExists(format!(
-            "job {restore_id} already exists"
-        )));
-    }
-    tracing::info!(backup = %backup.id, restore = %restore.id, from = %from,
-        to = %req.to_cluster, team = %req.to_team, "migration created");
-    ctx.notify();
-    Ok((backup, restore))
-}
-
-/// Gives a migration's restore its shards once its backup completed: the restore proper (verify
-/// first, then write) starts. Returns the message to show while it has to wait, or an error
-/// message when the backup ended without a usable result.
-pub async fn start_awaited_restore(
-    ctx: &Context,
-    job: &mut JobRecord,
-    rev: i64,
-) -> Result<std::result::Result<Option<String>, String>> {
-    let Some(plan) = job.restore.clone() else {
-        return Ok(Ok(None));
-    };
-    let backup = get_json::<JobRecord>(&*ctx.store, &keys::job(&plan.backup_id))
-        .await?
-        .map(|(j, _)| j);
-    let backup = match backup {
-        Some(b) if b.state == JobState::Completed => b,
-        Some(b) if !b.state.is_final() => {
-            return Ok(Ok(Some(format!(
-                "waiting for backup {} in cluster {}",
-                b.id, b.cluster
-            ))));
-        }
-        Some(b) => {
-            return Ok(Err(format!(
-                "the migration's backup {} ended {:?} ({}); nothing was restored",
-                b.id, b.state, b.message
-            )));
-        }
-        None => {
-            return Ok(Err(format!(
-                "the migration's backup {} is gone; nothing was restored",
-                plan.backup_id
-            )));
-        }
-    };
-    let manifest = read_manifest(ctx, &backup).await?;
-    let target = job.app.clone();
-    let shards = match shards_from_manifest(&job.id, &manifest, &job.spec, true, |m| {
-        format!(
-            "app {target:?} has nothing to receive shard {} ({})",
-            m.id, m.slot
-        )
-    }) {
-        Ok(s) => s,
-        Err(e) => return Ok(Err(e.to_string())),
-    };
-    if let Some(p) = job.restore.as_mut() {
-        p.awaits_backup = false;
-    }
-    job.message = format!("backup {} completed; verifying its archives", backup.id);
-    let ops = creation_ops(job, &shards);
-    if ctx
-        .store
-        .txn(vec![Condition::ModRevision(keys::job(&job.id), rev)], ops)
-        .await?
-    {
-        ctx.notify();
-    }
-    Ok(Ok(None))
-}
-
-/// Starts a verify job: every archive of the backup is re-read from storage and its SHA-256
-/// checked against the manifest, by a worker of the backup's cluster. Nothing is written.
-pub async fn create_verify(ctx: &Context, team: &str, backup_id: &str) -> Result<JobRecord> {
-    let backup = get_job(ctx, team, backup_id).await?;
-    if backup.kind != JobKind::Backup {
-        return Err(Error::InvalidArgument(format!(
-            "{backup_id} is not a backup"
-        )));
-    }
-    if !matches!(
-        backup.state,
-        JobState::Completed | JobState::PartiallyFailed
-    ) {
-        return Err(Error::FailedPrecondition(format!(
-            "backup {backup_id} is {:?}; only completed backups have archives to verify",
-            backup.state
-        )));
-    }
-    let manifest = read_manifest(ctx, &backup).await?;
-    let id = new_job_id(&format!("verify-{}", backup.app));
-    let shards = shards_from_manifest(&id, &manifest, &manifest.app_spec, false, |m| {
-        format!(
-            "manifest of {backup_id} is inconsistent: shard {} has no place ({}) in its app spec",
-            m.id, m.slot
-        )
-    })?;
-    if shards.is_empty() {
-        return Err(Error::FailedPrecondition(format!(
-            "backup {backup_id} holds no archive to verify"
-        )));
-    }
-    let job = JobRecord {
-        restore: Some(RestorePlan {
-            backup_id: backup.id,
-            source_app: manifest.app.clone(),
-            overwrite: false,
-            rewrites: Vec::new(),
-            creates_app: false,
-            awaits_backup: false,
-        }),
-        ..JobRecord::pending(
-            id,
-            JobKind::Verify,
-            team.to_owned(),
-            backup.app.clone(),
-            backup.cluster.clone(),
-            backup.storage.clone(),
-            manifest.app_spec.clone(),
-            "manual".into(),
-        )
-    };
-    persist_new(ctx, &job, &shards).await?;
-    Ok(job)
+    Ok(out)
 }
 
 /// Every job record.
@@ -617,16 +234,16 @@ pub async fn record_progress(ctx: &Context, worker: &str, p: Progress) -> Result
 pub async fn record_result(ctx: &Context, worker: &str, report: ShardReport) -> Result<bool> {
     let key = keys::shard(&report.shard.job_id, &report.shard.shard_id);
     for _ in 0..8 {
-        let Some((mut shard, rev)) = get_json::<ShardRecord>(&*ctx.store, &key).await? else {
+        let Some((current, rev)) = get_json::<ShardRecord>(&*ctx.store, &key).await? else {
             return Ok(false);
         };
-        if shard.attempt != report.shard.attempt || shard.state != ShardState::Assigned {
-            tracing::warn!(shard = %report.shard, current = shard.attempt, state = ?shard.state,
+        if current.attempt != report.shard.attempt || current.state != ShardState::Assigned {
+            tracing::warn!(shard = %report.shard, current = current.attempt, state = ?current.state,
                 "stale report refused");
             return Ok(false);
         }
-        if shard.worker != worker {
-            tracing::warn!(shard = %report.shard, holder = %shard.worker, reporter = %worker,
+        if current.worker != worker {
+            tracing::warn!(shard = %report.shard, holder = %current.worker, reporter = %worker,
                 "report from a worker that does not hold the shard refused");
             return Err(Error::Access(tonic::Status::permission_denied(format!(
                 "shard {} is not handed to worker {worker}",
@@ -634,12 +251,12 @@ pub async fn record_result(ctx: &Context, worker: &str, report: ShardReport) -> 
             ))));
         }
         let labels = crate::metrics::ShardKind {
-            kind: shard.kind.clone(),
-            op: shard.op.as_str().to_owned(),
+            kind: current.kind.clone(),
+            op: current.op.as_str().to_owned(),
         };
-        match &report.result {
+        let shard = match &report.result {
             Ok(outcome) => {
-                let secs = ((report.at_ms - shard.attempt_started_ms).max(1) as f64) / 1000.0;
+                let secs = ((report.at_ms - current.attempt_started_ms).max(1) as f64) / 1000.0;
                 let m = &ctx.metrics;
                 m.shard_duration.get_or_create(&labels).observe(secs);
                 m.shard_throughput
@@ -651,29 +268,29 @@ pub async fn record_result(ctx: &Context, worker: &str, report: ShardReport) -> 
                 m.stored_bytes
                     .get_or_create(&labels)
                     .inc_by(outcome.stored_bytes);
-                shard.state = ShardState::Succeeded;
-                shard.outcome = Some(outcome.clone());
-                shard.error.clear();
-                shard.finished_at_ms = report.at_ms;
+                shards::succeed(&current, outcome.clone(), report.at_ms)
             }
             Err(message) => {
-                shard.failures += 1;
-                shard.error = message.clone();
-                if report.permanent || shard.failures >= ctx.settings.max_shard_failures {
-                    shard.state = ShardState::Failed;
-                    shard.finished_at_ms = report.at_ms;
+                let backoff = |n: u32| ctx.timings.retry_backoff(n).as_millis() as i64;
+                let next = shards::fail(
+                    &current,
+                    message,
+                    report.permanent,
+                    ctx.settings.max_shard_failures,
+                    backoff,
+                    report.at_ms,
+                );
+                if next.state == ShardState::Failed {
                     ctx.metrics.shard_failures.get_or_create(&labels).inc();
                 } else {
                     ctx.metrics.retries.get_or_create(&labels).inc();
-                    shard.state = ShardState::Pending;
-                    shard.not_before_ms =
-                        report.at_ms + ctx.timings.retry_backoff(shard.failures).as_millis() as i64;
                 }
                 tracing::warn!(shard = %report.shard, worker = %worker,
-                    failures = shard.failures, permanent = report.permanent, error = %message,
+                    failures = next.failures, permanent = report.permanent, error = %message,
                     "shard attempt failed");
+                next
             }
-        }
+        };
         let ops = vec![
             Op::put_json(key.clone(), &shard),
             Op::delete(keys::assignment(&shard.worker, &shard.job_id, &shard.id)),
@@ -753,14 +370,7 @@ pub async fn delete_backup(ctx: &Context, team: &str, id: &str) -> Result<u64> {
         )));
     }
     let deleted = delete_objects(ctx, &job).await?;
-    let mut ops = vec![Op::delete(keys::job(id))];
-    ops.extend(
-        shards_of(ctx, id)
-            .await?
-            .iter()
-            .map(|s| Op::delete(keys::shard(id, &s.id))),
-    );
-    ctx.store.txn(vec![], ops).await?;
+    persist::remove(&*ctx.store, id).await?;
     tracing::info!(job = %id, objects = deleted, "backup deleted");
     ctx.notify();
     Ok(deleted)

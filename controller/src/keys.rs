@@ -3,7 +3,9 @@
 //! ```text
 //! /ferry/v1/apps/TEAM/APP                       app record (spec + metadata)
 //! /ferry/v1/storage/NAME                        storage location
-//! /ferry/v1/jobs/ID                             job record (intent and final state)
+//! /ferry/v1/jobs/ID                             job record (intent, phase and final state)
+//! /ferry/v1/active/ID                           set while job ID is not final: what a pass reads
+//! /ferry/v1/active-index                        set once the active index covers every job
 //! /ferry/v1/shards/JOB/SHARD                    shard record (state, attempt = fencing token)
 //! /ferry/v1/workers/WORKER                      worker session, attached to the worker's lease
 //! /ferry/v1/assignments/WORKER/JOB/SHARD        a shard handed to a worker, attached to its lease
@@ -49,6 +51,21 @@ pub fn job(id: &str) -> String {
 /// Prefix of all jobs.
 pub fn jobs() -> String {
     format!("{ROOT}jobs/")
+}
+
+/// `/ferry/v1/active/ID`
+pub fn active_job(id: &str) -> String {
+    format!("{ROOT}active/{id}")
+}
+
+/// Prefix of the active-job index.
+pub fn active_jobs() -> String {
+    format!("{ROOT}active/")
+}
+
+/// `/ferry/v1/active-index`
+pub fn active_index_built() -> String {
+    format!("{ROOT}active-index")
 }
 
 /// `/ferry/v1/shards/JOB/SHARD`

@@ -9,6 +9,8 @@ use ferry_model::rewrite::Rewrite;
 use ferry_model::task::{Resource, ShardOp, ShardOutcome};
 use serde::{Deserialize, Serialize};
 
+use crate::jobs::phase::Phase;
+
 /// A registered application.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppRecord {
@@ -90,16 +92,17 @@ pub struct JobRecord {
     /// nothing until it completed.
     #[serde(default)]
     pub safety_backup: Option<String>,
-    /// The safety backup completed: the restore may write.
+    /// Where the job is in its procedure (`crate::jobs::phase`).
     #[serde(default)]
-    pub safety_done: bool,
+    pub phase: Phase,
     /// The job's trace (hex) and the id of its root span, emitted when the job ends; every span
     /// of the job, on every machine, descends from it.
     #[serde(default)]
     pub trace_id: String,
     #[serde(default)]
     pub root_span_id: String,
-    /// Set by `cancel`: the reconciler stops the shards and ends the job `Cancelled`.
+    /// Set by `cancel` (the caller's intent): the job's procedure stops its shards and ends it
+    /// `Cancelled`.
     #[serde(default)]
     pub cancel_requested: bool,
     /// Backup only: summary of what was written, once committed.
@@ -145,7 +148,7 @@ impl JobRecord {
             expires_at_ms: None,
             restore: None,
             safety_backup: None,
-            safety_done: false,
+            phase: Phase::default(),
             trace_id,
             root_span_id,
             cancel_requested: false,
@@ -165,10 +168,6 @@ pub struct RestorePlan {
     pub rewrites: Vec<Rewrite>,
     /// True when the target app did not exist and is created by the restore.
     pub creates_app: bool,
-    /// A migration's restore, created together with its backup: it has no shards until that
-    /// backup completes (then they are made from its manifest).
-    #[serde(default)]
-    pub awaits_backup: bool,
 }
 
 /// The life of a shard.

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::jobs;
+use crate::jobs::{self, persist, phase::Phase};
 use crate::keys;
 use crate::records::{JobKind, JobRecord, JobState};
 use crate::store::{Condition, Op, get_json, list_json};
@@ -223,16 +223,18 @@ async fn fire(ctx: &Context, mut schedule: ScheduleRecord, rev: i64) -> Result<(
     let label = crate::metrics::Schedule {
         schedule: format!("{}/{}", schedule.team, schedule.name),
     };
-    let mut conditions = vec![Condition::ModRevision(key.clone(), rev)];
-    let mut ops = Vec::new();
+    let conditions = vec![Condition::ModRevision(key.clone(), rev)];
     match jobs::new_backup(ctx, req, &schedule.trigger()).await {
-        Ok((job, shards)) => {
+        Ok((mut job, shards)) => {
             schedule.runs += 1;
             schedule.last_backup = job.id.clone();
-            ctx.metrics.schedule_runs.get_or_create(&label).inc();
-            conditions.push(Condition::Absent(keys::job(&job.id)));
-            ops.extend(jobs::creation_ops(&job, &shards));
-            tracing::info!(schedule = %schedule.name, job = %job.id, "scheduled backup started");
+            // The tick and the backup are one write: the job record commits both.
+            let advance = vec![Op::put_json(key, &schedule)];
+            let first = Phase::first(&job, &shards, false);
+            if persist::create(ctx, &mut job, &shards, first, conditions, advance).await? {
+                ctx.metrics.schedule_runs.get_or_create(&label).inc();
+                tracing::info!(schedule = %schedule.name, job = %job.id, "scheduled backup started");
+            }
         }
         Err(e) => {
             // Busy app, app or storage gone: skip this tick, say why, try the next one.
@@ -243,11 +245,14 @@ async fn fire(ctx: &Context, mut schedule: ScheduleRecord, rev: i64) -> Result<(
                 Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             );
             tracing::warn!(schedule = %schedule.name, error = %e, "scheduled backup skipped");
+            if ctx
+                .store
+                .txn(conditions, vec![Op::put_json(key, &schedule)])
+                .await?
+            {
+                ctx.notify();
+            }
         }
-    }
-    ops.push(Op::put_json(key, &schedule));
-    if ctx.store.txn(conditions, ops).await? {
-        ctx.notify();
     }
     Ok(())
 }

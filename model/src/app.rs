@@ -43,7 +43,10 @@ pub struct ComponentSpec {
     pub exec: Option<ExecSpec>,
 }
 
-/// Commands run around a component's backup, e.g. to stop it for a cold volume copy.
+/// Commands run around a component's backup, e.g. to stop it for a cold volume copy:
+/// `pre_backup` once before any shard of the component starts, `post_backup` once after all of
+/// them ended (also when they failed or the backup was cancelled), on `node` (default: the node
+/// of the component's first node-bound volume, else any worker of the cluster).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hooks {
@@ -51,6 +54,8 @@ pub struct Hooks {
     pub pre_backup: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_backup: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Hooks {

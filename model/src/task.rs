@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::app::{AppSpec, DatabaseSpec, Engine, Hooks};
+use crate::app::{AppSpec, DatabaseSpec, Engine};
 use crate::rewrite::Rewrite;
 use crate::storage::StorageLocation;
 
@@ -27,16 +27,50 @@ pub enum Resource {
         backup: Vec<String>,
         restore: Vec<String>,
     },
+    /// A component's `pre_backup` or `post_backup` hook: a command run once around all of the
+    /// component's shards. Holds no data: it has no archive and is not in the manifest.
+    Hook {
+        /// `pre_backup` or `post_backup`.
+        hook: HookWhen,
+        argv: Vec<String>,
+    },
+}
+
+/// Which hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookWhen {
+    PreBackup,
+    PostBackup,
+}
+
+impl HookWhen {
+    /// `pre_backup` or `post_backup`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookWhen::PreBackup => "pre_backup",
+            HookWhen::PostBackup => "post_backup",
+        }
+    }
 }
 
 impl Resource {
-    /// `volume`, `config`, `exec` or the database engine.
+    /// `volume`, `config`, `exec`, `hook` or the database engine.
     pub fn kind(&self) -> &'static str {
         match self {
             Resource::Volume { .. } => "volume",
             Resource::Config { .. } => "config",
             Resource::Database { spec, .. } => spec.engine.as_str(),
             Resource::Exec { .. } => "exec",
+            Resource::Hook { .. } => "hook",
+        }
+    }
+
+    /// The hook this is, if it is one.
+    pub fn hook(&self) -> Option<HookWhen> {
+        match self {
+            Resource::Hook { hook, .. } => Some(*hook),
+            _ => None,
         }
     }
 
@@ -54,6 +88,9 @@ impl Resource {
                 }
             }
             Resource::Exec { backup, .. } => backup.first().cloned().unwrap_or_default(),
+            Resource::Hook { hook, argv } => {
+                format!("{}: {}", hook.as_str(), argv.join(" "))
+            }
         }
     }
 }
@@ -145,6 +182,37 @@ pub fn plan_shards(spec: &AppSpec) -> Vec<PlannedShard> {
     out
 }
 
+/// The hooks of an app as shards of a backup: a component's `pre_backup` and `post_backup`, on
+/// the node its hooks name, else the node of its first node-bound volume.
+pub fn plan_hooks(spec: &AppSpec) -> Vec<PlannedShard> {
+    let mut out = Vec::new();
+    for c in &spec.components {
+        let node = c
+            .hooks
+            .node
+            .clone()
+            .or_else(|| c.volumes.iter().find_map(|v| v.node.clone()));
+        for (when, argv) in [
+            (HookWhen::PreBackup, &c.hooks.pre_backup),
+            (HookWhen::PostBackup, &c.hooks.post_backup),
+        ] {
+            if let Some(argv) = argv.as_ref().filter(|a| !a.is_empty()) {
+                out.push(PlannedShard {
+                    id: format!("{}.hook.{}", c.name, when.as_str()),
+                    component: c.name.clone(),
+                    slot: format!("{}/hook/{}", c.name, when.as_str()),
+                    resource: Resource::Hook {
+                        hook: when,
+                        argv: argv.clone(),
+                    },
+                    node: node.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// The tools a worker needs for a shard: every group must have at least one tool the worker
 /// reported (`pg_dump` for a PostgreSQL backup; `mariadb-dump` or `mysqldump` for MariaDB).
 pub fn required_tools(resource: &Resource, op: ShardOp) -> &'static [&'static [&'static str]] {
@@ -207,9 +275,6 @@ pub struct ShardTask {
     /// Applied to restored config values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rewrites: Vec<Rewrite>,
-    /// Run around a backup of the shard.
-    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
-    pub hooks: Hooks,
     /// Backup only: a resource that is missing or empty is reported `absent` instead of failing
     /// (safety backups of a restore target that does not exist yet).
     #[serde(default)]

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod dump;
 pub mod exec;
+pub mod hook;
 pub mod mariadb;
 pub mod postgres;
 pub mod rdb;
@@ -71,6 +72,8 @@ pub struct Run {
     pub cancel: CancellationToken,
     /// Tool name → version line, as detected at start-up (`tools::detect`).
     pub tools: Arc<BTreeMap<String, String>>,
+    /// This worker's policy (time limits of hooks and commands).
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 impl Run {
@@ -97,6 +100,11 @@ pub async fn run(run: Run) -> Result<ShardOutcome, ShardError> {
         (Resource::Config { .. }, ShardOp::Restore) => config::restore(&run).await,
         (Resource::Exec { .. }, ShardOp::Backup) => exec::backup(&run).await,
         (Resource::Exec { .. }, ShardOp::Restore) => exec::restore(&run).await,
+        (Resource::Hook { .. }, ShardOp::Backup) => hook::run(&run).await,
+        (Resource::Hook { .. }, op) => Err(ShardError::permanent(format!(
+            "a hook runs only during a backup, not a {}",
+            op.as_str()
+        ))),
         (Resource::Database { spec, .. }, op) => match (spec.engine, op) {
             (Engine::Postgres, ShardOp::Backup) => postgres::backup(&run).await,
             (Engine::Postgres, _) => postgres::restore(&run).await,
@@ -117,7 +125,7 @@ async fn holds_nothing(run: &Run) -> bool {
             Engine::Mariadb | Engine::Mysql => mariadb::check_empty(run).await.is_ok(),
             Engine::Redis => redis::check_empty(run).await.is_ok(),
         },
-        Resource::Config { .. } | Resource::Exec { .. } => false,
+        Resource::Config { .. } | Resource::Exec { .. } | Resource::Hook { .. } => false,
     }
 }
 
@@ -132,7 +140,7 @@ async fn verify(run: &Run, check_target: bool) -> Result<ShardOutcome, ShardErro
         match &run.task.resource {
             Resource::Volume { path } => volume::check_empty(path).await?,
             // Config replaces the target app's config; an exec restore command decides itself.
-            Resource::Config { .. } | Resource::Exec { .. } => {}
+            Resource::Config { .. } | Resource::Exec { .. } | Resource::Hook { .. } => {}
             Resource::Database { spec, .. } => match spec.engine {
                 Engine::Postgres => postgres::check_empty(run).await?,
                 Engine::Mariadb | Engine::Mysql => mariadb::check_empty(run).await?,

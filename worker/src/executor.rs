@@ -8,8 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_model::app::Hooks;
-use ferry_model::task::{Resource, ShardOp, ShardOutcome, ShardTask};
+use ferry_model::task::{Resource, ShardOutcome, ShardTask};
 use ferry_proto::model::ShardKey;
 use ferry_proto::v1;
 use tokio::sync::Semaphore;
@@ -200,10 +199,6 @@ impl Executor {
             },
             counters.clone(),
         ));
-        let hooks = match (&task.resource, task.op) {
-            (Resource::Volume { .. }, ShardOp::Backup) => task.hooks.clone(),
-            _ => Hooks::default(),
-        };
         // An exec shard's command may not run forever; its own token stops it.
         let limit = match task.resource {
             Resource::Exec { .. } => self.policy.exec_timeout,
@@ -216,8 +211,9 @@ impl Executor {
             counters,
             cancel: run_cancel.clone(),
             tools: self.tools.clone(),
+            policy: self.policy.clone(),
         };
-        let work = with_hooks(&hooks, self.policy.hook_timeout, engines::run(run));
+        let work = engines::run(run);
         let result = tokio::select! {
             r = work => r,
             _ = cancel.cancelled() => Err(ShardError::cancelled()),
@@ -350,99 +346,6 @@ async fn sleep_at_most(d: Duration) {
     }
 }
 
-/// Runs the pre hook, the work, then the post hook — the post hook even when the pre hook or
-/// the work failed, so a component stopped for a cold copy is always started again.
-async fn with_hooks(
-    hooks: &Hooks,
-    timeout: Duration,
-    work: impl std::future::Future<Output = Result<ShardOutcome, ShardError>>,
-) -> Result<ShardOutcome, ShardError> {
-    let pre = match &hooks.pre_backup {
-        Some(pre) => run_hook("pre_backup", pre, timeout).await,
-        None => Ok(()),
-    };
-    // A pre hook that failed half-way may have stopped the component: start it again.
-    let result = match pre {
-        Ok(()) => work.await,
-        Err(e) => Err(e),
-    };
-    if let Some(post) = &hooks.post_backup {
-        let post = run_hook("post_backup", post, timeout).await;
-        if let (Ok(_), Err(e)) = (&result, post) {
-            return Err(ShardError::transient(format!(
-                "the backup was taken but {}",
-                e.message
-            )));
-        }
-    }
-    result
-}
-
-/// Output of a hook kept for its error message: the last bytes only.
-const HOOK_OUTPUT_KEPT: usize = 16 << 10;
-
-/// Reads a pipe to its end, keeping only the last [`HOOK_OUTPUT_KEPT`] bytes.
-async fn read_tail(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let mut kept = Vec::new();
-    let Some(mut pipe) = pipe else {
-        return kept;
-    };
-    let mut buf = vec![0u8; 8192];
-    while let Ok(n) = pipe.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        kept.extend_from_slice(&buf[..n]);
-        if kept.len() > 2 * HOOK_OUTPUT_KEPT {
-            kept.drain(..kept.len() - HOOK_OUTPUT_KEPT);
-        }
-    }
-    kept
-}
-
-/// Runs a hook with a time limit, keeping the tail of its output (stdout and stderr).
-async fn run_hook(name: &str, argv: &[String], timeout: Duration) -> Result<(), ShardError> {
-    let Some((program, args)) = argv.split_first() else {
-        return Ok(());
-    };
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            ShardError::transient(format!("{name} hook {program:?} could not start: {e}"))
-        })?;
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let finished = async {
-        let (out, err, status) = tokio::join!(read_tail(stdout), read_tail(stderr), child.wait());
-        (out, err, status)
-    };
-    let (out, err, status) = match tokio::time::timeout(timeout, finished).await {
-        Ok(done) => done,
-        Err(_) => {
-            return Err(ShardError::transient(format!(
-                "{name} hook {program:?} ran longer than {} (--hook-timeout) and was killed",
-                humantime::format_duration(timeout)
-            )));
-        }
-    };
-    let status =
-        status.map_err(|e| ShardError::transient(format!("{name} hook {program:?}: {e}")))?;
-    if status.success() {
-        tracing::info!(hook = name, program = %program, "hook done");
-        return Ok(());
-    }
-    let output = if err.is_empty() { out } else { err };
-    Err(ShardError::transient(format!(
-        "{name} hook {program:?} failed ({status}): {}",
-        tail(&output)
-    )))
-}
-
 /// The last few hundred bytes of a command's stderr, for error messages.
 pub fn tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
@@ -452,38 +355,4 @@ pub fn tail(stderr: &[u8]) -> String {
         .find(|i| text.is_char_boundary(*i))
         .unwrap_or(0);
     text[start..].to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn argv(script: &str) -> Vec<String> {
-        vec!["sh".into(), "-c".into(), script.into()]
-    }
-
-    #[tokio::test]
-    async fn a_hook_that_runs_too_long_is_killed() {
-        let started = std::time::Instant::now();
-        let e = run_hook("pre_backup", &argv("sleep 30"), Duration::from_millis(300))
-            .await
-            .unwrap_err();
-        assert!(e.message.contains("--hook-timeout"), "{}", e.message);
-        assert!(started.elapsed() < Duration::from_secs(5));
-    }
-
-    #[tokio::test]
-    async fn hook_output_is_kept_only_as_a_tail() {
-        // 4 MiB of output, then the reason: memory stays bounded, the reason is in the error.
-        let script =
-            "head -c 4194304 /dev/zero | tr '\\0' x; echo; echo 'the real reason' >&2; exit 3";
-        let e = run_hook("post_backup", &argv(script), Duration::from_secs(30))
-            .await
-            .unwrap_err();
-        assert!(e.message.contains("the real reason"), "{}", e.message);
-        assert!(e.message.len() < 2000, "{} bytes", e.message.len());
-        run_hook("post_backup", &argv("echo fine"), Duration::from_secs(30))
-            .await
-            .unwrap();
-    }
 }

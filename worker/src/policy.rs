@@ -6,7 +6,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use ferry_model::app::{DatabaseSpec, Hooks};
+use ferry_model::app::DatabaseSpec;
 use ferry_model::task::{Resource, ShardTask};
 
 /// How long a hook may run unless configured.
@@ -101,9 +101,12 @@ impl Policy {
                 }
             }
             Resource::Database { spec, .. } => self.check_secret(spec)?,
+            Resource::Hook { hook, argv } => {
+                self.check_program(&format!("{} hook", hook.as_str()), argv)?
+            }
             Resource::Config { .. } => {}
         }
-        self.check_hooks(&task.hooks)
+        Ok(())
     }
 
     /// A volume path must lie beneath an allowed directory (symlinks resolved).
@@ -133,18 +136,6 @@ impl Policy {
             "this worker does not allow the {what} {program:?} (allowed: {}); start it with --allow-exec {program} to allow it",
             list(&self.allow_exec)
         ))
-    }
-
-    fn check_hooks(&self, hooks: &Hooks) -> Result<(), String> {
-        for (what, argv) in [
-            ("pre_backup hook", &hooks.pre_backup),
-            ("post_backup hook", &hooks.post_backup),
-        ] {
-            if let Some(argv) = argv {
-                self.check_program(what, argv)?;
-            }
-        }
-        Ok(())
     }
 
     /// Password references: `FERRY_SECRET_*` variables, files beneath `--secrets-dir`.
@@ -237,11 +228,10 @@ mod tests {
             e.contains("--allow-exec /bin/sh") && e.contains("pre_backup hook"),
             "{e}"
         );
-        let hooks = Hooks {
-            pre_backup: Some(vec!["systemctl".into(), "stop".into()]),
-            post_backup: None,
-        };
-        assert!(p.check_hooks(&hooks).unwrap_err().contains("systemctl"));
+        let e = p
+            .check_program("pre_backup hook", &["systemctl".into(), "stop".into()])
+            .unwrap_err();
+        assert!(e.contains("systemctl"), "{e}");
     }
 
     #[test]

@@ -34,7 +34,6 @@ pub fn task(op: ShardOp, resource: Resource, storage: &StorageLocation, key: &st
         expected_sha256: None,
         overwrite: false,
         rewrites: Vec::new(),
-        hooks: Default::default(),
         missing_ok: false,
         traceparent: None,
     }
@@ -50,6 +49,7 @@ pub async fn run(task: ShardTask) -> Result<ShardOutcome, ShardError> {
         counters: Arc::new(Counters::default()),
         cancel: CancellationToken::new(),
         tools: Arc::new(tools),
+        policy: Arc::new(ferry_worker::policy::Policy::default()),
     })
     .await
 }

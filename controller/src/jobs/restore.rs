@@ -1,0 +1,166 @@
+//! Restores: planning one (every archive verified and every target checked before anything is
+//! written; an in-place restore waits for a safety backup of its target), and ending one off the
+//! pass by registering the target app with the restored config.
+
+use std::collections::BTreeMap;
+
+use ferry_model::names::new_job_id;
+use ferry_model::rewrite::rewrite_spec;
+use ferry_model::task::{ShardOp, plan_shards};
+use ferry_proto::model::CreateRestore;
+
+use super::phase::{Phase, restore_outcome};
+use super::{get_job, new_shard, persist, read_manifest, refuse_if_busy, shards_from_manifest};
+use crate::apps;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::records::{JobKind, JobRecord, JobState, RestorePlan, ShardRecord, ShardState};
+
+/// Starts a restore: first every archive is verified (and every target checked empty unless
+/// `overwrite`), then, only if all of that passed, the data is written.
+pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobRecord> {
+    let backup = get_job(ctx, &req.team, &req.backup_id).await?;
+    if backup.kind != JobKind::Backup {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not a backup",
+            backup.id
+        )));
+    }
+    if !matches!(
+        backup.state,
+        JobState::Completed | JobState::PartiallyFailed
+    ) {
+        return Err(Error::FailedPrecondition(format!(
+            "backup {} is {:?}; only completed backups can be restored",
+            backup.id, backup.state
+        )));
+    }
+    let manifest = read_manifest(ctx, &backup).await?;
+    let target = req.to_app.clone().unwrap_or_else(|| manifest.app.clone());
+    let existing = apps::find(&*ctx.store, &req.team, &target).await?;
+    let (spec, creates_app) = match existing {
+        Some(app) => {
+            if let Some(c) = &req.to_cluster
+                && *c != app.spec.cluster
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "app {target:?} is registered in cluster {:?}, not {c:?}",
+                    app.spec.cluster
+                )));
+            }
+            (app.spec, false)
+        }
+        None => {
+            let cluster = req.to_cluster.as_deref().unwrap_or(&manifest.cluster);
+            let spec = rewrite_spec(&manifest.app_spec, &target, cluster, &req.rewrites);
+            spec.validate()?;
+            (spec, true)
+        }
+    };
+    let location = apps::find_storage(&*ctx.store, &backup.storage)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!("storage location {:?} not found", backup.storage))
+        })?;
+    apps::check_reachable(&location, &spec.cluster)?;
+    refuse_if_busy(ctx, &req.team, &target, JobKind::Restore).await?;
+    refuse_if_busy(ctx, &req.team, &target, JobKind::Backup).await?;
+
+    let id = new_job_id(&format!("restore-{target}"));
+    let check_target = !req.overwrite;
+    let shards = shards_from_manifest(&id, &manifest, &spec, check_target, |m| {
+        format!(
+            "app {target:?} has nothing to receive shard {} ({}); declare it or restore into a \
+             new app with --to-app",
+            m.id, m.slot
+        )
+    })?;
+    if shards.is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "backup {} holds no restorable shard",
+            backup.id
+        )));
+    }
+    // In place (--overwrite): first a backup of what the target holds now, to roll back to.
+    let safety = if req.overwrite {
+        let sid = new_job_id(&target);
+        let backup_job = JobRecord {
+            labels: [("ferry.restore".to_owned(), id.clone())].into(),
+            ..JobRecord::pending(
+                sid.clone(),
+                JobKind::Backup,
+                req.team.clone(),
+                target.clone(),
+                spec.cluster.clone(),
+                backup.storage.clone(),
+                spec.clone(),
+                format!("safety/{id}"),
+            )
+        };
+        let safety_shards: Vec<ShardRecord> = plan_shards(&spec)
+            .iter()
+            .map(|p| ShardRecord {
+                missing_ok: true,
+                ..new_shard(&sid, p, ShardOp::Backup)
+            })
+            .collect();
+        Some((backup_job, safety_shards))
+    } else {
+        None
+    };
+    let job = JobRecord {
+        restore: Some(RestorePlan {
+            backup_id: backup.id,
+            source_app: manifest.app,
+            overwrite: req.overwrite,
+            rewrites: req.rewrites,
+            creates_app,
+        }),
+        safety_backup: safety.as_ref().map(|(s, _)| s.id.clone()),
+        ..JobRecord::pending(
+            id,
+            JobKind::Restore,
+            req.team,
+            target,
+            spec.cluster.clone(),
+            backup.storage.clone(),
+            spec,
+            "manual".into(),
+        )
+    };
+    let mut job = job;
+    if let Some((mut safety_job, safety_shards)) = safety {
+        // The safety backup first: the restore waits for it and writes nothing before it completed.
+        persist::create_new(ctx, &mut safety_job, &safety_shards, Phase::Running).await?;
+        tracing::info!(job = %job.id, safety = %safety_job.id, "in-place restore: safety backup created");
+    }
+    let first = Phase::first(&job, &shards, false);
+    persist::create_new(ctx, &mut job, &shards, first).await?;
+    Ok(job)
+}
+
+/// Ends a restore (off the pass): the target app is registered with the restored config,
+/// component by component. Returns the job to save.
+pub async fn commit(ctx: &Context, job: JobRecord, shards: &[ShardRecord]) -> Result<JobRecord> {
+    let (state, message) = restore_outcome(shards);
+    let ok: Vec<&ShardRecord> = shards
+        .iter()
+        .filter(|s| s.state == ShardState::Succeeded)
+        .collect();
+    let mut job = super::backup::finished(job, state, message);
+    job.source_bytes = ok.iter().filter_map(|s| s.outcome.as_ref()).map(|o| o.source_bytes).sum();
+    if !ok.is_empty() {
+        let mut spec = job.spec.clone();
+        let configs: BTreeMap<&str, &serde_json::Value> = ok
+            .iter()
+            .filter_map(|s| Some((s.component.as_str(), s.outcome.as_ref()?.config.as_ref()?)))
+            .collect();
+        for c in &mut spec.components {
+            if let Some(cfg) = configs.get(c.name.as_str()) {
+                c.config = Some((*cfg).clone());
+            }
+        }
+        apps::apply(&*ctx.store, &job.team, spec).await?;
+    }
+    Ok(job)
+}
