@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! `ferry`: the command line. Talks only to the controller (except `demo`, which starts one).
 
 mod args;

@@ -128,6 +128,7 @@ pub fn job_json(j: &v1::Job) -> Value {
         "trigger": j.trigger,
         "expires_at": time_json(j.expires_at_ms),
         "trace_id": j.trace_id,
+        "phase": j.phase,
         "safety_backup": if j.safety_backup.is_empty() { Value::Null } else { j.safety_backup.clone().into() },
         "shards": j.shards.iter().map(|s| json!({
             "id": s.id,
@@ -144,6 +145,7 @@ pub fn job_json(j: &v1::Job) -> Value {
             "sha256": s.sha256,
             "object_key": s.object_key,
             "tool_version": s.tool_version,
+            "detail": s.detail,
             "started_at": time_json(s.started_at_ms),
             "finished_at": time_json(s.finished_at_ms),
             "error": s.error,

@@ -176,9 +176,8 @@ async fn try_assign(
     let mut assigned = Vec::with_capacity(batch.len());
     for (shard, rev, worker) in batch {
         let writes_archive = shard.op == ShardOp::Backup && shard.resource.hook().is_none();
-        let key = writes_archive.then(|| {
-            layout::shard_key(&job.team, &job.app, &job.id, &shard.id, shard.attempt + 1)
-        });
+        let key = writes_archive
+            .then(|| layout::shard_key(&job.team, &job.app, &job.id, &shard.id, shard.attempt + 1));
         let shard = shards::assign(shard, &worker.id, now, key);
         let shard_key = keys::shard(&job.id, &shard.id);
         let alive = Workers::alive_condition(&worker.id);

@@ -67,7 +67,12 @@ pub fn new_shard(job_id: &str, planned: &PlannedShard, op: ShardOp) -> ShardReco
     }
 }
 
-pub(crate) async fn refuse_if_busy(ctx: &Context, team: &str, app: &str, kind: JobKind) -> Result<()> {
+pub(crate) async fn refuse_if_busy(
+    ctx: &Context,
+    team: &str,
+    app: &str,
+    kind: JobKind,
+) -> Result<()> {
     let busy = active_jobs(ctx)
         .await?
         .into_iter()

@@ -153,7 +153,10 @@ mod tests {
     #[test]
     fn the_least_loaded_worker_is_picked_and_load_spreads() {
         let mut pool = Pool {
-            workers: vec![worker("w1", "dc-a", "n1", 2, &[]), worker("w2", "dc-a", "n2", 2, &[])],
+            workers: vec![
+                worker("w1", "dc-a", "n1", 2, &[]),
+                worker("w2", "dc-a", "n2", 2, &[]),
+            ],
             ..Default::default()
         };
         pool.load.insert("w1".into(), 1);
@@ -172,7 +175,10 @@ mod tests {
     #[test]
     fn a_retry_prefers_another_worker() {
         let mut pool = Pool {
-            workers: vec![worker("w1", "dc-a", "n1", 2, &[]), worker("w2", "dc-a", "n2", 2, &[])],
+            workers: vec![
+                worker("w1", "dc-a", "n1", 2, &[]),
+                worker("w2", "dc-a", "n2", 2, &[]),
+            ],
             ..Default::default()
         };
         pool.load.insert("w2".into(), 1);
@@ -180,6 +186,9 @@ mod tests {
             worker: "w1".into(),
             ..shard("v")
         };
-        assert_eq!(pool.place("dc-a", &retry), Placement::Worker(pool.workers[1].clone()));
+        assert_eq!(
+            pool.place("dc-a", &retry),
+            Placement::Worker(pool.workers[1].clone())
+        );
     }
 }

@@ -120,10 +120,12 @@ async fn awaited(ctx: &Context, job: &JobRecord) -> Result<Option<Awaited>> {
         _ => None,
     };
     let Some(id) = id else { return Ok(None) };
-    Ok(Some(match get_json::<JobRecord>(&*ctx.store, &keys::job(&id)).await? {
-        Some((j, _)) => Awaited::State(j.state),
-        None => Awaited::Gone,
-    }))
+    Ok(Some(
+        match get_json::<JobRecord>(&*ctx.store, &keys::job(&id)).await? {
+            Some((j, _)) => Awaited::State(j.state),
+            None => Awaited::Gone,
+        },
+    ))
 }
 
 /// Applies the next step of one job.
@@ -145,7 +147,10 @@ async fn advance(
             job.started_at_ms = ferry_model::now_ms();
             if persist::save(ctx, &job, rev).await? {
                 let kind = crate::metrics::kind_label(job.kind);
-                ctx.metrics.jobs_started.get_or_create(&crate::metrics::Kind { kind }).inc();
+                ctx.metrics
+                    .jobs_started
+                    .get_or_create(&crate::metrics::Kind { kind })
+                    .inc();
             }
         }
         Step::Wait(message) => show(ctx, job, rev, message).await?,
@@ -157,7 +162,9 @@ async fn advance(
         }
         Step::Dispatch => {
             let waiting = dispatch::run(ctx, &job, current, observed).await?;
-            let message = waiting.map(|w| format!("waiting for {w}")).unwrap_or_default();
+            let message = waiting
+                .map(|w| format!("waiting for {w}"))
+                .unwrap_or_default();
             show(ctx, job, rev, message).await?;
         }
         Step::Skip(ids, reason) => {
@@ -206,7 +213,12 @@ async fn convert(ctx: &Context, current: &[(ShardRecord, i64)]) -> Result<()> {
 }
 
 /// Cancels unfinished shards (of the phase, or all), telling their workers.
-async fn stop(ctx: &Context, job: &JobRecord, current: &[(ShardRecord, i64)], which: Which) -> Result<()> {
+async fn stop(
+    ctx: &Context,
+    job: &JobRecord,
+    current: &[(ShardRecord, i64)],
+    which: Which,
+) -> Result<()> {
     let now = ferry_model::now_ms();
     for (shard, rev) in current {
         if shard.state.is_final() || (which == Which::Phase && !job.phase.admits(shard)) {
@@ -227,7 +239,9 @@ async fn stop(ctx: &Context, job: &JobRecord, current: &[(ShardRecord, i64)], wh
             Op::put_json(key.clone(), &crate::shards::cancel(shard, now)),
             Op::delete(keys::assignment(&shard.worker, &shard.job_id, &shard.id)),
         ];
-        ctx.store.txn(vec![Condition::ModRevision(key, *rev)], ops).await?;
+        ctx.store
+            .txn(vec![Condition::ModRevision(key, *rev)], ops)
+            .await?;
     }
     ctx.notify();
     Ok(())

@@ -22,7 +22,12 @@ pub const MAX_ATTEMPTS: u32 = 25;
 
 /// The next attempt of a pending shard, handed to `worker`. `object_key` names the archive a
 /// backup attempt writes (each attempt its own).
-pub fn assign(shard: &ShardRecord, worker: &str, now: i64, object_key: Option<String>) -> ShardRecord {
+pub fn assign(
+    shard: &ShardRecord,
+    worker: &str,
+    now: i64,
+    object_key: Option<String>,
+) -> ShardRecord {
     let mut s = shard.clone();
     s.attempt += 1;
     s.attempt_started_ms = now;
@@ -192,25 +197,47 @@ pub mod tests {
     #[test]
     fn assign_bumps_the_attempt_and_keeps_the_first_start() {
         let a = assign(&shard("v"), "w1", 100, Some("k.1".into()));
-        assert_eq!((a.state, a.attempt, a.worker.as_str()), (ShardState::Assigned, 1, "w1"));
+        assert_eq!(
+            (a.state, a.attempt, a.worker.as_str()),
+            (ShardState::Assigned, 1, "w1")
+        );
         assert_eq!((a.started_at_ms, a.attempt_started_ms), (100, 100));
         assert_eq!(a.object_key, "k.1");
         let b = assign(&requeue(&a, 150), "w2", 200, None);
-        assert_eq!((b.attempt, b.started_at_ms, b.attempt_started_ms), (2, 100, 200));
+        assert_eq!(
+            (b.attempt, b.started_at_ms, b.attempt_started_ms),
+            (2, 100, 200)
+        );
         assert_eq!(b.object_key, "k.1", "a restore keeps its archive");
     }
 
     #[test]
     fn fail_retries_with_backoff_until_the_limit_or_a_permanent_error() {
         let backoff = |n: u32| i64::from(n) * 1000;
-        let once = fail(&assign(&shard("v"), "w", 0, None), "boom", false, 3, backoff, 10);
-        assert_eq!((once.state, once.failures, once.not_before_ms), (ShardState::Pending, 1, 1010));
+        let once = fail(
+            &assign(&shard("v"), "w", 0, None),
+            "boom",
+            false,
+            3,
+            backoff,
+            10,
+        );
+        assert_eq!(
+            (once.state, once.failures, once.not_before_ms),
+            (ShardState::Pending, 1, 1010)
+        );
         assert!(!due(&once, 1009) && due(&once, 1010));
         let twice = fail(&once, "boom", false, 3, backoff, 20);
         let third = fail(&twice, "boom", false, 3, backoff, 30);
-        assert_eq!((third.state, third.finished_at_ms), (ShardState::Failed, 30));
+        assert_eq!(
+            (third.state, third.finished_at_ms),
+            (ShardState::Failed, 30)
+        );
         let permanent = fail(&shard("v"), "bad checksum", true, 3, backoff, 5);
-        assert_eq!((permanent.state, permanent.error.as_str()), (ShardState::Failed, "bad checksum"));
+        assert_eq!(
+            (permanent.state, permanent.error.as_str()),
+            (ShardState::Failed, "bad checksum")
+        );
     }
 
     #[test]
@@ -218,7 +245,11 @@ pub mod tests {
         let a = assign(&shard("v"), "w1", 0, None);
         let r = requeue(&a, 5);
         assert_eq!(r.state, ShardState::Pending);
-        assert!(r.error.contains("w1") && r.error.contains("attempt 1"), "{}", r.error);
+        assert!(
+            r.error.contains("w1") && r.error.contains("attempt 1"),
+            "{}",
+            r.error
+        );
         let mut s = a;
         s.attempt = MAX_ATTEMPTS;
         assert_eq!(requeue(&s, 5).state, ShardState::Failed);
@@ -229,10 +260,17 @@ pub mod tests {
         assert_eq!(cancel(&shard("v"), 1).state, ShardState::Cancelled);
         let skipped = skip(&shard("v"), "pre_backup hook failed", 2);
         assert_eq!((skipped.state, skipped.attempt), (ShardState::Failed, 0));
-        let mut verified = succeed(&assign(&shard("v"), "w", 0, None), ShardOutcome::default(), 3);
+        let mut verified = succeed(
+            &assign(&shard("v"), "w", 0, None),
+            ShardOutcome::default(),
+            3,
+        );
         verified.op = ShardOp::Verify { check_target: true };
         let r = to_restore(&verified);
-        assert_eq!((r.op, r.state, r.attempt), (ShardOp::Restore, ShardState::Pending, 1));
+        assert_eq!(
+            (r.op, r.state, r.attempt),
+            (ShardOp::Restore, ShardState::Pending, 1)
+        );
         assert!(r.outcome.is_none());
     }
 
@@ -242,8 +280,13 @@ pub mod tests {
         let waiting = unschedulable(&s, 1000, 5000, || unreachable!()).unwrap();
         assert_eq!(waiting.waiting_since_ms, 1000);
         assert!(unschedulable(&waiting, 3000, 5000, || unreachable!()).is_none());
-        let failed = unschedulable(&waiting, 6000, 5000, || "a worker of cluster dc-a".into()).unwrap();
+        let failed =
+            unschedulable(&waiting, 6000, 5000, || "a worker of cluster dc-a".into()).unwrap();
         assert_eq!(failed.state, ShardState::Failed);
-        assert!(failed.error.contains("dc-a") && failed.error.contains("5s"), "{}", failed.error);
+        assert!(
+            failed.error.contains("dc-a") && failed.error.contains("5s"),
+            "{}",
+            failed.error
+        );
     }
 }

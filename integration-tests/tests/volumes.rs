@@ -145,25 +145,40 @@ fn two_volumes_round_trip_into_a_rewritten_copy() {
     assert_eq!(listed["restores"].as_array().unwrap().len(), 2);
 }
 
-/// A shard whose first attempt fails (its pre_backup hook fails once) is retried with backoff and
-/// the backup completes; the hooks ran around the copy, the post hook after the pre hook.
+/// A component's hooks run once around all of its shards: `pre_backup` before any of them
+/// (retried with backoff when it fails once), `post_backup` after all of them ended; a component
+/// without volumes runs its hooks too. Each hook is a shard of the job, with its output's tail.
 #[test]
-fn a_failed_shard_is_retried_and_hooks_run_around_it() {
+fn hooks_run_once_around_all_of_a_components_shards() {
     let c = Cluster::start(&["--worker-allow-exec", "sh"]);
-    let data = c.path().join("srv/app");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("f.txt"), b"data").unwrap();
+    let (a, b) = (c.path().join("srv/app/a"), c.path().join("srv/app/b"));
+    for d in [&a, &b] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("f.txt"), b"data").unwrap();
+    }
     let marker = c.path().join("failed-once");
     let journal = c.path().join("hooks.log");
     let pre = format!(
-        "echo pre >> {j}; test -f {m} || {{ touch {m}; echo 'service refused to stop' >&2; exit 1; }}",
+        "echo pre >> {j}; test -f {m} || {{ touch {m}; echo 'service refused to stop' >&2; exit 1; }}; echo stopped",
         j = journal.display(),
         m = marker.display()
     );
     let post = format!("echo post >> {}", journal.display());
+    let cfg_hook = format!("echo cfg >> {}", journal.display());
     c.apply(&format!(
-        "name: app\ncomponents:\n  - name: web\n    hooks: {{pre_backup: [sh, -c, \"{pre}\"], post_backup: [sh, -c, \"{post}\"]}}\n    volumes:\n      - {{name: data, path: {}}}\n",
-        data.display()
+        "name: app
+components:
+  - name: web
+    hooks: {{pre_backup: [sh, -c, \"{pre}\"], post_backup: [sh, -c, \"{post}\"]}}
+    volumes:
+      - {{name: a, path: {}}}
+      - {{name: b, path: {}}}
+  - name: settings
+    config: {{x: 1}}
+    hooks: {{post_backup: [sh, -c, \"{cfg_hook}\"]}}
+",
+        a.display(),
+        b.display()
     ))
     .expect_code(0);
     let backup = c
@@ -171,11 +186,49 @@ fn a_failed_shard_is_retried_and_hooks_run_around_it() {
         .expect_code(0)
         .json();
     assert_eq!(backup["state"], "Completed", "{backup:#}");
-    let shard = &backup["shards"][0];
-    assert_eq!(shard["attempt"], 2, "{shard:#}");
-    // First attempt: pre failed, post still ran (the service is started again); second: both.
-    assert_eq!(
-        std::fs::read_to_string(&journal).unwrap(),
-        "pre\npost\npre\npost\n"
-    );
+    let shards = backup["shards"].as_array().unwrap();
+    let by_id = |id: &str| {
+        shards
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no shard {id}: {backup:#}"))
+    };
+    let pre_hook = by_id("web.hook.pre_backup");
+    assert_eq!(pre_hook["attempt"], 2, "{pre_hook:#}");
+    assert_eq!(pre_hook["kind"], "hook");
+    let post_hook = by_id("web.hook.post_backup");
+    for v in ["web.volume.a", "web.volume.b"] {
+        let s = by_id(v);
+        assert_eq!(s["attempt"], 1, "{s:#}");
+        assert!(
+            s["started_at"].as_str() >= pre_hook["finished_at"].as_str(),
+            "{s:#}"
+        );
+        assert!(
+            s["finished_at"].as_str() <= post_hook["started_at"].as_str(),
+            "{s:#}"
+        );
+    }
+    by_id("settings.hook.post_backup");
+    // Once each (the failed first pre attempt retried): no stop/start between the two volumes.
+    let log = std::fs::read_to_string(&journal).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.iter().filter(|l| **l == "post").count(), 1, "{log}");
+    assert_eq!(lines.iter().filter(|l| **l == "cfg").count(), 1, "{log}");
+    assert_eq!(&lines[..2], ["pre", "pre"], "{log}");
+    // The hooks are not data: the manifest and a restore know nothing of them.
+    let id = backup["id"].as_str().unwrap();
+    let copy = c.path().join("srv/copy");
+    c.ferry(&[
+        "restore",
+        "create",
+        id,
+        "--to-app",
+        "copy",
+        "--rewrite",
+        &format!("{}={}", c.path().join("srv/app").display(), copy.display()),
+        "--wait",
+    ])
+    .expect_code(0);
+    assert_eq!(std::fs::read(copy.join("a/f.txt")).unwrap(), b"data");
 }

@@ -91,6 +91,7 @@ pub fn job(ctx: &Context, view: &JobView) -> v1::Job {
                 finished_at_ms: s.finished_at_ms,
                 tool_version: outcome.tool_version.unwrap_or_default(),
                 phase: s.op.as_str().to_owned(),
+                detail: outcome.detail,
             }
         })
         .collect();
@@ -128,6 +129,7 @@ pub fn job(ctx: &Context, view: &JobView) -> v1::Job {
         expires_at_ms: j.expires_at_ms.unwrap_or(0),
         safety_backup: j.safety_backup.clone().unwrap_or_default(),
         trace_id: j.trace_id.clone(),
+        phase: format!("{:?}", j.phase),
     }
 }
 

@@ -74,7 +74,11 @@ fn is_absent(shard: &ShardRecord) -> bool {
 /// archive of a succeeded shard must be in storage with its reported size (a shard whose
 /// archive is missing fails), the manifest is written — the commit point — and objects no
 /// manifest names (lost attempts, unfinished uploads) are removed. Returns the job to save.
-pub async fn commit(ctx: &Context, mut job: JobRecord, mut shards: Vec<ShardRecord>) -> Result<JobRecord> {
+pub async fn commit(
+    ctx: &Context,
+    mut job: JobRecord,
+    mut shards: Vec<ShardRecord>,
+) -> Result<JobRecord> {
     if job.cancel_requested {
         super::delete_objects(ctx, &job).await?;
         let (state, message) = backup_outcome(&job, &shards);
@@ -84,7 +88,10 @@ pub async fn commit(ctx: &Context, mut job: JobRecord, mut shards: Vec<ShardReco
         .await?
         .ok_or_else(|| Error::FailedPrecondition(format!("storage {:?} is gone", job.storage)))?;
     let store = ferry_storage::open(&location)?;
-    let dir = format!("{}shards/", layout::backup_dir(&job.team, &job.app, &job.id));
+    let dir = format!(
+        "{}shards/",
+        layout::backup_dir(&job.team, &job.app, &job.id)
+    );
     let listed: std::collections::HashMap<String, u64> = store
         .list(&dir)
         .await?
@@ -93,7 +100,9 @@ pub async fn commit(ctx: &Context, mut job: JobRecord, mut shards: Vec<ShardReco
         .collect();
     // Trust, but check: a worker's report names an archive; it must be there, whole.
     for s in shards.iter_mut() {
-        let Some(outcome) = s.outcome.as_ref() else { continue };
+        let Some(outcome) = s.outcome.as_ref() else {
+            continue;
+        };
         if s.state != ShardState::Succeeded || is_absent(s) || s.resource.hook().is_some() {
             continue;
         }
@@ -101,11 +110,17 @@ pub async fn commit(ctx: &Context, mut job: JobRecord, mut shards: Vec<ShardReco
             Some(size) if *size == outcome.stored_bytes => {}
             found => {
                 let why = match found {
-                    Some(size) => format!("is {size} bytes, not the {} reported", outcome.stored_bytes),
+                    Some(size) => {
+                        format!("is {size} bytes, not the {} reported", outcome.stored_bytes)
+                    }
                     None => "is missing".to_owned(),
                 };
                 tracing::warn!(job = %job.id, shard = %s.id, key = %s.object_key, %why, "archive check at commit failed");
-                *s = crate::shards::skip(s, &format!("its archive {} {why} at commit", s.object_key), now_ms());
+                *s = crate::shards::skip(
+                    s,
+                    &format!("its archive {} {why} at commit", s.object_key),
+                    now_ms(),
+                );
             }
         }
     }
@@ -115,8 +130,16 @@ pub async fn commit(ctx: &Context, mut job: JobRecord, mut shards: Vec<ShardReco
         .iter()
         .filter(|s| s.state == ShardState::Succeeded && s.resource.hook().is_none())
         .collect();
-    job.source_bytes = ok.iter().filter_map(|s| s.outcome.as_ref()).map(|o| o.source_bytes).sum();
-    job.stored_bytes = ok.iter().filter_map(|s| s.outcome.as_ref()).map(|o| o.stored_bytes).sum();
+    job.source_bytes = ok
+        .iter()
+        .filter_map(|s| s.outcome.as_ref())
+        .map(|o| o.source_bytes)
+        .sum();
+    job.stored_bytes = ok
+        .iter()
+        .filter_map(|s| s.outcome.as_ref())
+        .map(|o| o.stored_bytes)
+        .sum();
     if job.state != JobState::Failed {
         let manifest = build_manifest(&job, &shards);
         let key = layout::manifest_key(&job.team, &job.app, &job.id);
@@ -182,7 +205,11 @@ fn build_manifest(job: &JobRecord, shards: &[ShardRecord]) -> BackupManifest {
                     resource: s.resource.describe(),
                     tool_version: outcome.tool_version,
                     attempt: s.attempt,
-                    object_key: if ok { s.object_key.clone() } else { String::new() },
+                    object_key: if ok {
+                        s.object_key.clone()
+                    } else {
+                        String::new()
+                    },
                     source_bytes: outcome.source_bytes,
                     stored_bytes: outcome.stored_bytes,
                     sha256: outcome.sha256,

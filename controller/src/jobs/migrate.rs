@@ -89,18 +89,27 @@ pub async fn create_migration(ctx: &Context, req: Migrate) -> Result<(JobRecord,
 /// Gives a migration's restore its shards (off the pass), once its backup completed: they are
 /// written in batches, then the job moves on to verifying them. `Err` with a message when the
 /// backup cannot be restored into the target.
-pub async fn load_shards(ctx: &Context, job: &JobRecord) -> Result<std::result::Result<(), String>> {
+pub async fn load_shards(
+    ctx: &Context,
+    job: &JobRecord,
+) -> Result<std::result::Result<(), String>> {
     let Some(plan) = job.restore.clone() else {
         return Ok(Err("a migration's restore without its plan".into()));
     };
     let Some((backup, _)) = get_json::<JobRecord>(&*ctx.store, &keys::job(&plan.backup_id)).await?
     else {
-        return Ok(Err(format!("the migration's backup {} is gone; nothing was restored", plan.backup_id)));
+        return Ok(Err(format!(
+            "the migration's backup {} is gone; nothing was restored",
+            plan.backup_id
+        )));
     };
     let manifest = read_manifest(ctx, &backup).await?;
     let target = job.app.clone();
     let shards = match shards_from_manifest(&job.id, &manifest, &job.spec, true, |m| {
-        format!("app {target:?} has nothing to receive shard {} ({})", m.id, m.slot)
+        format!(
+            "app {target:?} has nothing to receive shard {} ({})",
+            m.id, m.slot
+        )
     }) {
         Ok(s) => s,
         Err(e) => return Ok(Err(e.to_string())),

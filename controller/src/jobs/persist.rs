@@ -74,7 +74,10 @@ pub async fn create_new(
     if create(ctx, job, shards, first, vec![], vec![]).await? {
         Ok(())
     } else {
-        Err(Error::AlreadyExists(format!("job {} already exists", job.id)))
+        Err(Error::AlreadyExists(format!(
+            "job {} already exists",
+            job.id
+        )))
     }
 }
 
@@ -87,7 +90,10 @@ pub async fn remove_shards(store: &dyn Store, job_id: &str) -> Result<()> {
             return Ok(());
         }
         store
-            .txn(vec![], page.into_iter().map(|kv| Op::delete(kv.key)).collect())
+            .txn(
+                vec![],
+                page.into_iter().map(|kv| Op::delete(kv.key)).collect(),
+            )
             .await?;
     }
 }
@@ -177,7 +183,10 @@ pub async fn index_active_jobs(ctx: &Arc<Context>) -> Result<()> {
         }
     }
     ctx.store
-        .txn(vec![], vec![Op::put_json(keys::active_index_built(), &now_ms())])
+        .txn(
+            vec![],
+            vec![Op::put_json(keys::active_index_built(), &now_ms())],
+        )
         .await?;
     if added > 0 {
         tracing::info!(jobs = added, "active-job index built");

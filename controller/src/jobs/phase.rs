@@ -60,9 +60,7 @@ impl Phase {
     /// The phase a new job starts in, once its shards are written.
     pub fn first(job: &JobRecord, shards: &[ShardRecord], awaits_backup: bool) -> Phase {
         match job.kind {
-            JobKind::Backup if shards.iter().any(|s| Phase::PreHooks.admits(s)) => {
-                Phase::PreHooks
-            }
+            JobKind::Backup if shards.iter().any(|s| Phase::PreHooks.admits(s)) => Phase::PreHooks,
             JobKind::Backup => Phase::Running,
             JobKind::Restore if awaits_backup => Phase::AwaitingBackup,
             JobKind::Restore if job.safety_backup.is_some() => Phase::SafetyBackup,
@@ -189,7 +187,10 @@ pub fn next(job: &JobRecord, shards: &[ShardRecord], seen: &Seen) -> Step {
                 .map(|s| s.id.clone())
                 .collect();
             if !skip.is_empty() {
-                return Step::Skip(skip, "not run: the component's pre_backup hook failed".into());
+                return Step::Skip(
+                    skip,
+                    "not run: the component's pre_backup hook failed".into(),
+                );
             }
             if all_final(in_phase(phase, shards)) {
                 after_data(shards, "")
@@ -207,7 +208,10 @@ pub fn next(job: &JobRecord, shards: &[ShardRecord], seen: &Seen) -> Step {
 
         (JobKind::Restore, Phase::AwaitingBackup) => {
             if job.cancel_requested {
-                return Step::Finish(JobState::Cancelled, "cancelled; nothing was restored".into());
+                return Step::Finish(
+                    JobState::Cancelled,
+                    "cancelled; nothing was restored".into(),
+                );
             }
             let backup = job
                 .restore
@@ -234,14 +238,19 @@ pub fn next(job: &JobRecord, shards: &[ShardRecord], seen: &Seen) -> Step {
         }
         (JobKind::Restore, Phase::SafetyBackup) => {
             if job.cancel_requested {
-                return Step::Finish(JobState::Cancelled, "cancelled; nothing was restored".into());
+                return Step::Finish(
+                    JobState::Cancelled,
+                    "cancelled; nothing was restored".into(),
+                );
             }
             let safety = job.safety_backup.clone().unwrap_or_default();
             match seen.awaited {
-                Some(Awaited::State(JobState::Completed)) => Step::Enter(Phase::Verifying, String::new()),
-                Some(Awaited::State(s)) if !s.is_final() => {
-                    Step::Wait(format!("waiting for the safety backup {safety} of the target"))
+                Some(Awaited::State(JobState::Completed)) => {
+                    Step::Enter(Phase::Verifying, String::new())
                 }
+                Some(Awaited::State(s)) if !s.is_final() => Step::Wait(format!(
+                    "waiting for the safety backup {safety} of the target"
+                )),
                 Some(Awaited::State(s)) => Step::Finish(
                     JobState::Failed,
                     format!("the safety backup {safety} ended {s:?}; nothing was restored"),
@@ -275,7 +284,10 @@ pub fn next(job: &JobRecord, shards: &[ShardRecord], seen: &Seen) -> Step {
             if !all_final(shards.iter()) {
                 return Step::Dispatch;
             }
-            let bad = shards.iter().filter(|s| s.state != ShardState::Succeeded).count();
+            let bad = shards
+                .iter()
+                .filter(|s| s.state != ShardState::Succeeded)
+                .count();
             match (job.kind, bad) {
                 (JobKind::Restore, 0) => {
                     Step::Enter(Phase::Writing, "every archive verified; restoring".into())
@@ -293,12 +305,19 @@ pub fn next(job: &JobRecord, shards: &[ShardRecord], seen: &Seen) -> Step {
                 ),
                 (_, bad) => Step::Finish(
                     JobState::Failed,
-                    format!("{bad} of {} archives are bad: {}", shards.len(), shard_errors(shards)),
+                    format!(
+                        "{bad} of {} archives are bad: {}",
+                        shards.len(),
+                        shard_errors(shards)
+                    ),
                 ),
             }
         }
         (JobKind::Restore, Phase::Writing) => {
-            if shards.iter().any(|s| matches!(s.op, ShardOp::Verify { .. })) {
+            if shards
+                .iter()
+                .any(|s| matches!(s.op, ShardOp::Verify { .. }))
+            {
                 Step::Convert
             } else if all_final(shards.iter()) {
                 Step::Enter(Phase::Committing, String::new())
@@ -324,9 +343,15 @@ fn after_data(shards: &[ShardRecord], message: &str) -> Step {
 
 /// How a backup ends, from its data shards: every one succeeded, some, or none.
 pub fn backup_outcome(job: &JobRecord, shards: &[ShardRecord]) -> (JobState, String) {
-    let data: Vec<&ShardRecord> = shards.iter().filter(|s| s.resource.hook().is_none()).collect();
+    let data: Vec<&ShardRecord> = shards
+        .iter()
+        .filter(|s| s.resource.hook().is_none())
+        .collect();
     let hooks = shards.iter().filter(|s| s.resource.hook().is_some());
-    let ok = data.iter().filter(|s| s.state == ShardState::Succeeded).count();
+    let ok = data
+        .iter()
+        .filter(|s| s.state == ShardState::Succeeded)
+        .count();
     let hook_errors = shard_errors(hooks);
     let mut message = shard_errors(data.iter().copied());
     if !hook_errors.is_empty() {
@@ -354,7 +379,10 @@ pub fn backup_outcome(job: &JobRecord, shards: &[ShardRecord]) -> (JobState, Str
 
 /// How a restore's writing ended.
 pub fn restore_outcome(shards: &[ShardRecord]) -> (JobState, String) {
-    let ok = shards.iter().filter(|s| s.state == ShardState::Succeeded).count();
+    let ok = shards
+        .iter()
+        .filter(|s| s.state == ShardState::Succeeded)
+        .count();
     let state = if ok == shards.len() {
         JobState::Completed
     } else if ok == 0 {
@@ -431,18 +459,31 @@ mod tests {
         let backup = job(JobKind::Backup, Phase::Running);
         assert_eq!(Phase::first(&backup, &[shard("v")], false), Phase::Running);
         assert_eq!(
-            Phase::first(&backup, &[shard("v"), hook(HookWhen::PreBackup, "web")], false),
+            Phase::first(
+                &backup,
+                &[shard("v"), hook(HookWhen::PreBackup, "web")],
+                false
+            ),
             Phase::PreHooks
         );
         let restore = job(JobKind::Restore, Phase::Running);
         assert_eq!(Phase::first(&restore, &[], true), Phase::AwaitingBackup);
-        assert_eq!(Phase::first(&restore, &[shard("v")], false), Phase::Verifying);
+        assert_eq!(
+            Phase::first(&restore, &[shard("v")], false),
+            Phase::Verifying
+        );
         let in_place = JobRecord {
             safety_backup: Some("safe-1".into()),
             ..restore
         };
-        assert_eq!(Phase::first(&in_place, &[shard("v")], false), Phase::SafetyBackup);
-        assert_eq!(Phase::first(&job(JobKind::Verify, Phase::Running), &[], false), Phase::Verifying);
+        assert_eq!(
+            Phase::first(&in_place, &[shard("v")], false),
+            Phase::SafetyBackup
+        );
+        assert_eq!(
+            Phase::first(&job(JobKind::Verify, Phase::Running), &[], false),
+            Phase::Verifying
+        );
     }
 
     #[test]
@@ -460,18 +501,30 @@ mod tests {
         let shards = vec![pre.clone(), shard("v"), post.clone()];
         assert_eq!(next(&j, &shards, &seen()), Step::Dispatch);
         let shards = vec![done(pre.clone()), shard("v"), post.clone()];
-        assert_eq!(next(&j, &shards, &seen()), Step::Enter(Phase::Running, String::new()));
+        assert_eq!(
+            next(&j, &shards, &seen()),
+            Step::Enter(Phase::Running, String::new())
+        );
         let j = job(JobKind::Backup, Phase::Running);
         assert_eq!(next(&j, &shards, &seen()), Step::Dispatch);
         let shards = vec![done(pre.clone()), done(shard("v")), post.clone()];
-        assert_eq!(next(&j, &shards, &seen()), Step::Enter(Phase::PostHooks, String::new()));
+        assert_eq!(
+            next(&j, &shards, &seen()),
+            Step::Enter(Phase::PostHooks, String::new())
+        );
         let j = job(JobKind::Backup, Phase::PostHooks);
         assert_eq!(next(&j, &shards, &seen()), Step::Dispatch);
         let shards = vec![done(pre), done(shard("v")), done(post)];
-        assert_eq!(next(&j, &shards, &seen()), Step::Enter(Phase::Committing, String::new()));
+        assert_eq!(
+            next(&j, &shards, &seen()),
+            Step::Enter(Phase::Committing, String::new())
+        );
         let j = job(JobKind::Backup, Phase::Committing);
         assert_eq!(next(&j, &shards, &seen()), Step::Work(Work::Commit));
-        let busy = Seen { busy: true, ..seen() };
+        let busy = Seen {
+            busy: true,
+            ..seen()
+        };
         assert!(matches!(next(&j, &shards, &busy), Step::Wait(_)));
         assert_eq!(backup_outcome(&j, &shards).0, JobState::Completed);
     }
@@ -480,7 +533,10 @@ mod tests {
     fn without_hooks_a_backup_goes_straight_to_commit() {
         let j = job(JobKind::Backup, Phase::Running);
         let shards = vec![done(shard("a")), failed(shard("b"))];
-        assert_eq!(next(&j, &shards, &seen()), Step::Enter(Phase::Committing, String::new()));
+        assert_eq!(
+            next(&j, &shards, &seen()),
+            Step::Enter(Phase::Committing, String::new())
+        );
         let (state, message) = backup_outcome(&j, &shards);
         assert_eq!(state, JobState::PartiallyFailed);
         assert!(message.contains("b: boom"), "{message}");
@@ -496,20 +552,43 @@ mod tests {
             ..shard("d")
         };
         let j = job(JobKind::Backup, Phase::Running);
-        let shards = vec![pre.clone(), shard("v"), other.clone(), hook(HookWhen::PostBackup, "web")];
+        let shards = vec![
+            pre.clone(),
+            shard("v"),
+            other.clone(),
+            hook(HookWhen::PostBackup, "web"),
+        ];
         assert_eq!(
             next(&j, &shards, &seen()),
-            Step::Skip(vec!["v".into()], "not run: the component's pre_backup hook failed".into())
+            Step::Skip(
+                vec!["v".into()],
+                "not run: the component's pre_backup hook failed".into()
+            )
         );
         let skipped = crate::shards::skip(&shard("v"), "x", 3);
-        let shards = vec![pre.clone(), skipped.clone(), other.clone(), hook(HookWhen::PostBackup, "web")];
-        assert_eq!(next(&j, &shards, &seen()), Step::Dispatch, "the other component runs");
+        let shards = vec![
+            pre.clone(),
+            skipped.clone(),
+            other.clone(),
+            hook(HookWhen::PostBackup, "web"),
+        ];
+        assert_eq!(
+            next(&j, &shards, &seen()),
+            Step::Dispatch,
+            "the other component runs"
+        );
         let shards = vec![pre, skipped, done(other), hook(HookWhen::PostBackup, "web")];
-        assert_eq!(next(&j, &shards, &seen()), Step::Enter(Phase::PostHooks, String::new()));
+        assert_eq!(
+            next(&j, &shards, &seen()),
+            Step::Enter(Phase::PostHooks, String::new())
+        );
         let ended = vec![
             failed(hook(HookWhen::PreBackup, "web")),
             crate::shards::skip(&shard("v"), "x", 3),
-            done(ShardRecord { component: "db".into(), ..shard("d") }),
+            done(ShardRecord {
+                component: "db".into(),
+                ..shard("d")
+            }),
             done(hook(HookWhen::PostBackup, "web")),
         ];
         let (state, message) = backup_outcome(&j, &ended);
@@ -526,11 +605,21 @@ mod tests {
         let shards = vec![running.clone(), post.clone()];
         assert_eq!(next(&j, &shards, &seen()), Step::Stop(Which::Phase));
         let shards = vec![cancel(&running, 2), post.clone()];
-        assert!(matches!(next(&j, &shards, &seen()), Step::Enter(Phase::PostHooks, _)));
+        assert!(matches!(
+            next(&j, &shards, &seen()),
+            Step::Enter(Phase::PostHooks, _)
+        ));
         j.phase = Phase::PostHooks;
-        assert_eq!(next(&j, &shards, &seen()), Step::Dispatch, "post hooks still run");
+        assert_eq!(
+            next(&j, &shards, &seen()),
+            Step::Dispatch,
+            "post hooks still run"
+        );
         let shards = vec![cancel(&running, 2), done(post)];
-        assert_eq!(next(&j, &shards, &seen()), Step::Enter(Phase::Committing, String::new()));
+        assert_eq!(
+            next(&j, &shards, &seen()),
+            Step::Enter(Phase::Committing, String::new())
+        );
         assert_eq!(backup_outcome(&j, &shards).0, JobState::Cancelled);
     }
 
@@ -545,15 +634,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let shards = vec![done(verifying(shard("a"))), done(verifying(shard("b")))];
-        assert!(matches!(next(&j, &shards, &seen()), Step::Enter(Phase::Writing, _)));
+        assert!(matches!(
+            next(&j, &shards, &seen()),
+            Step::Enter(Phase::Writing, _)
+        ));
         let j = job(JobKind::Restore, Phase::Writing);
         assert_eq!(next(&j, &shards, &seen()), Step::Convert);
         let writing = vec![crate::shards::to_restore(&shards[0]), done(shard("b"))];
         assert_eq!(next(&j, &writing, &seen()), Step::Dispatch);
         let written = vec![done(shard("a")), done(shard("b"))];
-        assert_eq!(next(&j, &written, &seen()), Step::Enter(Phase::Committing, String::new()));
+        assert_eq!(
+            next(&j, &written, &seen()),
+            Step::Enter(Phase::Committing, String::new())
+        );
         assert_eq!(restore_outcome(&written).0, JobState::Completed);
-        assert_eq!(restore_outcome(&[done(shard("a")), failed(shard("b"))]).0, JobState::PartiallyFailed);
+        assert_eq!(
+            restore_outcome(&[done(shard("a")), failed(shard("b"))]).0,
+            JobState::PartiallyFailed
+        );
     }
 
     #[test]
@@ -561,7 +659,10 @@ mod tests {
         let mut j = job(JobKind::Restore, Phase::Verifying);
         j.cancel_requested = true;
         let running = assign(&verifying(shard("a")), "w", 1, None);
-        assert_eq!(next(&j, &[running.clone()], &seen()), Step::Stop(Which::All));
+        assert_eq!(
+            next(&j, std::slice::from_ref(&running), &seen()),
+            Step::Stop(Which::All)
+        );
         match next(&j, &[cancel(&running, 2)], &seen()) {
             Step::Finish(JobState::Cancelled, m) => assert!(m.contains("nothing was restored")),
             other => panic!("{other:?}"),
@@ -585,11 +686,24 @@ mod tests {
             }),
             ..job(JobKind::Restore, Phase::AwaitingBackup)
         };
-        let with = |a: Awaited| Seen { awaited: Some(a), ..seen() };
-        assert!(matches!(next(&j, &[], &with(Awaited::State(JobState::Running))), Step::Wait(m) if m.contains("b-1")));
-        assert_eq!(next(&j, &[], &with(Awaited::State(JobState::Completed))), Step::Work(Work::LoadShards));
-        assert!(matches!(next(&j, &[], &with(Awaited::State(JobState::Failed))), Step::Finish(JobState::Failed, _)));
-        assert!(matches!(next(&j, &[], &with(Awaited::Gone)), Step::Finish(JobState::Failed, m) if m.contains("gone")));
+        let with = |a: Awaited| Seen {
+            awaited: Some(a),
+            ..seen()
+        };
+        assert!(
+            matches!(next(&j, &[], &with(Awaited::State(JobState::Running))), Step::Wait(m) if m.contains("b-1"))
+        );
+        assert_eq!(
+            next(&j, &[], &with(Awaited::State(JobState::Completed))),
+            Step::Work(Work::LoadShards)
+        );
+        assert!(matches!(
+            next(&j, &[], &with(Awaited::State(JobState::Failed))),
+            Step::Finish(JobState::Failed, _)
+        ));
+        assert!(
+            matches!(next(&j, &[], &with(Awaited::Gone)), Step::Finish(JobState::Failed, m) if m.contains("gone"))
+        );
     }
 
     #[test]
@@ -598,10 +712,20 @@ mod tests {
             safety_backup: Some("safe-1".into()),
             ..job(JobKind::Restore, Phase::SafetyBackup)
         };
-        let with = |a: Awaited| Seen { awaited: Some(a), ..seen() };
-        assert!(matches!(next(&j, &[], &with(Awaited::State(JobState::Running))), Step::Wait(m) if m.contains("safe-1")));
-        assert_eq!(next(&j, &[], &with(Awaited::State(JobState::Completed))), Step::Enter(Phase::Verifying, String::new()));
-        assert!(matches!(next(&j, &[], &with(Awaited::State(JobState::Cancelled))), Step::Finish(JobState::Failed, m) if m.contains("nothing was restored")));
+        let with = |a: Awaited| Seen {
+            awaited: Some(a),
+            ..seen()
+        };
+        assert!(
+            matches!(next(&j, &[], &with(Awaited::State(JobState::Running))), Step::Wait(m) if m.contains("safe-1"))
+        );
+        assert_eq!(
+            next(&j, &[], &with(Awaited::State(JobState::Completed))),
+            Step::Enter(Phase::Verifying, String::new())
+        );
+        assert!(
+            matches!(next(&j, &[], &with(Awaited::State(JobState::Cancelled))), Step::Finish(JobState::Failed, m) if m.contains("nothing was restored"))
+        );
     }
 
     #[test]
@@ -609,10 +733,15 @@ mod tests {
         let j = job(JobKind::Verify, Phase::Verifying);
         let shards = vec![done(verifying(shard("a"))), failed(verifying(shard("b")))];
         match next(&j, &shards, &seen()) {
-            Step::Finish(JobState::Failed, m) => assert!(m.contains("1 of 2") && m.contains("b: boom"), "{m}"),
+            Step::Finish(JobState::Failed, m) => {
+                assert!(m.contains("1 of 2") && m.contains("b: boom"), "{m}")
+            }
             other => panic!("{other:?}"),
         }
         let good = vec![done(verifying(shard("a")))];
-        assert!(matches!(next(&j, &good, &seen()), Step::Finish(JobState::Completed, _)));
+        assert!(matches!(
+            next(&j, &good, &seen()),
+            Step::Finish(JobState::Completed, _)
+        ));
     }
 }

@@ -148,7 +148,11 @@ pub async fn commit(ctx: &Context, job: JobRecord, shards: &[ShardRecord]) -> Re
         .filter(|s| s.state == ShardState::Succeeded)
         .collect();
     let mut job = super::backup::finished(job, state, message);
-    job.source_bytes = ok.iter().filter_map(|s| s.outcome.as_ref()).map(|o| o.source_bytes).sum();
+    job.source_bytes = ok
+        .iter()
+        .filter_map(|s| s.outcome.as_ref())
+        .map(|o| o.source_bytes)
+        .sum();
     if !ok.is_empty() {
         let mut spec = job.spec.clone();
         let configs: BTreeMap<&str, &serde_json::Value> = ok

@@ -45,7 +45,11 @@ async fn read_tail(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
 }
 
 /// Runs a hook with a time limit; returns the tail of its output (stdout, then stderr).
-pub async fn run_hook(name: &str, argv: &[String], timeout: Duration) -> Result<String, ShardError> {
+pub async fn run_hook(
+    name: &str,
+    argv: &[String],
+    timeout: Duration,
+) -> Result<String, ShardError> {
     let Some((program, args)) = argv.split_first() else {
         return Ok(String::new());
     };
@@ -73,8 +77,8 @@ pub async fn run_hook(name: &str, argv: &[String], timeout: Duration) -> Result<
             )));
         }
     };
-    let status = status
-        .map_err(|e| ShardError::transient(format!("{name} hook {program:?}: {e}")))?;
+    let status =
+        status.map_err(|e| ShardError::transient(format!("{name} hook {program:?}: {e}")))?;
     let mut text = tail(&out);
     let err_tail = tail(&err);
     if !err_tail.is_empty() {
@@ -89,7 +93,11 @@ pub async fn run_hook(name: &str, argv: &[String], timeout: Duration) -> Result<
     }
     Err(ShardError::transient(format!(
         "{name} hook {program:?} failed ({status}): {}",
-        if err_tail.is_empty() { tail(&out) } else { err_tail }
+        if err_tail.is_empty() {
+            tail(&out)
+        } else {
+            err_tail
+        }
     )))
 }
 
@@ -114,7 +122,8 @@ mod tests {
     #[tokio::test]
     async fn hook_output_is_kept_only_as_a_tail() {
         // 4 MiB of output, then the reason: memory stays bounded, the reason is in the error.
-        let script = "head -c 4194304 /dev/zero | tr '\\0' x; echo; echo 'the real reason' >&2; exit 3";
+        let script =
+            "head -c 4194304 /dev/zero | tr '\\0' x; echo; echo 'the real reason' >&2; exit 3";
         let e = run_hook("post_backup", &argv(script), Duration::from_secs(30))
             .await
             .unwrap_err();
