@@ -174,11 +174,12 @@ fn publish(root: &Path, staging: &Path, overwrite: bool) -> Result<(), ShardErro
             }
         }
     }
+    // The archived root's metadata is the staging directory's, read before moving changes it.
+    let meta = std::fs::symlink_metadata(staging).map_err(|e| io("reading the staging of", e))?;
     for e in std::fs::read_dir(staging).map_err(|e| io("reading the staging of", e))? {
         let e = e.map_err(|e| io("reading the staging of", e))?;
         std::fs::rename(e.path(), root.join(e.file_name())).map_err(|e| io("moving into", e))?;
     }
-    let meta = std::fs::symlink_metadata(staging).map_err(|e| io("reading the staging of", e))?;
     std::fs::remove_dir(staging).map_err(|e| io("removing the staging of", e))?;
     // Owner first (chown clears setuid/setgid), then mode, then times.
     if ferry_archive::can_restore_owners() {
