@@ -64,8 +64,17 @@ pub struct Context {
     pub metrics: crate::metrics::Metrics,
     /// Rate limit of stored audit entries for calls without a valid token.
     pub audit_budget: crate::audit::AnonymousBudget,
-    /// Jobs whose storage or catalog work runs off the reconciler's pass right now.
-    busy: Mutex<std::collections::HashSet<String>>,
+    /// Jobs whose storage or catalog work runs off the reconciler's pass now, or failed and
+    /// waits for its retry.
+    work: Mutex<HashMap<String, WorkSlot>>,
+}
+
+/// Off-pass work of one job.
+#[derive(Debug, Clone, Copy)]
+struct WorkSlot {
+    running: bool,
+    failures: u32,
+    retry_at: std::time::Instant,
 }
 
 /// gRPC metadata key naming the leader's URL when a follower refuses a call.
@@ -91,7 +100,7 @@ impl Context {
             wake: Notify::new(),
             changed: watch::Sender::new(0),
             audit_budget: Default::default(),
-            busy: Mutex::new(Default::default()),
+            work: Mutex::new(HashMap::new()),
         })
     }
 
@@ -121,20 +130,45 @@ impl Context {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Whether work of a job runs off the pass now.
+    /// Whether work of a job runs off the pass now, or waits to be retried after a failure.
     pub fn is_busy(&self, job: &str) -> bool {
-        self.busy.lock().map(|b| b.contains(job)).unwrap_or(false)
+        let Ok(work) = self.work.lock() else {
+            return true;
+        };
+        work.get(job)
+            .is_some_and(|w| w.running || std::time::Instant::now() < w.retry_at)
     }
 
-    /// Marks a job's off-pass work started (`true`; false when it already was) or ended.
-    pub fn set_busy(&self, job: &str, busy: bool) -> bool {
-        let Ok(mut set) = self.busy.lock() else {
+    /// Marks a job's off-pass work started; false when it runs already or waits for a retry.
+    pub fn start_work(&self, job: &str) -> bool {
+        let Ok(mut work) = self.work.lock() else {
             return false;
         };
-        if busy {
-            set.insert(job.to_owned())
-        } else {
-            set.remove(job)
+        let now = std::time::Instant::now();
+        let slot = work.entry(job.to_owned()).or_insert(WorkSlot {
+            running: false,
+            failures: 0,
+            retry_at: now,
+        });
+        if slot.running || now < slot.retry_at {
+            return false;
+        }
+        slot.running = true;
+        true
+    }
+
+    /// Marks a job's off-pass work ended; a failure is retried after a backoff (one
+    /// heartbeat, doubling, at most 16).
+    pub fn end_work(&self, job: &str, ok: bool) {
+        let Ok(mut work) = self.work.lock() else {
+            return;
+        };
+        if ok {
+            work.remove(job);
+        } else if let Some(slot) = work.get_mut(job) {
+            slot.running = false;
+            slot.failures += 1;
+            slot.retry_at = std::time::Instant::now() + self.timings.retry_backoff(slot.failures);
         }
     }
 

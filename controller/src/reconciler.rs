@@ -250,15 +250,16 @@ async fn stop(
 /// Runs storage and catalog work of a job off the pass; the job counts as busy meanwhile. On
 /// an error nothing is saved and the next pass tries again.
 fn spawn_work(ctx: Arc<Context>, job: JobRecord, work: Work) {
-    if !ctx.set_busy(&job.id, true) {
+    if !ctx.start_work(&job.id) {
         return;
     }
     tokio::spawn(async move {
         let id = job.id.clone();
-        if let Err(e) = do_work(&ctx, job, work).await {
-            tracing::warn!(job = %id, ?work, error = %e, "job work failed; retrying");
+        let result = do_work(&ctx, job, work).await;
+        if let Err(e) = &result {
+            tracing::warn!(job = %id, ?work, error = %e, "job work failed; retrying after a backoff");
         }
-        ctx.set_busy(&id, false);
+        ctx.end_work(&id, result.is_ok());
         ctx.notify();
     });
 }

@@ -23,12 +23,16 @@ fn an_app_of_a_thousand_volumes_round_trips_on_etcd() {
     c.add_local_storage("archives", "dc-a");
 
     let root = c.path().join("srv/fleet");
-    let mut yaml = "name: fleet\ncluster: dc-a\ncomponents:\n  - name: c\n    volumes:\n".to_owned();
+    let mut yaml =
+        "name: fleet\ncluster: dc-a\ncomponents:\n  - name: c\n    volumes:\n".to_owned();
     for i in 0..VOLUMES {
         let dir = root.join(format!("v{i:04}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("data.txt"), format!("volume {i}\n")).unwrap();
-        yaml.push_str(&format!("      - {{name: v{i:04}, path: {}}}\n", dir.display()));
+        yaml.push_str(&format!(
+            "      - {{name: v{i:04}, path: {}}}\n",
+            dir.display()
+        ));
     }
     c.apply(&yaml).expect_code(0);
 
@@ -45,8 +49,16 @@ fn an_app_of_a_thousand_volumes_round_trips_on_etcd() {
     let rewrite = format!("{}={}", root.display(), copy.display());
     let restore = c
         .ferry(&[
-            "restore", "create", &id, "--to-app", "fleet-copy", "--rewrite", &rewrite, "--wait",
-            "-o", "json",
+            "restore",
+            "create",
+            &id,
+            "--to-app",
+            "fleet-copy",
+            "--rewrite",
+            &rewrite,
+            "--wait",
+            "-o",
+            "json",
         ])
         .expect_code(0)
         .json();
@@ -66,7 +78,14 @@ fn an_app_of_a_thousand_volumes_round_trips_on_etcd() {
     }
     let in_place = id_of(
         c.ferry(&[
-            "restore", "create", &id, "--to-app", "fleet-copy", "--overwrite", "-o", "json",
+            "restore",
+            "create",
+            &id,
+            "--to-app",
+            "fleet-copy",
+            "--overwrite",
+            "-o",
+            "json",
         ])
         .expect_code(0),
     );
@@ -75,7 +94,10 @@ fn an_app_of_a_thousand_volumes_round_trips_on_etcd() {
         .expect_code(0)
         .json();
     assert_eq!(done["state"], "Completed", "{}", done["message"]);
-    let safety = done["safety_backup"].as_str().expect("a safety backup").to_owned();
+    let safety = done["safety_backup"]
+        .as_str()
+        .expect("a safety backup")
+        .to_owned();
     let safety_job = c.backup(&safety);
     assert_eq!(safety_job["state"], "Completed");
     assert_eq!(safety_job["shards"].as_array().unwrap().len(), VOLUMES);
@@ -85,6 +107,15 @@ fn an_app_of_a_thousand_volumes_round_trips_on_etcd() {
     // Deleted: objects and 1,000 shard records, across many transactions.
     c.ferry(&["backup", "delete", &id]).expect_code(0);
     c.ferry(&["backup", "get", &id]).expect_code(3);
-    let left = etcd.etcdctl(&["get", "--prefix", "--keys-only", &format!("/ferry/v1/shards/{id}/")]);
-    assert!(left.trim().is_empty(), "shard records left: {}", &left[..left.len().min(300)]);
+    let left = etcd.etcdctl(&[
+        "get",
+        "--prefix",
+        "--keys-only",
+        &format!("/ferry/v1/shards/{id}/"),
+    ]);
+    assert!(
+        left.trim().is_empty(),
+        "shard records left: {}",
+        &left[..left.len().min(300)]
+    );
 }

@@ -175,6 +175,11 @@ impl S3Server {
         }
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Kills the server (SIGKILL): open connections break, nothing is flushed.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
