@@ -48,6 +48,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(m) => Status::invalid_argument(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::Store(e @ StoreError::Refused(_)) => Status::internal(e.to_string()),
             Error::Store(e) => Status::unavailable(e.to_string()),
             Error::Storage(e @ StorageError::Config(_)) => {
                 Status::failed_precondition(e.to_string())

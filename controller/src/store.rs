@@ -25,6 +25,9 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("lease {0} not found or expired")]
     LeaseNotFound(LeaseId),
+    /// The store refused the request itself (e.g. etcd: too many operations in a transaction).
+    #[error("the store refused the request: {0}")]
+    Refused(String),
 }
 
 /// One stored key.

@@ -1023,6 +1023,8 @@ pub struct ReceivedSpan {
     pub parent_span_id: String,
     /// Attribute key → value as text.
     pub attributes: std::collections::BTreeMap<String, String>,
+    /// The attributes that arrived as integers (what a dashboard can sum).
+    pub int_attributes: std::collections::BTreeMap<String, i64>,
 }
 
 /// An in-process OTLP/gRPC trace receiver (opentelemetry-proto's collector service).
@@ -1080,6 +1082,14 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
                             .attributes
                             .iter()
                             .map(|a| (a.key.clone(), text(&a.value)))
+                            .collect(),
+                        int_attributes: span
+                            .attributes
+                            .iter()
+                            .filter_map(|a| match a.value.as_ref()?.value.as_ref()? {
+                                V::IntValue(i) => Some((a.key.clone(), *i)),
+                                _ => None,
+                            })
                             .collect(),
                     });
                 }

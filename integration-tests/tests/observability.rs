@@ -259,11 +259,9 @@ fn one_trace_per_job_across_processes() {
         }
         stage
     };
+    // Byte counts arrive as integers, which a dashboard can sum.
     let bytes = |s: &ferry_integration_tests::ReceivedSpan| {
-        s.attributes
-            .get("bytes")
-            .and_then(|b| b.parse::<u64>().ok())
-            .unwrap_or(0)
+        s.int_attributes.get("bytes").copied().unwrap_or(0)
     };
     assert!(under_shard("archive").iter().all(|s| bytes(s) > 0));
     assert!(under_shard("dump").iter().all(|s| bytes(s) > 0));

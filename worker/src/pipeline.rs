@@ -175,7 +175,7 @@ where
         .instrument(upload.clone())
         .await;
     if let Ok(n) = &put {
-        upload.record("bytes", *n);
+        upload.record("bytes", (*n) as i64);
     }
     let produced = producer
         .await
@@ -204,7 +204,7 @@ pub async fn verify_object(
         .instrument(span.clone())
         .await;
     if let Ok(n) = &result {
-        span.record("bytes", *n);
+        span.record("bytes", (*n) as i64);
     }
     result
 }
@@ -294,7 +294,7 @@ where
                 let _ = tx.send(Err(std::io::Error::other(e.message.clone())));
             }
             if let Ok(Some((bytes, _))) = &result {
-                tracing::Span::current().record("bytes", *bytes);
+                tracing::Span::current().record("bytes", (*bytes) as i64);
             }
             result
         }

@@ -12,6 +12,9 @@ use etcd_client::{
 
 use super::{Condition, KeyValue, LeaseId, Op, Store, StoreError};
 
+/// Keys per read of a listing.
+const LIST_PAGE: usize = 500;
+
 /// Every etcd call gives up after this long, so a dead etcd never hangs a caller.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -29,6 +32,12 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 fn unavailable(e: etcd_client::Error) -> StoreError {
+    // etcd refusing a request (too many operations, a request too large) is not an outage.
+    if let etcd_client::Error::GRpcStatus(status) = &e
+        && status.code() == tonic::Code::InvalidArgument
+    {
+        return StoreError::Refused(format!("etcd: {}", status.message()));
+    }
     StoreError::Unavailable(format!("etcd: {e}"))
 }
 
@@ -138,14 +147,20 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
-        let options = GetOptions::new().with_prefix();
-        let resp = self
-            .client
-            .clone()
-            .get(prefix, Some(options))
-            .await
-            .map_err(unavailable)?;
-        resp.kvs().iter().map(Self::kv).collect()
+        // Page by page: one response of a large prefix would pass etcd's and gRPC's size limits.
+        let mut out = Vec::new();
+        let mut from = prefix.to_owned();
+        loop {
+            let page = self.list_page(prefix, &from, LIST_PAGE).await?;
+            let full = page.len() == LIST_PAGE;
+            if let Some(last) = page.last() {
+                from = format!("{}\0", last.key);
+            }
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
     }
 
     async fn list_page(
@@ -331,5 +346,30 @@ mod tests {
             .await
             .unwrap();
         super::super::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn oversized_transactions_are_refused_not_unavailable_and_big_listings_page() {
+        let etcd = testing::TestEtcd::start().await;
+        let store = EtcdStore::connect(std::slice::from_ref(&etcd.url))
+            .await
+            .unwrap();
+        let ops: Vec<Op> = (0..200)
+            .map(|i| Op::put_json(format!("/big/{i:04}"), &i))
+            .collect();
+        match store.txn(vec![], ops).await {
+            Err(StoreError::Refused(m)) => assert!(m.contains("too many operations"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        for chunk in (0..1200).collect::<Vec<u32>>().chunks(100) {
+            let ops = chunk
+                .iter()
+                .map(|i| Op::put_json(format!("/big/{i:04}"), &i))
+                .collect();
+            store.txn(vec![], ops).await.unwrap();
+        }
+        let all = store.list("/big/").await.unwrap();
+        assert_eq!(all.len(), 1200);
+        assert!(all.windows(2).all(|w| w[0].key < w[1].key));
     }
 }

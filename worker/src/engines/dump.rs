@@ -321,7 +321,7 @@ pub async fn backup_from_command(
             let bytes =
                 written.map_err(|e| ShardError::transient(format!("streaming the dump: {e}")))?;
             finished?;
-            tracing::Span::current().record("bytes", bytes);
+            tracing::Span::current().record("bytes", (bytes) as i64);
             Ok(bytes)
         },
     )
@@ -359,7 +359,10 @@ where
                     progress: &counters.done,
                 };
                 let value = consume(info, &mut counted);
-                stage.record("bytes", counters.done.load(Ordering::Relaxed) - before);
+                stage.record(
+                    "bytes",
+                    (counters.done.load(Ordering::Relaxed) - before) as i64,
+                );
                 value
             })
         },

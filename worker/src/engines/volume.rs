@@ -66,7 +66,7 @@ pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
             let _stage = stage.enter();
             let stats =
                 ferry_archive::write_tree(&root, out, &counters.done).map_err(archive_error)?;
-            stage.record("bytes", stats.bytes);
+            stage.record("bytes", (stats.bytes) as i64);
             Ok(stats)
         },
     )
@@ -229,7 +229,7 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
             let _stage = stage.enter();
             let stats = ferry_archive::extract_tree(input, &into, true, &counters.done)
                 .map_err(archive_error)?;
-            stage.record("bytes", stats.bytes);
+            stage.record("bytes", (stats.bytes) as i64);
             Ok(stats)
         },
     )
