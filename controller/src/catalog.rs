@@ -90,6 +90,16 @@ async fn sync_inner(ctx: &Context, location: &StorageLocation) -> Result<SyncRep
     // manifest in the listing, so it can never be mistaken for one whose manifest is gone.
     let catalog = list_json::<JobRecord>(&*ctx.store, &keys::jobs()).await?;
     let known: HashSet<String> = catalog.iter().map(|(j, _)| j.id.clone()).collect();
+    // A local directory that is not there (unmounted, briefly missing) lists as empty: that
+    // must not read as "every backup is gone".
+    if let ferry_model::storage::StorageBackend::Local { path, .. } = &location.backend
+        && !std::path::Path::new(path).is_dir()
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "the directory {path} of storage {:?} is missing; the catalog is left as it is",
+            location.name
+        )));
+    }
     let store = ferry_storage::open(location)?;
     let manifests: BTreeMap<String, String> = store
         .list("teams/")
@@ -122,6 +132,7 @@ async fn sync_inner(ctx: &Context, location: &StorageLocation) -> Result<SyncRep
                 &location.name,
                 "sync",
                 format!("found in storage {} by sync", location.name),
+                ctx.installation(),
             )?;
             persist(ctx, &job, &shards).await
         };
@@ -143,6 +154,16 @@ async fn sync_inner(ctx: &Context, location: &StorageLocation) -> Result<SyncRep
             || manifests.contains_key(&job.id)
         {
             continue;
+        }
+        // Gone from the listing; make sure it is gone, not just unlisted for a moment.
+        let key = layout::manifest_key(&job.team, &job.app, &job.id);
+        match store.head(&key).await {
+            Ok(None) => {}
+            Ok(Some(_)) => continue,
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "sync: cannot tell whether the manifest is gone; kept");
+                continue;
+            }
         }
         let condition = Condition::ModRevision(keys::job(&job.id), rev);
         let ops = vec![Op::delete(keys::job(&job.id))];
@@ -169,12 +190,18 @@ async fn persist(ctx: &Context, job: &JobRecord, shards: &[ShardRecord]) -> Resu
 /// The catalog entry (a finished backup and its shards) for a manifest found in `storage`.
 /// Refuses a manifest whose archives lie outside its own backup directory or whose shards have
 /// no place in its app spec.
+/// A manifest this installation wrote (`ours` is its id) comes back exactly: its trigger (so a
+/// schedule's keep-N counts it again) and its expiry; another installation's keeps `trigger`
+/// and no expiry, so this installation's schedules and TTLs never delete it.
 pub fn record_from_manifest(
     manifest: &BackupManifest,
     storage: &str,
     trigger: &str,
     message: String,
+    ours: &str,
 ) -> Result<(JobRecord, Vec<ShardRecord>)> {
+    let own = !ours.is_empty() && manifest.installation == ours;
+    let trigger = if own { manifest.trigger.as_str() } else { trigger };
     let state = match manifest.state.as_str() {
         "Completed" => JobState::Completed,
         "PartiallyFailed" => JobState::PartiallyFailed,
@@ -239,6 +266,7 @@ pub fn record_from_manifest(
         finished_at_ms: manifest.completed_at_ms,
         labels: manifest.labels.clone(),
         message,
+        expires_at_ms: if own { manifest.expires_at_ms } else { None },
         source_bytes: manifest.shards.iter().map(|s| s.source_bytes).sum(),
         stored_bytes: manifest.shards.iter().map(|s| s.stored_bytes).sum(),
         ..JobRecord::pending(
@@ -417,6 +445,7 @@ where
         &location.name,
         "import",
         "imported from a .ferry file".into(),
+        "",
     )
     .map_err(|e| bad(e.to_string()))?;
     if crate::store::get_json::<JobRecord>(&*ctx.store, &keys::job(&job.id))

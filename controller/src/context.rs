@@ -64,6 +64,8 @@ pub struct Context {
     pub metrics: crate::metrics::Metrics,
     /// Rate limit of stored audit entries for calls without a valid token.
     pub audit_budget: crate::audit::AnonymousBudget,
+    /// This installation's id (`keys::installation`), set at start.
+    pub installation: std::sync::OnceLock<String>,
     /// Jobs whose storage or catalog work runs off the reconciler's pass now, or failed and
     /// waits for its retry.
     work: Mutex<HashMap<String, WorkSlot>>,
@@ -101,6 +103,7 @@ impl Context {
             changed: watch::Sender::new(0),
             audit_budget: Default::default(),
             work: Mutex::new(HashMap::new()),
+            installation: std::sync::OnceLock::new(),
         })
     }
 
@@ -128,6 +131,11 @@ impl Context {
     pub fn notify(&self) {
         self.wake.notify_one();
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// This installation's id (empty before start-up set it).
+    pub fn installation(&self) -> &str {
+        self.installation.get().map(String::as_str).unwrap_or_default()
     }
 
     /// Whether work of a job runs off the pass now, or waits to be retried after a failure.

@@ -13,6 +13,7 @@
 //! /ferry/v1/schedules/TEAM/NAME                 a schedule and its next run
 //! /ferry/v1/tokens/NAME                         a token: what it grants and its SHA-256, never the secret
 //! /ferry/v1/bootstrapped                        set by the first start (which wrote the admin token)
+//! /ferry/v1/installation                        this installation's id (written into its manifests)
 //! /ferry/v1/audit/MS-RAND                       one audit entry; MS = 13-digit time, so keys sort by time
 //! ```
 //!
@@ -124,6 +125,11 @@ pub fn token(name: &str) -> String {
 /// Prefix of every token.
 pub fn tokens() -> String {
     format!("{ROOT}tokens/")
+}
+
+/// `/ferry/v1/installation`
+pub fn installation() -> String {
+    format!("{ROOT}installation")
 }
 
 /// `/ferry/v1/bootstrapped`

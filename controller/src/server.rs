@@ -99,6 +99,7 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
         tracing::info!(file = %file.display(),
             "first start: the installation's admin token (every team) was written here; keep it safe");
     }
+    let installation = installation_id(&*store).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -130,6 +131,7 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
         role,
         metrics,
     );
+    let _ = ctx.installation.set(installation);
     if let Some(addr) = config.metrics_listen {
         ferry_worker::metrics::serve(addr, Arc::new(registry), cancel.clone())
             .await
@@ -236,6 +238,23 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
         cancel,
         tasks,
     })
+}
+
+/// This installation's id, created by the first start (every controller of one store agrees).
+async fn installation_id(store: &dyn Store) -> anyhow::Result<String> {
+    use crate::store::{Condition, Op};
+    loop {
+        if let Some((id, _)) = crate::store::get_json::<String>(store, &crate::keys::installation()).await? {
+            return Ok(id);
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        store
+            .txn(
+                vec![Condition::Absent(crate::keys::installation())],
+                vec![Op::put_json(crate::keys::installation(), &id)],
+            )
+            .await?;
+    }
 }
 
 /// The API's rustls settings, with the files read now so a missing one is named at start.

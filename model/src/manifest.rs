@@ -35,6 +35,10 @@ pub struct BackupManifest {
     /// `manual` or the schedule's name.
     pub trigger: String,
     pub ferry_version: String,
+    /// The installation that wrote it (its id): a sync by that installation restores the
+    /// catalog entry exactly (trigger, expiry); another installation's backups are foreign.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub installation: String,
     /// The app as it was declared when backed up.
     pub app_spec: AppSpec,
     pub shards: Vec<ManifestShard>,

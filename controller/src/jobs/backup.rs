@@ -141,7 +141,8 @@ pub async fn commit(
         .map(|o| o.stored_bytes)
         .sum();
     if job.state != JobState::Failed {
-        let manifest = build_manifest(&job, &shards);
+        let mut manifest = build_manifest(&job, &shards);
+        manifest.installation = ctx.installation().to_owned();
         let key = layout::manifest_key(&job.team, &job.app, &job.id);
         store.put_bytes(&key, manifest.to_json()).await?;
     }
@@ -190,6 +191,7 @@ fn build_manifest(job: &JobRecord, shards: &[ShardRecord]) -> BackupManifest {
         labels: job.labels.clone(),
         trigger: job.trigger.clone(),
         ferry_version: env!("CARGO_PKG_VERSION").to_owned(),
+        installation: String::new(),
         app_spec: job.spec.clone(),
         shards: shards
             .iter()
