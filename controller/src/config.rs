@@ -103,6 +103,9 @@ pub struct Args {
     /// How long audit entries are kept [default: 90d].
     #[arg(long, env = "FERRY_AUDIT_RETENTION", value_parser = humantime::parse_duration)]
     pub audit_retention: Option<Duration>,
+    /// How long finished restore and verify jobs stay listed [default: 30d].
+    #[arg(long, env = "FERRY_JOB_HISTORY", value_parser = humantime::parse_duration)]
+    pub job_history: Option<Duration>,
     /// Longest a unary call may take before it is answered DEADLINE_EXCEEDED [default: 60s].
     #[arg(long, env = "FERRY_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
     pub request_timeout: Option<Duration>,
@@ -162,6 +165,8 @@ pub struct FileConfig {
     pub audit_retention: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     pub request_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub job_history: Option<Duration>,
     pub max_concurrent_requests: Option<usize>,
     pub worker_allow_path: Option<Vec<PathBuf>>,
     pub worker_allow_exec: Option<Vec<String>>,
@@ -462,6 +467,10 @@ impl ControllerConfig {
                     .request_timeout
                     .or(file.request_timeout)
                     .unwrap_or(defaults.request_timeout),
+                job_history: args
+                    .job_history
+                    .or(file.job_history)
+                    .unwrap_or(defaults.job_history),
             },
             json_logs,
             advertise_url: args.advertise_url.or(file.advertise_url),

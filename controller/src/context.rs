@@ -25,6 +25,8 @@ pub struct Settings {
     pub audit_retention: Duration,
     /// Longest a unary call may take.
     pub request_timeout: Duration,
+    /// How long finished restore and verify jobs are kept.
+    pub job_history: Duration,
 }
 
 impl Default for Settings {
@@ -35,6 +37,7 @@ impl Default for Settings {
             sync_interval: Duration::from_secs(60),
             audit_retention: crate::config::DEFAULT_AUDIT_RETENTION,
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
+            job_history: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod metrics;
 pub mod placement;
 pub mod reconciler;
+pub mod retention;
 pub mod records;
 pub mod schedules;
 pub mod server;

@@ -24,7 +24,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::jobs::{self, persist, phase::Phase};
 use crate::keys;
-use crate::records::{JobKind, JobRecord, JobState};
+use crate::records::JobRecord;
 use crate::store::{Condition, Op, get_json, list_json};
 
 /// A schedule and what it has done.
@@ -260,41 +260,29 @@ async fn fire(ctx: &Context, mut schedule: ScheduleRecord, rev: i64) -> Result<(
 /// Deletes expired backups and those beyond their schedule's `keep`.
 pub async fn collect(ctx: &Context) -> Result<()> {
     let now = now_ms();
-    let backups: Vec<JobRecord> = jobs::list_jobs(ctx)
-        .await?
-        .into_iter()
-        .filter(|j| j.kind == JobKind::Backup && j.state.is_final())
-        .collect();
-    let mut doomed: Vec<(&JobRecord, String)> = backups
+    let all = jobs::list_jobs(ctx).await?;
+    let schedules: Vec<crate::retention::Keep> =
+        list_json::<ScheduleRecord>(&*ctx.store, &keys::schedules(None))
+            .await?
+            .into_iter()
+            .filter_map(|(s, _)| {
+                Some(crate::retention::Keep {
+                    team: s.team.clone(),
+                    trigger: s.trigger(),
+                    name: s.name.clone(),
+                    keep: s.keep?,
+                })
+            })
+            .collect();
+    let history = ctx.settings.job_history.as_millis() as i64;
+    for job in all
         .iter()
-        .filter(|j| j.expires_at_ms.is_some_and(|t| t <= now))
-        .map(|j| (j, "its TTL expired".to_owned()))
-        .collect();
-    for (schedule, _) in list_json::<ScheduleRecord>(&*ctx.store, &keys::schedules(None)).await? {
-        let Some(keep) = schedule.keep else { continue };
-        let mut mine: Vec<&JobRecord> = backups
-            .iter()
-            .filter(|j| j.team == schedule.team && j.trigger == schedule.trigger())
-            .collect();
-        mine.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.id.cmp(&a.id)));
-        // Keep the newest N that completed; older ones go, and so do failed runs older than
-        // the oldest one kept.
-        let kept: Vec<&JobRecord> = mine
-            .iter()
-            .copied()
-            .filter(|j| j.state == JobState::Completed)
-            .take(keep as usize)
-            .collect();
-        let Some(oldest_kept) = kept.last().map(|j| j.created_at_ms) else {
-            continue;
-        };
-        for j in mine {
-            let keep_it = kept.iter().any(|k| k.id == j.id) || j.created_at_ms > oldest_kept;
-            if !keep_it {
-                doomed.push((j, format!("schedule {} keeps {keep}", schedule.name)));
-            }
-        }
+        .filter(|j| crate::retention::leaves_history(j, now, history))
+    {
+        jobs::persist::remove(&*ctx.store, &job.id).await?;
+        tracing::info!(job = %job.id, kind = ?job.kind, "finished job left the history");
     }
+    let doomed = crate::retention::doomed_backups(&all, &schedules, now);
     for (job, why) in doomed {
         match jobs::delete_backup(ctx, &job.team, &job.id).await {
             Ok(n) => {
