@@ -303,11 +303,14 @@ pub enum BackupCmd {
         #[arg(long)]
         wait: bool,
     },
-    /// List the team's backups.
-    #[command(after_help = "Example:\n  ferry backup list --app shop")]
+    /// List the team's backups, newest first (fetched page by page).
+    #[command(after_help = "Example:\n  ferry backup list --app shop --limit 20")]
     List {
         #[arg(long)]
         app: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// Describe a backup and its shards.
     #[command(after_help = "Example:\n  ferry backup get shop-20261121-103500-3fa2")]
@@ -382,11 +385,14 @@ pub enum RestoreCmd {
         #[arg(long)]
         wait: bool,
     },
-    /// List the team's restores.
-    #[command(after_help = "Example:\n  ferry restore list")]
+    /// List the team's restores, newest first (fetched page by page).
+    #[command(after_help = "Example:\n  ferry restore list --limit 20")]
     List {
         #[arg(long)]
         app: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// Describe a restore.
     #[command(after_help = "Example:\n  ferry restore get restore-shop-copy-20261121-104000-9c1d")]

@@ -201,7 +201,11 @@ pub fn record_from_manifest(
     ours: &str,
 ) -> Result<(JobRecord, Vec<ShardRecord>)> {
     let own = !ours.is_empty() && manifest.installation == ours;
-    let trigger = if own { manifest.trigger.as_str() } else { trigger };
+    let trigger = if own {
+        manifest.trigger.as_str()
+    } else {
+        trigger
+    };
     let state = match manifest.state.as_str() {
         "Completed" => JobState::Completed,
         "PartiallyFailed" => JobState::PartiallyFailed,

@@ -138,7 +138,10 @@ impl Context {
 
     /// This installation's id (empty before start-up set it).
     pub fn installation(&self) -> &str {
-        self.installation.get().map(String::as_str).unwrap_or_default()
+        self.installation
+            .get()
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 
     /// Whether work of a job runs off the pass now, or waits to be retried after a failure.

@@ -190,25 +190,54 @@ pub async fn view(ctx: &Context, team: &str, id: &str) -> Result<JobView> {
     Ok(JobView { job, shards })
 }
 
-/// Jobs of one kind for a team (optionally one app), newest first.
+/// One page of the jobs of one kind for a team (optionally one app), newest first, and the
+/// token of the next page (empty on the last). The token is the last job's `created_at/id`, so
+/// pages stay consistent while jobs come and go; shards are read for the page's jobs only.
 pub async fn list_views(
     ctx: &Context,
     team: &str,
     app: Option<&str>,
     kind: JobKind,
-) -> Result<Vec<JobView>> {
+    page: &ferry_proto::model::Page,
+) -> Result<(Vec<JobView>, String)> {
     let mut jobs: Vec<_> = list_jobs(ctx)
         .await?
         .into_iter()
         .filter(|j| j.team == team && j.kind == kind && app.is_none_or(|a| j.app == a))
         .collect();
     jobs.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.id.cmp(&a.id)));
-    let mut out = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    let (start, size) = (page_start(&jobs, &page.token)?, page.size.max(1));
+    let end = (start + size).min(jobs.len());
+    let next = if end < jobs.len() {
+        cursor(&jobs[end - 1])
+    } else {
+        String::new()
+    };
+    let mut out = Vec::with_capacity(end - start);
+    for job in jobs.drain(start..end) {
         let shards = shards_of(ctx, &job.id).await?;
         out.push(JobView { job, shards });
     }
-    Ok(out)
+    Ok((out, next))
+}
+
+fn cursor(job: &JobRecord) -> String {
+    format!("{}/{}", job.created_at_ms, job.id)
+}
+
+/// Where the page after `token` starts in `jobs` (sorted newest first).
+fn page_start(jobs: &[JobRecord], token: &str) -> Result<usize> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    let (at, id) = token
+        .split_once('/')
+        .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id)))
+        .ok_or_else(|| Error::InvalidArgument(format!("invalid page token {token:?}")))?;
+    Ok(jobs
+        .iter()
+        .position(|j| (j.created_at_ms, j.id.as_str()) < (at, id))
+        .unwrap_or(jobs.len()))
 }
 
 /// Records a worker's progress for a shard attempt it holds (anything else is ignored, so the
@@ -400,4 +429,57 @@ pub async fn delete_objects(ctx: &Context, job: &JobRecord) -> Result<u64> {
         deleted += 1;
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, at: i64) -> JobRecord {
+        let spec = ferry_model::app::AppSpec::from_yaml("name: app\ncomponents:\n  - name: web\n")
+            .unwrap();
+        JobRecord {
+            created_at_ms: at,
+            ..JobRecord::pending(
+                id.into(),
+                JobKind::Backup,
+                "t".into(),
+                "app".into(),
+                "c".into(),
+                "s".into(),
+                spec,
+                "manual".into(),
+            )
+        }
+    }
+
+    #[test]
+    fn pages_continue_after_their_cursor_even_when_jobs_come_and_go() {
+        // Newest first.
+        let jobs = vec![
+            job("e", 5),
+            job("d", 4),
+            job("c", 3),
+            job("b", 3),
+            job("a", 1),
+        ];
+        assert_eq!(page_start(&jobs, "").unwrap(), 0);
+        let after_c = cursor(&jobs[2]);
+        assert_eq!(
+            page_start(&jobs, &after_c).unwrap(),
+            3,
+            "b has the same time, a lower id"
+        );
+        // A newer job arrived and the cursor's job was deleted: the next page still starts after it.
+        let later = vec![
+            job("f", 6),
+            job("e", 5),
+            job("d", 4),
+            job("b", 3),
+            job("a", 1),
+        ];
+        assert_eq!(later[page_start(&later, &after_c).unwrap()].id, "b");
+        assert_eq!(page_start(&jobs, &cursor(&jobs[4])).unwrap(), 5);
+        assert!(page_start(&jobs, "garbage").is_err());
+    }
 }

@@ -145,7 +145,10 @@ mod tests {
         assert!(!leaves_history(&r, 1500, 1000));
         assert!(leaves_history(&r, 2000, 1000));
         let b = backup("b", 0, JobState::Completed, "manual");
-        assert!(!leaves_history(&b, i64::MAX / 2, 1000), "backups are not history");
+        assert!(
+            !leaves_history(&b, i64::MAX / 2, 1000),
+            "backups are not history"
+        );
         r.state = JobState::Running;
         assert!(!leaves_history(&r, i64::MAX / 2, 1000));
     }

@@ -244,7 +244,9 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
 async fn installation_id(store: &dyn Store) -> anyhow::Result<String> {
     use crate::store::{Condition, Op};
     loop {
-        if let Some((id, _)) = crate::store::get_json::<String>(store, &crate::keys::installation()).await? {
+        if let Some((id, _)) =
+            crate::store::get_json::<String>(store, &crate::keys::installation()).await?
+        {
             return Ok(id);
         }
         let id = uuid::Uuid::new_v4().to_string();

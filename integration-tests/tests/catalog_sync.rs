@@ -17,8 +17,18 @@ fn sync_never_drops_for_a_missing_directory_and_restores_entries_exactly() {
     c.apply_volume_app("app", "local", ("web", "files"), &data);
     let backup = c
         .ferry(&[
-            "backup", "create", "app", "--storage", "archives", "--ttl", "7d", "--label",
-            "keep=me", "--wait", "-o", "json",
+            "backup",
+            "create",
+            "app",
+            "--storage",
+            "archives",
+            "--ttl",
+            "7d",
+            "--label",
+            "keep=me",
+            "--wait",
+            "-o",
+            "json",
         ])
         .expect_code(0)
         .json();

@@ -96,11 +96,34 @@ impl TryFrom<v1::DeleteAppRequest> for AppRef {
     }
 }
 
-/// A team, optionally narrowed to one app.
+/// A team, optionally narrowed to one app, and the page of a listing.
 #[derive(Debug, Clone)]
 pub struct TeamFilter {
     pub team: String,
     pub app: Option<String>,
+    pub page: Page,
+}
+
+/// One page of a listing: how many, after which cursor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub size: usize,
+    pub token: String,
+}
+
+/// Entries per page when a caller asks for none.
+pub const DEFAULT_PAGE: usize = 200;
+/// Most entries per page.
+pub const MAX_PAGE: usize = 1000;
+
+impl Page {
+    fn new(size: u32, token: String) -> Page {
+        let size = match size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        Page { size, token }
+    }
 }
 
 impl TryFrom<v1::ListAppsRequest> for TeamFilter {
@@ -109,6 +132,7 @@ impl TryFrom<v1::ListAppsRequest> for TeamFilter {
         Ok(TeamFilter {
             team: team(r.team)?,
             app: None,
+            page: Page::default(),
         })
     }
 }
@@ -119,6 +143,7 @@ impl TryFrom<v1::ListBackupsRequest> for TeamFilter {
         Ok(TeamFilter {
             team: team(r.team)?,
             app: optional_name("app name", r.app)?,
+            page: Page::new(r.page_size, r.page_token),
         })
     }
 }
@@ -129,6 +154,7 @@ impl TryFrom<v1::ListRestoresRequest> for TeamFilter {
         Ok(TeamFilter {
             team: team(r.team)?,
             app: optional_name("app name", r.app)?,
+            page: Page::new(r.page_size, r.page_token),
         })
     }
 }

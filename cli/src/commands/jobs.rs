@@ -44,16 +44,26 @@ pub async fn backup(ctx: &mut Ctx, cmd: BackupCmd) -> CliResult {
                 .into_inner();
             finish_create(ctx, job, wait).await
         }
-        BackupCmd::List { app } => {
-            let jobs = ctx
-                .client
-                .list_backups(v1::ListBackupsRequest {
-                    team: ctx.team.clone(),
-                    app: app.unwrap_or_default(),
-                })
-                .await?
-                .into_inner()
-                .jobs;
+        BackupCmd::List { app, limit } => {
+            let mut jobs = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = ctx
+                    .client
+                    .list_backups(v1::ListBackupsRequest {
+                        team: ctx.team.clone(),
+                        app: app.clone().unwrap_or_default(),
+                        page_size: page_size(limit, jobs.len()),
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                jobs.extend(page.jobs);
+                token = page.next_page_token;
+                if token.is_empty() || limit.is_some_and(|l| jobs.len() >= l) {
+                    break;
+                }
+            }
             list(ctx, &jobs, true);
             Ok(())
         }
@@ -155,16 +165,26 @@ pub async fn restore(ctx: &mut Ctx, cmd: RestoreCmd) -> CliResult {
                 .into_inner();
             finish_create(ctx, job, wait).await
         }
-        RestoreCmd::List { app } => {
-            let jobs = ctx
-                .client
-                .list_restores(v1::ListRestoresRequest {
-                    team: ctx.team.clone(),
-                    app: app.unwrap_or_default(),
-                })
-                .await?
-                .into_inner()
-                .jobs;
+        RestoreCmd::List { app, limit } => {
+            let mut jobs = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = ctx
+                    .client
+                    .list_restores(v1::ListRestoresRequest {
+                        team: ctx.team.clone(),
+                        app: app.clone().unwrap_or_default(),
+                        page_size: page_size(limit, jobs.len()),
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                jobs.extend(page.jobs);
+                token = page.next_page_token;
+                if token.is_empty() || limit.is_some_and(|l| jobs.len() >= l) {
+                    break;
+                }
+            }
             list(ctx, &jobs, false);
             Ok(())
         }
@@ -234,6 +254,13 @@ async fn finish_create(ctx: &mut Ctx, job: v1::Job, wait: bool) -> CliResult {
     }
     let done = follow(ctx, &job.id).await?;
     conclude(ctx, &done)
+}
+
+/// The page to ask for: what is left of `--limit`, or the server's default.
+fn page_size(limit: Option<usize>, have: usize) -> u32 {
+    limit
+        .map(|l| l.saturating_sub(have).clamp(1, 1000) as u32)
+        .unwrap_or(0)
 }
 
 /// `ferry migrate`: creates both halves; with `--wait` follows the backup, then the restore (in

@@ -488,9 +488,11 @@ impl ControlApi {
         f: TeamFilter,
         kind: JobKind,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
-        let views = jobs::list_views(&self.ctx, &f.team, f.app.as_deref(), kind).await?;
+        let (views, next_page_token) =
+            jobs::list_views(&self.ctx, &f.team, f.app.as_deref(), kind, &f.page).await?;
         Ok(Response::new(v1::ListJobsResponse {
             jobs: views.iter().map(|v| convert::job(&self.ctx, v)).collect(),
+            next_page_token,
         }))
     }
 
