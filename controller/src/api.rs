@@ -11,6 +11,23 @@ use ferry_proto::v1;
 use tonic::{Request, Status};
 
 use crate::auth::Caller;
+use crate::context::Context;
+use ferry_proto::v1::control_service_server::ControlServiceServer;
+use ferry_proto::v1::worker_service_server::WorkerServiceServer;
+
+/// The CLI-facing service, with the message limit every service and client shares.
+pub fn control_service(ctx: std::sync::Arc<Context>) -> ControlServiceServer<control::ControlApi> {
+    ControlServiceServer::new(control::ControlApi { ctx })
+        .max_decoding_message_size(ferry_proto::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(ferry_proto::MAX_MESSAGE_SIZE)
+}
+
+/// The worker-facing service, with the same limit.
+pub fn worker_service(ctx: std::sync::Arc<Context>) -> WorkerServiceServer<worker::WorkerApi> {
+    WorkerServiceServer::new(worker::WorkerApi { ctx })
+        .max_decoding_message_size(ferry_proto::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(ferry_proto::MAX_MESSAGE_SIZE)
+}
 use crate::auth::layer::{AuditTarget, caller};
 
 /// A request message that names a team, and what it is about (for the audit trail).

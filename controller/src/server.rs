@@ -149,7 +149,6 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ferry_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let limit = ferry_proto::MAX_MESSAGE_SIZE;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = server_tls {
         builder = builder.tls_config(tls)?;
@@ -165,16 +164,8 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
-            ControlServiceServer::new(ControlApi { ctx: ctx.clone() })
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-        )
-        .add_service(
-            WorkerServiceServer::new(WorkerApi { ctx: ctx.clone() })
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-        );
+        .add_service(crate::api::control_service(ctx.clone()))
+        .add_service(crate::api::worker_service(ctx.clone()));
     let shutdown = cancel.clone();
     let server = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
