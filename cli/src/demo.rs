@@ -1,19 +1,106 @@
 //! `ferry demo`: the whole main job on one machine, in one command, with nothing to install.
-//! An embedded controller and worker start in-process; an example app with a volume of generated
-//! files is backed up, damaged, restored into a copy, and the copy is compared with the original
-//! file by file (content, modes, mtimes, links, sparse files).
+//! A one-machine controller (`ferry-controller` beside this binary, with its in-process worker)
+//! starts in the demo's directory; an example app with a volume of generated files is backed up,
+//! damaged, restored into a copy, and the copy is compared with the original file by file
+//! (content, modes, mtimes, links, sparse files). The controller is stopped at the end.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_controller::ControllerConfig;
-use ferry_controller::timing::Timings;
 use ferry_proto::v1;
 
 use crate::args::{DemoArgs, Output};
 use crate::commands::{Ctx, jobs};
 use crate::exit::{CliError, CliResult};
 use crate::output;
+
+/// The demo's controller: a `ferry-controller` process in the demo's directory.
+struct Controller {
+    child: tokio::process::Child,
+    url: String,
+    token: String,
+    log: PathBuf,
+}
+
+/// A sibling binary of this one (or `FERRY_CONTROLLER_BIN`).
+fn controller_binary() -> CliResult<PathBuf> {
+    if let Some(bin) = std::env::var_os("FERRY_CONTROLLER_BIN") {
+        return Ok(bin.into());
+    }
+    let exe = std::env::current_exe()?;
+    let beside = exe.with_file_name("ferry-controller");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    Err(CliError::failed(format!(
+        "ferry demo runs ferry-controller (and ferry-worker) from beside {}: install them there, \
+         or set FERRY_CONTROLLER_BIN",
+        exe.display()
+    )))
+}
+
+impl Controller {
+    /// Starts it on a free loopback port and waits for its admin token and its API.
+    async fn start(root: &Path) -> CliResult<Controller> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(fail("finding a free port"))?
+            .port();
+        let data = root.join("ferry-data");
+        let log = root.join("controller.log");
+        let out = std::fs::File::create(&log).map_err(fail("creating the controller log"))?;
+        let err = out.try_clone()?;
+        let child = tokio::process::Command::new(controller_binary()?)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--heartbeat-interval", "500ms"])
+            .env_remove("FERRY_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(fail("starting ferry-controller"))?;
+        let mut controller = Controller {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            token: String::new(),
+            log,
+        };
+        let token_file = data.join("admin.token");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = controller.child.try_wait() {
+                return Err(CliError::failed(format!(
+                    "ferry-controller exited ({status}); see {}",
+                    controller.log.display()
+                )));
+            }
+            if let Ok(token) = crate::login::read_token(&token_file)
+                && crate::client::connect(&controller.url, Some(&token), &Default::default())
+                    .await
+                    .is_ok()
+            {
+                controller.token = token;
+                return Ok(controller);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(CliError::failed(format!(
+                    "ferry-controller did not answer within 30s; see {}",
+                    controller.log.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
 
 fn step(n: u32, text: &str) {
     println!("\n[{n}/6] {text}");
@@ -41,26 +128,20 @@ pub async fn run(args: DemoArgs) -> CliResult {
     };
     println!("Ferry demo in {}", root.display());
 
-    step(1, "Starting an embedded controller and worker");
-    let mut config =
-        ControllerConfig::one_machine(&root.join("ferry-data"), ([127, 0, 0, 1], 0).into());
-    config.timings = Timings::new(Duration::from_millis(500));
-    let running = ferry_controller::start(config)
-        .await
-        .map_err(|e| CliError::failed(format!("starting the controller: {e:#}")))?;
-    let client = crate::client::connect(
-        &running.url(),
-        running.admin_token().as_deref(),
-        &Default::default(),
-    )
-    .await?;
+    step(1, "Starting a one-machine controller and its worker");
+    let mut controller = Controller::start(&root).await?;
+    let url = controller.url.clone();
+    let client = crate::client::connect(&url, Some(&controller.token), &Default::default()).await?;
     let mut ctx = Ctx {
         client,
         team: "demo".into(),
         output: Output::Table,
     };
-    let result = tour(&mut ctx, &root, &running.url()).await;
-    running.shutdown().await;
+    let result = tour(&mut ctx, &root, &url).await;
+    controller.stop().await;
+    if result.is_err() {
+        eprintln!("controller log: {}", controller.log.display());
+    }
     result?;
     println!("\nDemo complete: the restored copy is identical to the original.");
     Ok(())

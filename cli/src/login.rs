@@ -126,8 +126,8 @@ fn is_local(url: &str) -> bool {
 fn local_admin_token() -> Option<String> {
     let dir = std::env::var_os("FERRY_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(ferry_controller::config::DEFAULT_DATA_DIR));
-    read_token(&dir.join(ferry_controller::tokens::ADMIN_TOKEN_FILE)).ok()
+        .unwrap_or_else(|| PathBuf::from(ferry_proto::DEFAULT_DATA_DIR));
+    read_token(&dir.join(ferry_proto::ADMIN_TOKEN_FILE)).ok()
 }
 
 /// Resolves the target of a command from its flags, the saved context and the defaults.

@@ -31,7 +31,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     // The CLI logs only warnings unless RUST_LOG says otherwise.
-    let _telemetry = ferry_worker::logging::init(false, "warn");
+    let _telemetry = ferry_telemetry::logging::init(false, "warn");
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -13,7 +13,7 @@ use crate::timing::{DEFAULT_HEARTBEAT, Timings};
 /// Where the controller listens when nothing says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 /// Where a one-machine install keeps its store and archives.
-pub const DEFAULT_DATA_DIR: &str = "ferry-data";
+pub use ferry_proto::DEFAULT_DATA_DIR;
 /// The cluster of the in-process worker.
 pub const EMBEDDED_CLUSTER: &str = "local";
 

@@ -226,10 +226,10 @@ fn deliver(
         worker = %worker.id, "shard assigned");
     let mut task = task_for(job, shard, location);
     let now = std::time::SystemTime::now();
-    task.traceparent = ferry_worker::logging::emit_span(
+    task.traceparent = ferry_telemetry::logging::emit_span(
         "assign",
         None,
-        Some(&ferry_worker::logging::traceparent(
+        Some(&ferry_telemetry::logging::traceparent(
             &job.trace_id,
             &job.root_span_id,
         )),

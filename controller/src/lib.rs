@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod dispatch;
 pub mod election;
+pub mod embedded_worker;
 pub mod error;
 pub mod jobs;
 pub mod keys;

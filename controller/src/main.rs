@@ -4,8 +4,6 @@ use clap::Parser;
 use ferry_controller::{Args, ControllerConfig};
 
 fn main() -> std::process::ExitCode {
-    // The embedded worker streams archives in this process too.
-    ferry_worker::memory::limit_heap_retention();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -21,7 +19,7 @@ async fn run() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let _telemetry = ferry_worker::logging::init_with(
+    let _telemetry = ferry_telemetry::logging::init_with(
         config.json_logs,
         "info",
         config.otlp_endpoint.as_deref(),

@@ -1,5 +1,5 @@
 //! The controller's Prometheus metrics. Counted where things happen (job transitions, shard
-//! results, lease expiries, schedule ticks); served by `ferry_worker::metrics::serve`.
+//! results, lease expiries, schedule ticks); served by `ferry_telemetry::metrics::serve`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -7,7 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use ferry_worker::metrics::{Histograms, duration_histogram, throughput_histogram};
+use ferry_telemetry::metrics::{Histograms, duration_histogram, throughput_histogram};
 
 /// `kind` = backup | restore.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

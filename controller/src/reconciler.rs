@@ -315,7 +315,7 @@ pub fn job_ended(ctx: &Context, job: &JobRecord) {
         return;
     }
     let at = |ms: i64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    ferry_worker::logging::emit_span(
+    ferry_telemetry::logging::emit_span(
         job.kind.as_str(),
         Some((&job.trace_id, &job.root_span_id)),
         None,

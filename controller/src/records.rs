@@ -129,7 +129,7 @@ impl JobRecord {
         spec: AppSpec,
         trigger: String,
     ) -> JobRecord {
-        let (trace_id, root_span_id) = ferry_worker::logging::new_root_ids();
+        let (trace_id, root_span_id) = ferry_telemetry::logging::new_root_ids();
         JobRecord {
             id,
             kind,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::control::ControlApi;
 use crate::api::worker::WorkerApi;
-use crate::config::{ControllerConfig, EMBEDDED_CLUSTER, StoreSpec};
+use crate::config::{ControllerConfig, StoreSpec};
 use crate::context::Context;
 use crate::election::{self, ControllerInfo};
 use crate::store::Store;
@@ -116,7 +116,7 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
         "http"
     };
     let me = ControllerInfo {
-        id: format!("{}-{}", ferry_worker::default_node_name(), addr.port()),
+        id: format!("{}-{}", ferry_telemetry::default_node_name(), addr.port()),
         url: config
             .advertise_url
             .clone()
@@ -133,7 +133,7 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
     );
     let _ = ctx.installation.set(installation);
     if let Some(addr) = config.metrics_listen {
-        ferry_worker::metrics::serve(addr, Arc::new(registry), cancel.clone())
+        ferry_telemetry::metrics::serve(addr, Arc::new(registry), cancel.clone())
             .await
             .with_context(|| format!("serving metrics on {addr}"))?;
     }
@@ -188,39 +188,16 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
         cancel.clone(),
     )));
     if config.embedded_worker {
-        // Its own join token, renewed at every start (the last one's worker is gone).
-        let name = format!("embedded-worker-{}", addr.port());
-        let token = crate::tokens::replace(
-            &*store,
-            &name,
-            ferry_model::access::Grant::Worker {
-                cluster: EMBEDDED_CLUSTER.to_owned(),
-            },
-        )
-        .await?;
-        let policy = &config.embedded_worker_policy;
-        let worker_config = ferry_worker::WorkerConfig {
-            controller: format!("{scheme}://{dialable}"),
-            cluster: EMBEDDED_CLUSTER.to_owned(),
-            node: ferry_worker::default_node_name(),
-            max_shards: 2,
-            work_dir: config.data_dir.join("work"),
-            metrics_listen: None,
-            token,
-            tls: embedded_worker_tls(&config, &me.url),
-            policy: ferry_worker::policy::Policy {
-                allow_paths: policy.allow_paths.clone(),
-                allow_exec: policy.allow_exec.clone(),
-                secrets_dir: policy.secrets_dir.clone(),
-                ..Default::default()
-            },
+        // Over TLS it dials the advertised URL (the certificate names that host).
+        let url = if config.tls.is_some() {
+            me.url.clone()
+        } else {
+            format!("http://{dialable}")
         };
-        let worker_cancel = cancel.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = ferry_worker::run(worker_config, worker_cancel).await {
-                tracing::error!(error = %e, "embedded worker stopped");
-            }
-        }));
+        tasks.push(
+            crate::embedded_worker::spawn(&*store, &config, url, addr.port(), cancel.clone())
+                .await?,
+        );
     }
     Ok(RunningController {
         addr,
@@ -269,31 +246,6 @@ fn server_tls(tls: &crate::config::ServerTls) -> anyhow::Result<tonic::transport
     Ok(config)
 }
 
-/// How the in-process worker dials its own controller over TLS: it trusts `--ca-cert`, else the
-/// certificates of `--tls-cert` (a self-signed certificate, or a chain file with its CA), checks them
-/// against the advertised host, and presents them as its client certificate when clients must
-/// have one.
-fn embedded_worker_tls(
-    config: &ControllerConfig,
-    advertised: &str,
-) -> ferry_proto::transport::ClientTls {
-    let Some(tls) = &config.tls else {
-        return Default::default();
-    };
-    let domain = advertised
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split([':', '/']).next())
-        .map(str::to_owned);
-    ferry_proto::transport::ClientTls {
-        ca_cert: Some(tls.ca.clone().unwrap_or_else(|| tls.cert.clone())),
-        client_identity: tls
-            .client_ca
-            .as_ref()
-            .map(|_| (tls.cert.clone(), tls.key.clone())),
-        domain,
-    }
-}
 
 /// Runs the leader-only work (the reconciler) for as long as this controller leads, and stops it
 /// at once when leadership is lost.

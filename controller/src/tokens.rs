@@ -19,7 +19,7 @@ use crate::store::{Condition, Op, Store, get_json, list_json};
 /// The name of the token a first start writes.
 pub const ADMIN_TOKEN_NAME: &str = "admin";
 /// The file it is written to, in the data directory.
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub use ferry_proto::ADMIN_TOKEN_FILE;
 const PREFIX: &str = "fry_";
 const SECRET_HEX: usize = 64;
 

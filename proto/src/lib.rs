@@ -23,6 +23,11 @@ pub const LEADER_HEADER: &str = "ferry-leader";
 pub const WORKER_ID_HEADER: &str = "ferry-worker-id";
 /// gRPC metadata key of a worker session's secret (every worker call after Register).
 pub const SESSION_HEADER: &str = "ferry-session";
+/// Where a one-machine install keeps its data, relative to where the controller starts.
+pub const DEFAULT_DATA_DIR: &str = "ferry-data";
+/// The file in the data directory that holds the installation's admin token (first start).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
 /// The largest message either way, on both services and in every client: an import carries a
 /// whole manifest in one message, and an assignment a whole app spec.
 pub const MAX_MESSAGE_SIZE: usize = 65 << 20;

@@ -5,7 +5,6 @@
 pub mod controllers;
 pub mod engines;
 pub mod executor;
-pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;
@@ -38,27 +37,4 @@ pub struct WorkerConfig {
     pub policy: policy::Policy,
 }
 
-/// The host name, or `node` when it cannot be read; made a valid Ferry name.
-pub fn default_node_name() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .unwrap_or_default();
-    let name: String = raw
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    let name = name.trim_matches('-').to_owned();
-    if name.is_empty() {
-        "node".to_owned()
-    } else {
-        name
-    }
-}
+pub use ferry_telemetry::{default_node_name, logging};

@@ -132,7 +132,7 @@ impl WorkerService for WorkerApi {
         let report: ShardReport = req.into_inner().try_into()?;
         let span = tracing::info_span!("record_result", job = %report.shard.job_id, shard = %report.shard.shard_id, attempt = report.shard.attempt);
         if let Some(parent) = &parent {
-            ferry_worker::logging::set_parent(&span, parent);
+            ferry_telemetry::logging::set_parent(&span, parent);
         }
         let accepted = jobs::record_result(&self.ctx, &me.worker_id, report)
             .instrument(span)
