@@ -2,7 +2,7 @@
 //! server, shell pipelines; each process's peak RSS (VmHWM) and CPU time from /proc.
 
 use std::ffi::OsStr;
-use std::net::TcpListener;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,13 +61,7 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
+pub use ferry_test_support::free_port;
 
 /// Runs a program to completion; returns its stdout, or fails with its stderr.
 pub fn run<I, S>(program: &str, args: I) -> anyhow::Result<String>
@@ -610,24 +604,9 @@ impl S3Server {
         self.proc_.pid()
     }
 
-    /// `$FERRY_S3S_FS`, `ferry-s3s-fs` on PATH, or ~/.cache/ferry-tools/bin/ferry-s3s-fs.
-    fn binary() -> anyhow::Result<PathBuf> {
-        let mut candidates: Vec<PathBuf> = Vec::new();
-        if let Some(p) = std::env::var_os("FERRY_S3S_FS") {
-            candidates.push(p.into());
-        }
-        candidates.extend(which("ferry-s3s-fs"));
-        if let Some(home) = std::env::var_os("HOME") {
-            candidates.push(Path::new(&home).join(".cache/ferry-tools/bin/ferry-s3s-fs"));
-        }
-        candidates
-            .into_iter()
-            .find(|p| p.is_file())
-            .context("the S3 test server ferry-s3s-fs is not installed (scripts/setup builds it)")
-    }
-
     pub fn start(dir: &Path) -> anyhow::Result<S3Server> {
-        let bin = Self::binary()?;
+        // The same lookup (and version check) as the tests: `scripts/setup` builds it.
+        let bin = ferry_test_support::s3::server_binary();
         let data = dir.join("s3-data");
         std::fs::create_dir_all(&data)?;
         let port = free_port();

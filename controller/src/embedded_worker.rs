@@ -32,7 +32,12 @@ fn binary() -> anyhow::Result<PathBuf> {
 }
 
 /// The worker's command line.
-fn command(bin: &Path, config: &ControllerConfig, url: &str, token_file: &Path) -> tokio::process::Command {
+fn command(
+    bin: &Path,
+    config: &ControllerConfig,
+    url: &str,
+    token_file: &Path,
+) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(bin);
     cmd.arg("--controller")
         .arg(url)
@@ -61,9 +66,13 @@ fn command(bin: &Path, config: &ControllerConfig, url: &str, token_file: &Path) 
         // It trusts --ca-cert, else the certificates of --tls-cert (a self-signed certificate,
         // or a chain file with its CA), and presents the controller's own certificate when
         // clients must have one.
-        cmd.arg("--ca-cert").arg(tls.ca.as_ref().unwrap_or(&tls.cert));
+        cmd.arg("--ca-cert")
+            .arg(tls.ca.as_ref().unwrap_or(&tls.cert));
         if tls.client_ca.is_some() {
-            cmd.arg("--client-cert").arg(&tls.cert).arg("--client-key").arg(&tls.key);
+            cmd.arg("--client-cert")
+                .arg(&tls.cert)
+                .arg("--client-key")
+                .arg(&tls.key);
         }
     }
     if let Some(endpoint) = &config.otlp_endpoint {

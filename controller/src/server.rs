@@ -246,7 +246,6 @@ fn server_tls(tls: &crate::config::ServerTls) -> anyhow::Result<tonic::transport
     Ok(config)
 }
 
-
 /// Runs the leader-only work (the reconciler) for as long as this controller leads, and stops it
 /// at once when leadership is lost.
 async fn lead_while_elected(ctx: Arc<Context>, cancel: CancellationToken) {

@@ -3,15 +3,17 @@
 //! when the test ends; when it fails, their logs are printed.
 
 use std::io::Read;
-use std::net::TcpListener;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub mod pki;
+pub use ferry_test_support::{
+    Etcd, PgDb, Proc, Redis, S3Server, free_port, pki, s3 as s3_server, sh, unique, wait_for,
+};
 
 /// Heartbeat of test controllers: every timing derives from it, so failover takes seconds.
 pub const TEST_HEARTBEAT: &str = "300ms";
@@ -45,100 +47,6 @@ pub fn bin_dir() -> &'static Path {
             .expect("target dir")
             .to_path_buf()
     })
-}
-
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("finding a free port")
-}
-
-/// A process started by a test, killed on drop.
-pub struct Proc {
-    pub name: String,
-    child: Option<Child>,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Proc {
-        let out = std::fs::File::create(&log).expect("creating a log file");
-        let err = out.try_clone().expect("cloning a log file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Proc {
-            name: name.to_owned(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// The OS process id.
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
-    }
-
-    /// Sends a signal.
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on a pid this test started; no memory is involved.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then wait for a clean exit (SIGKILL after 10 s).
-    pub fn stop(&mut self) {
-        self.signal(libc::SIGTERM);
-        if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// The last lines of the process's log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "----- {} log (tail) -----\n{}\n",
-                self.name,
-                self.log_tail(60)
-            );
-        }
-        self.kill();
-    }
 }
 
 /// The outcome of one `ferry` invocation.
@@ -601,18 +509,6 @@ pub fn ferry_at(url: &str, args: &[&str]) -> Run {
     run(cmd)
 }
 
-/// Polls `check` until it holds, or panics saying what it waited for.
-pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Every log line the test's processes wrote so far (to check that no secret leaked).
 impl Cluster {
     pub fn all_logs(&self) -> String {
@@ -621,214 +517,6 @@ impl Cluster {
             out.push_str(&std::fs::read_to_string(&p.log).unwrap_or_default());
         }
         out
-    }
-}
-
-/// Runs a command and returns its stdout, panicking with its stderr when it fails.
-pub fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{program} could not start ({e}): is it installed?"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A unique suffix for database names.
-pub fn unique() -> String {
-    format!("{}_{}", std::process::id(), free_port())
-}
-
-/// A redis-server of the test's own on a free port, killed on drop.
-pub struct Redis {
-    pub port: u16,
-    proc_: Proc,
-}
-
-impl Redis {
-    /// Starts one in `dir` and waits until it answers.
-    pub fn start(dir: &Path) -> Redis {
-        let port = free_port();
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir);
-        let proc_ = Proc::spawn(
-            "redis-server",
-            &mut cmd,
-            dir.join(format!("redis-{port}.log")),
-        );
-        wait_for(Duration::from_secs(20), "redis-server to start", || {
-            Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "ping"])
-                .output()
-                .map(|o| o.stdout.starts_with(b"PONG"))
-                .unwrap_or(false)
-        });
-        Redis { port, proc_ }
-    }
-
-    /// Runs redis-cli against it.
-    pub fn cli(&self, args: &[&str]) -> String {
-        let mut all = vec!["-p".to_string(), self.port.to_string()];
-        all.extend(args.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        sh("redis-cli", &refs)
-    }
-
-    /// The process (to read its log).
-    pub fn process(&self) -> &Proc {
-        &self.proc_
-    }
-}
-
-/// A real etcd (Debian's `etcd`) on free ports with its own data dir; it can be killed and
-/// started again on the same ports and data. It serves clients over TLS and accepts only
-/// clients with a certificate of its own test CA, as a production etcd should.
-pub struct Etcd {
-    pub url: String,
-    pub pki: pki::Pki,
-    peer: String,
-    data: PathBuf,
-    log_dir: PathBuf,
-    proc_: Option<Proc>,
-    starts: usize,
-}
-
-impl Etcd {
-    /// Starts etcd under `dir` and waits until it answers.
-    pub fn start(dir: &Path) -> Etcd {
-        let mut etcd = Etcd {
-            url: format!("https://127.0.0.1:{}", free_port()),
-            pki: pki::Pki::generate(&dir.join("etcd-pki"), "etcd"),
-            peer: format!("http://127.0.0.1:{}", free_port()),
-            data: dir.join("etcd-data"),
-            log_dir: dir.to_path_buf(),
-            proc_: None,
-            starts: 0,
-        };
-        etcd.restart();
-        etcd
-    }
-
-    /// The controller flags that use this etcd: its URL, its CA and a client certificate.
-    pub fn controller_args(&self) -> Vec<String> {
-        vec![
-            "--store".into(),
-            format!("etcd:{}", self.url),
-            "--etcd-ca-cert".into(),
-            self.pki.ca.to_string_lossy().into_owned(),
-            "--etcd-cert".into(),
-            self.pki.client_cert.to_string_lossy().into_owned(),
-            "--etcd-key".into(),
-            self.pki.client_key.to_string_lossy().into_owned(),
-        ]
-    }
-
-    /// Starts it (again).
-    pub fn restart(&mut self) {
-        self.starts += 1;
-        let mut cmd = Command::new("etcd");
-        cmd.arg("--data-dir")
-            .arg(&self.data)
-            .args(["--name", "it"])
-            .args([
-                "--listen-client-urls",
-                &self.url,
-                "--advertise-client-urls",
-                &self.url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &self.peer,
-                "--initial-advertise-peer-urls",
-                &self.peer,
-            ])
-            .args(["--initial-cluster", &format!("it={}", self.peer)])
-            .arg("--cert-file")
-            .arg(&self.pki.server_cert)
-            .arg("--key-file")
-            .arg(&self.pki.server_key)
-            .arg("--trusted-ca-file")
-            .arg(&self.pki.ca)
-            .arg("--client-cert-auth");
-        let log = self.log_dir.join(format!("etcd-{}.log", self.starts));
-        self.proc_ = Some(Proc::spawn("etcd", &mut cmd, log));
-        wait_for(Duration::from_secs(30), "etcd to answer", || {
-            self.get("/probe").is_some()
-        });
-    }
-
-    /// SIGKILLs it.
-    pub fn kill(&mut self) {
-        if let Some(p) = self.proc_.as_mut() {
-            p.kill();
-        }
-        self.proc_ = None;
-    }
-
-    /// Runs `etcdctl` with this etcd's endpoint and certificates; panics when it fails.
-    pub fn etcdctl(&self, args: &[&str]) -> String {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.url, "--command-timeout=5s"])
-            .arg("--cacert")
-            .arg(&self.pki.ca)
-            .arg("--cert")
-            .arg(&self.pki.client_cert)
-            .arg("--key")
-            .arg(&self.pki.client_key)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("etcdctl is required (apt-get install etcd-client; scripts/setup)");
-        assert!(
-            out.status.success(),
-            "etcdctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The value of a key (`Some("")` when absent), or `None` when etcd does not answer.
-    pub fn get(&self, key: &str) -> Option<String> {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.url, "--command-timeout=2s"])
-            .arg("--cacert")
-            .arg(&self.pki.ca)
-            .arg("--cert")
-            .arg(&self.pki.client_cert)
-            .arg("--key")
-            .arg(&self.pki.client_key)
-            .args(["get", key, "--print-value-only"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("etcdctl is required (apt-get install etcd-client; scripts/setup)");
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    }
-
-    /// The URL of the elected controller, if any.
-    pub fn leader_url(&self) -> Option<String> {
-        let value = self.get("/ferry/v1/leader")?;
-        let v: Value = serde_json::from_str(&value).ok()?;
-        v["url"].as_str().map(str::to_owned)
     }
 }
 
@@ -1132,76 +820,6 @@ impl OtlpReceiver {
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.spans.lock().expect("spans lock").clone()
     }
-}
-
-/// A PostgreSQL database of the test's own on the local server (unique name), dropped when the
-/// test ends, also when it fails.
-pub struct PgDb {
-    pub name: String,
-}
-
-impl PgDb {
-    /// Creates `PREFIX_UNIQUE`.
-    pub fn create(prefix: &str) -> PgDb {
-        let name = format!("{prefix}_{}", unique());
-        sh("createdb", &["-h", "127.0.0.1", &name]);
-        PgDb { name }
-    }
-
-    /// Runs SQL in it (psql, stopping at the first error) and returns the unaligned output.
-    pub fn psql(&self, sql: &str) -> String {
-        sh(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-d",
-                &self.name,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-Atc",
-                sql,
-            ],
-        )
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let _ = Command::new("dropdb")
-            .args(["-h", "127.0.0.1", "--if-exists", "--force", &self.name])
-            .status();
-    }
-}
-
-/// The S3 test server (ferry-s3s-fs), shared with the storage crate's tests.
-#[path = "../../storage/tests/common/s3_server.rs"]
-pub mod s3_server;
-
-pub use s3_server::S3Server;
-
-impl S3Server {
-    /// Creates a bucket (blocking).
-    pub fn bucket(&self, bucket: &str) {
-        runtime().block_on(self.create_bucket(bucket));
-    }
-
-    /// Unfinished multipart uploads in a bucket (blocking).
-    pub fn open_uploads(&self, bucket: &str) -> Vec<(String, String)> {
-        runtime().block_on(self.multipart_uploads(bucket))
-    }
-
-    /// Where the server keeps object `key` of `bucket` on disk.
-    pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
-        self.data_dir().join(bucket).join(key)
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 impl Cluster {

@@ -6,10 +6,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::s3_server::S3Server;
 use ferry_storage::local::LocalStore;
 use ferry_storage::s3::{MIN_PART_SIZE, S3Store, S3Tuning};
 use ferry_storage::{BoxReader, ObjectStore, StorageError};
+use ferry_test_support::S3Server;
 use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 

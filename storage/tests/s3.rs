@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::pseudo_random;
-use common::s3_server::{
-    ACCESS_KEY, S3Server, SECRET_KEY, WRONG_SECRET_KEY, WRONG_SECRET_KEY_ENV, set_credentials_env,
-};
 use ferry_storage::s3::{MIN_PART_SIZE, S3Store, S3Tuning};
 use ferry_storage::{BoxReader, ObjectStore, StorageError};
+use ferry_test_support::s3::{
+    ACCESS_KEY, S3Server, SECRET_KEY, WRONG_SECRET_KEY, WRONG_SECRET_KEY_ENV, set_credentials_env,
+};
 use futures::StreamExt;
 use tokio_util::io::StreamReader;
 use tokio_util::sync::CancellationToken;
@@ -515,7 +515,7 @@ fn missing_credentials_name_the_variable_and_never_a_secret() {
             secret_key_env: secret.into(),
         },
     };
-    use common::s3_server::{ACCESS_KEY_ENV, SECRET_KEY_ENV};
+    use ferry_test_support::s3::{ACCESS_KEY_ENV, SECRET_KEY_ENV};
 
     let err = ferry_storage::open(&server_less("FERRY_TEST_UNSET_ACCESS_KEY", SECRET_KEY_ENV))
         .unwrap_err();

@@ -2,12 +2,11 @@
 //! Names follow Prometheus conventions (`ferry_…_total`, `_seconds`, `_bytes`); the text is
 //! OpenMetrics, which Prometheus scrapes natively.
 
-
+use ferry_telemetry::metrics::{Histograms, duration_histogram};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use ferry_telemetry::metrics::{Histograms, duration_histogram};
 use prometheus_client::registry::Registry;
 
 /// `op` = backup | verify | restore; `result` = ok | failed.
@@ -71,6 +70,5 @@ impl WorkerMetrics {
         m
     }
 }
-
 
 pub use ferry_telemetry::metrics::serve;

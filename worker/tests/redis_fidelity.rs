@@ -23,13 +23,7 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use ferry_test_support::free_port;
 
 /// Fails loudly when the Redis tools are missing: these tests never skip.
 fn require_tools() {

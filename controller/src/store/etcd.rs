@@ -262,75 +262,27 @@ impl Store for EtcdStore {
 /// A real etcd for tests: Debian's `etcd` binary on free ports with its own data dir.
 #[cfg(test)]
 pub mod testing {
-    use std::process::{Child, Command, Stdio};
-
-    /// A running etcd, killed on drop.
+    /// A plain-HTTP etcd for the store's own tests (the shared launcher), killed on drop.
     pub struct TestEtcd {
         pub url: String,
-        child: Child,
+        _etcd: ferry_test_support::Etcd,
         _dir: tempfile::TempDir,
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port")
     }
 
     impl TestEtcd {
         /// Starts etcd and waits until it serves. Fails loudly when etcd is not installed.
         pub async fn start() -> TestEtcd {
             let dir = tempfile::tempdir().expect("tempdir");
-            let (client, peer) = (free_port(), free_port());
-            let url = format!("http://127.0.0.1:{client}");
-            let child = Command::new("etcd")
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .args(["--name", "test"])
-                .args([
-                    "--listen-client-urls",
-                    &url,
-                    "--advertise-client-urls",
-                    &url,
-                ])
-                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args([
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                ])
-                .args([
-                    "--initial-cluster",
-                    &format!("test=http://127.0.0.1:{peer}"),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect(
-                    "etcd is required for these tests: apt-get install etcd-server (scripts/setup)",
-                );
-            let etcd = TestEtcd {
-                url,
-                child,
+            let path = dir.path().to_path_buf();
+            let etcd =
+                tokio::task::spawn_blocking(move || ferry_test_support::Etcd::start_plain(&path))
+                    .await
+                    .expect("starting etcd");
+            TestEtcd {
+                url: etcd.url.clone(),
+                _etcd: etcd,
                 _dir: dir,
-            };
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            loop {
-                if let Ok(store) = super::EtcdStore::connect(std::slice::from_ref(&etcd.url)).await
-                    && crate::store::Store::get(&store, "/probe").await.is_ok()
-                {
-                    return etcd;
-                }
-                assert!(std::time::Instant::now() < deadline, "etcd did not start");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
-        }
-    }
-
-    impl Drop for TestEtcd {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }

@@ -2,8 +2,6 @@
 
 #![allow(dead_code)]
 
-pub mod s3_server;
-
 /// `n` bytes of non-repeating content (xorshift64*), the same for the same seed.
 pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

@@ -4,9 +4,9 @@
 //!
 //! A missing server binary fails the test, saying to run `scripts/setup`: tests never skip.
 
-#![allow(dead_code)] // each test crate uses a different part
+use std::net::{SocketAddr, TcpStream};
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use crate::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
@@ -30,7 +30,7 @@ pub const WRONG_SECRET_KEY: &str = "ferry-wrong-secret-9a7e21";
 
 /// The version line the current source of the server prints (`--version`).
 fn expected_version() -> String {
-    let src = include_str!("../../s3s-test-server/src/main.rs");
+    let src = include_str!("../../storage/s3s-test-server/src/main.rs");
     let line = src
         .lines()
         .find(|l| l.starts_with("const VERSION: &str = \""))
@@ -87,13 +87,6 @@ pub fn set_credentials_env() {
             std::env::set_var(WRONG_SECRET_KEY_ENV, WRONG_SECRET_KEY);
         }
     });
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A running (or killed) S3 test server.
@@ -311,4 +304,29 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Blocking helpers for tests that are not async.
+impl S3Server {
+    /// Creates a bucket (blocking).
+    pub fn bucket(&self, bucket: &str) {
+        runtime().block_on(self.create_bucket(bucket));
+    }
+
+    /// Unfinished multipart uploads in a bucket (blocking).
+    pub fn open_uploads(&self, bucket: &str) -> Vec<(String, String)> {
+        runtime().block_on(self.multipart_uploads(bucket))
+    }
+
+    /// Where the server keeps object `key` of `bucket` on disk.
+    pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.data_dir().join(bucket).join(key)
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
