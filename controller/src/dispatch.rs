@@ -264,6 +264,7 @@ pub fn task_for(job: &JobRecord, shard: &ShardRecord, storage: StorageLocation) 
         object_key: shard.object_key.clone(),
         expected_sha256: shard.expected_sha256.clone(),
         overwrite,
+        staged: shard.staged.clone(),
         rewrites,
         missing_ok: shard.missing_ok,
         traceparent: None,

@@ -64,6 +64,7 @@ pub fn new_shard(job_id: &str, planned: &PlannedShard, op: ShardOp) -> ShardReco
         finished_at_ms: 0,
         missing_ok: false,
         attempt_started_ms: 0,
+        staged: None,
     }
 }
 
@@ -118,7 +119,7 @@ pub fn shards_from_manifest(
     job_id: &str,
     manifest: &BackupManifest,
     spec: &ferry_model::app::AppSpec,
-    check_target: bool,
+    step: FirstStep,
     missing: impl Fn(&ferry_model::manifest::ManifestShard) -> String,
 ) -> Result<Vec<ShardRecord>> {
     let targets: BTreeMap<String, PlannedShard> = plan_shards(spec)
@@ -133,13 +134,32 @@ pub fn shards_from_manifest(
             let planned = targets
                 .get(&m.slot)
                 .ok_or_else(|| Error::FailedPrecondition(missing(m)))?;
-            let mut shard = new_shard(job_id, planned, ShardOp::Verify { check_target });
+            // A restore checks a volume's archive while staging it (one read, not two).
+            let staged_later = step != FirstStep::Verify
+                && matches!(planned.resource, ferry_model::task::Resource::Volume { .. });
+            let op = ShardOp::Verify {
+                check_target: step == FirstStep::Restore,
+                archive: !staged_later,
+            };
+            let mut shard = new_shard(job_id, planned, op);
             shard.id = m.id.clone();
             shard.object_key = m.object_key.clone();
             shard.expected_sha256 = Some(m.sha256.clone());
             Ok(shard)
         })
         .collect()
+}
+
+/// What the first step of a job reading a backup checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstStep {
+    /// A verify job: every archive.
+    Verify,
+    /// A restore: every target empty; archives of databases, config and exec (volumes' are
+    /// checked while staged).
+    Restore,
+    /// An in-place restore: the same, without the emptiness check.
+    RestoreInPlace,
 }
 
 /// Every active job (through the active index).

@@ -173,7 +173,7 @@ async fn advance(
                 dispatch::save_shard(ctx, &crate::shards::skip(shard, &reason, now), *srev).await?;
             }
         }
-        Step::Convert => convert(ctx, &current).await?,
+        Step::Convert => convert(ctx, &job, &current).await?,
         Step::Stop(which) => stop(ctx, &job, &current, which).await?,
         Step::Work(work) => spawn_work(ctx.clone(), job, work),
         Step::Finish(state, message) => {
@@ -192,19 +192,31 @@ async fn show(ctx: &Context, mut job: JobRecord, rev: i64, message: String) -> R
     Ok(())
 }
 
-/// Turns verified restore shards into writing ones, a batch per transaction.
-async fn convert(ctx: &Context, current: &[(ShardRecord, i64)]) -> Result<()> {
-    let verified = current
+/// Moves a restore's checked shards on to the phase's step (staging a volume, or writing), a
+/// batch per transaction.
+async fn convert(ctx: &Context, job: &JobRecord, current: &[(ShardRecord, i64)]) -> Result<()> {
+    use ferry_model::task::ShardOp;
+    let staging = job.phase == Phase::Staging;
+    let batch: Vec<&(ShardRecord, i64)> = current
         .iter()
-        .filter(|(s, _)| matches!(s.op, ferry_model::task::ShardOp::Verify { .. }));
-    let batch: Vec<&(ShardRecord, i64)> = verified.collect();
+        .filter(|(s, _)| match (staging, s.op) {
+            (true, ShardOp::Verify { .. }) => job.phase.admits(s),
+            (false, ShardOp::Verify { .. } | ShardOp::Stage) => true,
+            _ => false,
+        })
+        .collect();
     for chunk in batch.chunks(persist::WRITE_BATCH / 2) {
         let mut conditions = Vec::new();
         let mut ops = Vec::new();
         for (shard, rev) in chunk {
             let key = keys::shard(&shard.job_id, &shard.id);
             conditions.push(Condition::ModRevision(key.clone(), *rev));
-            ops.push(Op::put_json(key, &crate::shards::to_restore(shard)));
+            let next = if staging {
+                crate::shards::to_stage(shard)
+            } else {
+                crate::shards::to_restore(shard)
+            };
+            ops.push(Op::put_json(key, &next));
         }
         ctx.store.txn(conditions, ops).await?;
     }

@@ -237,6 +237,9 @@ pub struct ShardRecord {
     /// When the current attempt was handed out.
     #[serde(default)]
     pub attempt_started_ms: i64,
+    /// A volume restore: its staged copy, to be moved into place by the writing step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<ferry_model::task::Staged>,
 }
 
 /// A live worker session, stored under the worker's lease.

@@ -141,11 +141,28 @@ pub fn unschedulable(
     Some(s)
 }
 
-/// A verified restore shard, turned into the step that writes (the attempt number goes on, so
-/// reports of the verify attempts stay fenced off).
+/// A checked volume restore shard, turned into the step that stages its copy.
+pub fn to_stage(shard: &ShardRecord) -> ShardRecord {
+    let mut s = next_step(shard);
+    s.op = ShardOp::Stage;
+    s
+}
+
+/// A checked (or staged) restore shard, turned into the step that writes; a staged volume
+/// keeps where its copy waits. The attempt number goes on, so reports of earlier steps stay
+/// fenced off.
 pub fn to_restore(shard: &ShardRecord) -> ShardRecord {
-    let mut s = shard.clone();
+    let staged = shard.outcome.as_ref().and_then(|o| o.staged.clone());
+    let mut s = next_step(shard);
     s.op = ShardOp::Restore;
+    if staged.is_some() {
+        s.staged = staged;
+    }
+    s
+}
+
+fn next_step(shard: &ShardRecord) -> ShardRecord {
+    let mut s = shard.clone();
     s.state = ShardState::Pending;
     s.failures = 0;
     s.outcome = None;
@@ -191,6 +208,7 @@ pub mod tests {
             finished_at_ms: 0,
             missing_ok: false,
             attempt_started_ms: 0,
+            staged: None,
         }
     }
 
@@ -265,13 +283,53 @@ pub mod tests {
             ShardOutcome::default(),
             3,
         );
-        verified.op = ShardOp::Verify { check_target: true };
+        verified.op = ShardOp::Verify {
+            check_target: true,
+            archive: true,
+        };
         let r = to_restore(&verified);
         assert_eq!(
             (r.op, r.state, r.attempt),
             (ShardOp::Restore, ShardState::Pending, 1)
         );
         assert!(r.outcome.is_none());
+    }
+
+    #[test]
+    fn a_staged_volume_carries_its_copy_into_the_writing_step() {
+        let mut checked = succeed(
+            &assign(&shard("v"), "w", 0, None),
+            ShardOutcome::default(),
+            3,
+        );
+        checked.op = ShardOp::Verify {
+            check_target: true,
+            archive: false,
+        };
+        let staging = to_stage(&checked);
+        assert_eq!(
+            (staging.op, staging.state, staging.attempt),
+            (ShardOp::Stage, ShardState::Pending, 1)
+        );
+        let copy = ferry_model::task::Staged {
+            dir: ".ferry-restore-j.2".into(),
+            ..Default::default()
+        };
+        let staged = succeed(
+            &assign(&staging, "w", 4, None),
+            ShardOutcome {
+                staged: Some(copy.clone()),
+                ..Default::default()
+            },
+            5,
+        );
+        let r = to_restore(&staged);
+        assert_eq!(
+            (r.op, r.state, r.attempt),
+            (ShardOp::Restore, ShardState::Pending, 2)
+        );
+        assert!(r.outcome.is_none());
+        assert_eq!(r.staged, Some(copy));
     }
 
     #[test]

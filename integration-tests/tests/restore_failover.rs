@@ -7,8 +7,10 @@ use std::time::Duration;
 use ferry_integration_tests::{Cluster, PgDb, big_volume, listing, wait_for};
 use serde_json::Value;
 
-/// Waits until the restore's (single) shard is writing on some worker; returns (worker, attempt).
-fn wait_writing(c: &Cluster, id: &str) -> (String, u64) {
+/// Waits until the restore's (single) shard moves bytes in `step` (`stage` for a volume, whose
+/// archive is extracted into its staging directory; `restore` for a database) on some worker;
+/// returns (worker, attempt).
+fn wait_writing(c: &Cluster, id: &str, step: &str) -> (String, u64) {
     let mut seen = (String::new(), 0);
     wait_for(
         Duration::from_secs(120),
@@ -23,9 +25,7 @@ fn wait_writing(c: &Cluster, id: &str) -> (String, u64) {
                 s["worker"].as_str().unwrap_or("").to_owned(),
                 s["attempt"].as_u64().unwrap_or(0),
             );
-            s["phase"] == "restore"
-                && s["state"] == "Running"
-                && s["bytes"].as_u64().unwrap_or(0) > 0
+            s["phase"] == step && s["state"] == "Running" && s["bytes"].as_u64().unwrap_or(0) > 0
         },
     );
     seen
@@ -87,7 +87,7 @@ fn a_volume_restore_survives_its_worker_dying_five_times() {
             ])
             .expect_code(0);
         let id = run.json()["id"].as_str().unwrap().to_owned();
-        let (victim, attempt) = wait_writing(&c, &id);
+        let (victim, attempt) = wait_writing(&c, &id, "stage");
         replace_worker(&mut c, &mut nodes, &victim, round);
         let done = finished(&c, &id);
         assert_eq!(done["state"], "Completed", "round {round}: {done:#}");
@@ -159,7 +159,7 @@ fn a_database_restore_survives_its_worker_dying() {
         ])
         .expect_code(0);
     let id = run.json()["id"].as_str().unwrap().to_owned();
-    let (victim, attempt) = wait_writing(&c, &id);
+    let (victim, attempt) = wait_writing(&c, &id, "restore");
     replace_worker(&mut c, &mut nodes, &victim, 0);
     let done = finished(&c, &id);
     assert_eq!(done["state"], "Completed", "{done:#}");

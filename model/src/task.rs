@@ -236,11 +236,23 @@ pub fn required_tools(resource: &Resource, op: ShardOp) -> &'static [&'static [&
 pub enum ShardOp {
     /// Read the resource, write the archive.
     Backup,
-    /// Re-read the archive and check its SHA-256; with `check_target`, also check that the
-    /// resource is empty (the first step of a restore, before anything is written).
-    Verify { check_target: bool },
-    /// Read the archive, write the resource.
+    /// Re-read the archive and check its SHA-256 (unless `archive` is false: a volume's archive
+    /// is checked while it is staged); with `check_target`, also check that the resource is
+    /// empty (the first step of a restore, before anything is written).
+    Verify {
+        check_target: bool,
+        #[serde(default = "yes")]
+        archive: bool,
+    },
+    /// A volume's restore, first half: extract the archive into a staging directory inside the
+    /// target, checking its SHA-256 on the way; nothing of it is visible yet.
+    Stage,
+    /// Read the archive, write the resource (a volume: move its staged copy into place).
     Restore,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl ShardOp {
@@ -249,6 +261,7 @@ impl ShardOp {
         match self {
             ShardOp::Backup => "backup",
             ShardOp::Verify { .. } => "verify",
+            ShardOp::Stage => "stage",
             ShardOp::Restore => "restore",
         }
     }
@@ -272,6 +285,9 @@ pub struct ShardTask {
     /// Restore into a non-empty resource, replacing what is there.
     #[serde(default)]
     pub overwrite: bool,
+    /// A volume restore's staged copy to move into place (the `Stage` step's result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Staged>,
     /// Applied to restored config values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rewrites: Vec<Rewrite>,
@@ -304,6 +320,22 @@ pub struct ShardOutcome {
     /// The resource held nothing (missing or empty): no archive was written.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub absent: bool,
+    /// A staged volume: where its copy waits to be moved into place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Staged>,
+}
+
+/// A volume restored into a staging directory of its target, with the archived root's metadata
+/// (the staging directory's own changes while its content is moved out).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// The staging directory's name inside the target.
+    pub dir: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_s: i64,
+    pub mtime_ns: u32,
 }
 
 #[cfg(test)]

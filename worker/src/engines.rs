@@ -93,7 +93,15 @@ pub async fn run(run: Run) -> Result<ShardOutcome, ShardError> {
         });
     }
     match (&run.task.resource, run.task.op) {
-        (_, ShardOp::Verify { check_target }) => verify(&run, check_target).await,
+        (
+            _,
+            ShardOp::Verify {
+                check_target,
+                archive,
+            },
+        ) => verify(&run, check_target, archive).await,
+        (Resource::Volume { .. }, ShardOp::Stage) => volume::stage(&run).await,
+        (_, ShardOp::Stage) => Err(ShardError::permanent("only a volume is staged")),
         (Resource::Volume { .. }, ShardOp::Backup) => volume::backup(&run).await,
         (Resource::Volume { .. }, ShardOp::Restore) => volume::restore(&run).await,
         (Resource::Config { .. }, ShardOp::Backup) => config::backup(&run).await,
@@ -131,7 +139,7 @@ async fn holds_nothing(run: &Run) -> bool {
 
 /// Re-reads the archive and checks its checksum; for a restore's first step, also checks that
 /// the target holds nothing that would be overwritten.
-async fn verify(run: &Run, check_target: bool) -> Result<ShardOutcome, ShardError> {
+async fn verify(run: &Run, check_target: bool, archive: bool) -> Result<ShardOutcome, ShardError> {
     let expected =
         run.task.expected_sha256.as_deref().ok_or_else(|| {
             ShardError::permanent("the manifest records no checksum for this shard")
@@ -147,6 +155,10 @@ async fn verify(run: &Run, check_target: bool) -> Result<ShardOutcome, ShardErro
                 Engine::Redis => redis::check_empty(run).await?,
             },
         }
+    }
+    if !archive {
+        // Checked while it is staged, in one read.
+        return Ok(ShardOutcome::default());
     }
     let size = crate::pipeline::verify_object(
         &*run.store,

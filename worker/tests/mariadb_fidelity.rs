@@ -815,6 +815,7 @@ async fn restore_archive(
     let mut verify = common::task(
         ShardOp::Verify {
             check_target: !overwrite,
+            archive: true,
         },
         target.clone(),
         &storage,
@@ -1066,7 +1067,10 @@ async fn a_wrong_password_is_refused_without_leaking_it() {
     assert!(err.permanent, "{err:?}");
     // The verify step of a restore says the same.
     let mut verify = common::task(
-        ShardOp::Verify { check_target: true },
+        ShardOp::Verify {
+            check_target: true,
+            archive: true,
+        },
         resource_with(as_user.clone(), &target),
         &storage,
         "shards/wrong.tar.zst",
@@ -1188,7 +1192,10 @@ async fn an_unreachable_server_is_a_clear_transient_error() {
         "a server that is down may come back: {err:?}"
     );
     let mut verify = common::task(
-        ShardOp::Verify { check_target: true },
+        ShardOp::Verify {
+            check_target: true,
+            archive: true,
+        },
         resource_with(unreachable, "ferry_t_nowhere"),
         &storage,
         "shards/x.tar.zst",

@@ -215,7 +215,10 @@ async fn verify_target(
 ) -> Result<ShardOutcome, ShardError> {
     let storage = common::storage(dir);
     let mut task = common::task(
-        ShardOp::Verify { check_target: true },
+        ShardOp::Verify {
+            check_target: true,
+            archive: true,
+        },
         resource(db),
         &storage,
         key,
@@ -1231,7 +1234,10 @@ async fn an_unreachable_server_fails_clearly_and_never_shows_the_password() {
     );
 
     let mut verify = common::task(
-        ShardOp::Verify { check_target: true },
+        ShardOp::Verify {
+            check_target: true,
+            archive: true,
+        },
         resource_with(unreachable.clone(), "shop"),
         &storage,
         "shards/x.tar.zst",

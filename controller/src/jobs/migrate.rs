@@ -8,7 +8,7 @@ use ferry_proto::model::{CreateBackup, Migrate};
 
 use super::backup::new_backup;
 use super::phase::Phase;
-use super::{persist, read_manifest, refuse_if_busy, shards_from_manifest};
+use super::{FirstStep, persist, read_manifest, refuse_if_busy, shards_from_manifest};
 use crate::apps;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -105,15 +105,16 @@ pub async fn load_shards(
     };
     let manifest = read_manifest(ctx, &backup).await?;
     let target = job.app.clone();
-    let shards = match shards_from_manifest(&job.id, &manifest, &job.spec, true, |m| {
-        format!(
-            "app {target:?} has nothing to receive shard {} ({})",
-            m.id, m.slot
-        )
-    }) {
-        Ok(s) => s,
-        Err(e) => return Ok(Err(e.to_string())),
-    };
+    let shards =
+        match shards_from_manifest(&job.id, &manifest, &job.spec, FirstStep::Restore, |m| {
+            format!(
+                "app {target:?} has nothing to receive shard {} ({})",
+                m.id, m.slot
+            )
+        }) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
     persist::put_shards(&*ctx.store, &shards).await?;
     Ok(Ok(()))
 }

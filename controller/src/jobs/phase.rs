@@ -6,8 +6,8 @@
 //! ```text
 //! backup:  PreHooks → Running → PostHooks → Committing → Done
 //!          (no pre hooks: Running; no post hooks: Committing; a cancel skips to PostHooks)
-//! restore: [AwaitingBackup (migration) | SafetyBackup (--overwrite)] → Verifying → Writing
-//!          → Committing → Done                       (a failed check ends it before Writing)
+//! restore: [AwaitingBackup (migration) | SafetyBackup (--overwrite)] → Verifying → [Staging]
+//!          → Writing → Committing → Done   (a failed check or stage ends it before Writing)
 //! verify:  Verifying → Done
 //! ```
 //!
@@ -30,8 +30,12 @@ pub enum Phase {
     SafetyBackup,
     /// Backup: the components' `pre_backup` hooks run.
     PreHooks,
-    /// Restore and verify: every archive (and, for a restore, every target) is checked.
+    /// Restore and verify: every archive (and, for a restore, every target) is checked; a
+    /// restore's volume archives are checked while staged.
     Verifying,
+    /// Restore: every volume is extracted into a staging directory of its target, its archive's
+    /// checksum checked on the way; nothing is visible yet.
+    Staging,
     /// Backup: the data shards run.
     #[default]
     Running,
@@ -53,6 +57,7 @@ impl Phase {
             Phase::PreHooks => hook == Some(HookWhen::PreBackup),
             Phase::PostHooks => hook == Some(HookWhen::PostBackup),
             Phase::Running | Phase::Verifying | Phase::Writing => hook.is_none(),
+            Phase::Staging => matches!(shard.resource, ferry_model::task::Resource::Volume { .. }),
             _ => false,
         }
     }
@@ -261,9 +266,10 @@ pub fn next(job: &JobRecord, shards: &[ShardRecord], seen: &Seen) -> Step {
                 ),
             }
         }
-        (JobKind::Restore | JobKind::Verify, Phase::Verifying | Phase::Writing)
-            if job.cancel_requested =>
-        {
+        (
+            JobKind::Restore | JobKind::Verify,
+            Phase::Verifying | Phase::Staging | Phase::Writing,
+        ) if job.cancel_requested => {
             if unfinished(Which::All) {
                 Step::Stop(Which::All)
             } else if phase == Phase::Writing {
@@ -289,6 +295,12 @@ pub fn next(job: &JobRecord, shards: &[ShardRecord], seen: &Seen) -> Step {
                 .filter(|s| s.state != ShardState::Succeeded)
                 .count();
             match (job.kind, bad) {
+                (JobKind::Restore, 0) if shards.iter().any(|s| Phase::Staging.admits(s)) => {
+                    Step::Enter(
+                        Phase::Staging,
+                        "every target checked; staging the volumes".into(),
+                    )
+                }
                 (JobKind::Restore, 0) => {
                     Step::Enter(Phase::Writing, "every archive verified; restoring".into())
                 }
@@ -313,10 +325,28 @@ pub fn next(job: &JobRecord, shards: &[ShardRecord], seen: &Seen) -> Step {
                 ),
             }
         }
+        (JobKind::Restore, Phase::Staging) => {
+            let volumes = || in_phase(phase, shards);
+            if volumes().any(|s| matches!(s.op, ShardOp::Verify { .. })) {
+                Step::Convert
+            } else if !all_final(volumes()) {
+                Step::Dispatch
+            } else if volumes().all(|s| s.state == ShardState::Succeeded) {
+                Step::Enter(Phase::Writing, "every archive verified; restoring".into())
+            } else {
+                Step::Finish(
+                    JobState::Failed,
+                    format!(
+                        "nothing was restored: staging failed: {}",
+                        shard_errors(volumes())
+                    ),
+                )
+            }
+        }
         (JobKind::Restore, Phase::Writing) => {
             if shards
                 .iter()
-                .any(|s| matches!(s.op, ShardOp::Verify { .. }))
+                .any(|s| matches!(s.op, ShardOp::Verify { .. } | ShardOp::Stage))
             {
                 Step::Convert
             } else if all_final(shards.iter()) {
@@ -449,8 +479,27 @@ mod tests {
 
     fn verifying(s: ShardRecord) -> ShardRecord {
         ShardRecord {
-            op: ShardOp::Verify { check_target: true },
+            op: ShardOp::Verify {
+                check_target: true,
+                archive: true,
+            },
             ..s
+        }
+    }
+
+    /// A database shard (not staged).
+    fn db(id: &str) -> ShardRecord {
+        let spec: ferry_model::app::DatabaseSpec = serde_json::from_value(serde_json::json!({
+            "name": "main", "engine": "postgres", "databases": ["shop"]
+        }))
+        .unwrap();
+        ShardRecord {
+            kind: "postgres".into(),
+            resource: Resource::Database {
+                spec,
+                database: Some("shop".into()),
+            },
+            ..shard(id)
         }
     }
 
@@ -624,25 +673,53 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_checks_then_stages_its_volumes_then_writes() {
+        let j = job(JobKind::Restore, Phase::Verifying);
+        let vol = || verifying(shard("v"));
+        let shards = vec![done(vol()), done(verifying(db("d")))];
+        assert!(matches!(
+            next(&j, &shards, &seen()),
+            Step::Enter(Phase::Staging, _)
+        ));
+        let j = job(JobKind::Restore, Phase::Staging);
+        assert_eq!(next(&j, &shards, &seen()), Step::Convert);
+        let staging = vec![crate::shards::to_stage(&shards[0]), shards[1].clone()];
+        assert!(Phase::Staging.admits(&staging[0]) && !Phase::Staging.admits(&staging[1]));
+        assert_eq!(next(&j, &staging, &seen()), Step::Dispatch);
+        let staged = vec![done(staging[0].clone()), shards[1].clone()];
+        assert!(matches!(
+            next(&j, &staged, &seen()),
+            Step::Enter(Phase::Writing, _)
+        ));
+        let bad = vec![failed(staging[0].clone()), shards[1].clone()];
+        match next(&j, &bad, &seen()) {
+            Step::Finish(JobState::Failed, m) => assert!(m.contains("nothing was restored"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let j = job(JobKind::Restore, Phase::Writing);
+        assert_eq!(next(&j, &staged, &seen()), Step::Convert);
+    }
+
+    #[test]
     fn a_restore_verifies_everything_before_writing() {
         let j = job(JobKind::Restore, Phase::Verifying);
-        let shards = vec![verifying(shard("a")), verifying(shard("b"))];
+        let shards = vec![verifying(db("a")), verifying(db("b"))];
         assert_eq!(next(&j, &shards, &seen()), Step::Dispatch);
-        let shards = vec![done(verifying(shard("a"))), failed(verifying(shard("b")))];
+        let shards = vec![done(verifying(db("a"))), failed(verifying(db("b")))];
         match next(&j, &shards, &seen()) {
             Step::Finish(JobState::Failed, m) => assert!(m.contains("nothing was restored"), "{m}"),
             other => panic!("{other:?}"),
         }
-        let shards = vec![done(verifying(shard("a"))), done(verifying(shard("b")))];
+        let shards = vec![done(verifying(db("a"))), done(verifying(db("b")))];
         assert!(matches!(
             next(&j, &shards, &seen()),
             Step::Enter(Phase::Writing, _)
         ));
         let j = job(JobKind::Restore, Phase::Writing);
         assert_eq!(next(&j, &shards, &seen()), Step::Convert);
-        let writing = vec![crate::shards::to_restore(&shards[0]), done(shard("b"))];
+        let writing = vec![crate::shards::to_restore(&shards[0]), done(db("b"))];
         assert_eq!(next(&j, &writing, &seen()), Step::Dispatch);
-        let written = vec![done(shard("a")), done(shard("b"))];
+        let written = vec![done(db("a")), done(db("b"))];
         assert_eq!(
             next(&j, &written, &seen()),
             Step::Enter(Phase::Committing, String::new())

@@ -10,7 +10,9 @@ use ferry_model::task::{ShardOp, plan_shards};
 use ferry_proto::model::CreateRestore;
 
 use super::phase::{Phase, restore_outcome};
-use super::{get_job, new_shard, persist, read_manifest, refuse_if_busy, shards_from_manifest};
+use super::{
+    FirstStep, get_job, new_shard, persist, read_manifest, refuse_if_busy, shards_from_manifest,
+};
 use crate::apps;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -67,8 +69,12 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     refuse_if_busy(ctx, &req.team, &target, JobKind::Backup).await?;
 
     let id = new_job_id(&format!("restore-{target}"));
-    let check_target = !req.overwrite;
-    let shards = shards_from_manifest(&id, &manifest, &spec, check_target, |m| {
+    let first_step = if req.overwrite {
+        FirstStep::RestoreInPlace
+    } else {
+        FirstStep::Restore
+    };
+    let shards = shards_from_manifest(&id, &manifest, &spec, first_step, |m| {
         format!(
             "app {target:?} has nothing to receive shard {} ({}); declare it or restore into a \
              new app with --to-app",

@@ -4,7 +4,7 @@
 use ferry_model::names::new_job_id;
 
 use super::phase::Phase;
-use super::{get_job, persist, read_manifest, shards_from_manifest};
+use super::{FirstStep, get_job, persist, read_manifest, shards_from_manifest};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::records::{JobKind, JobRecord, JobState, RestorePlan};
@@ -29,12 +29,18 @@ pub async fn create_verify(ctx: &Context, team: &str, backup_id: &str) -> Result
     }
     let manifest = read_manifest(ctx, &backup).await?;
     let id = new_job_id(&format!("verify-{}", backup.app));
-    let shards = shards_from_manifest(&id, &manifest, &manifest.app_spec, false, |m| {
-        format!(
-            "manifest of {backup_id} is inconsistent: shard {} has no place ({}) in its app spec",
-            m.id, m.slot
-        )
-    })?;
+    let shards = shards_from_manifest(
+        &id,
+        &manifest,
+        &manifest.app_spec,
+        FirstStep::Verify,
+        |m| {
+            format!(
+                "manifest of {backup_id} is inconsistent: shard {} has no place ({}) in its app spec",
+                m.id, m.slot
+            )
+        },
+    )?;
     if shards.is_empty() {
         return Err(Error::FailedPrecondition(format!(
             "backup {backup_id} holds no archive to verify"

@@ -334,6 +334,7 @@ pub async fn backup_from_command(
         config: None,
         detail: String::new(),
         absent: false,
+        staged: None,
     })
 }
 

@@ -4,7 +4,7 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use ferry_model::task::{Resource, ShardOutcome};
+use ferry_model::task::{Resource, ShardOutcome, Staged};
 
 use super::{Run, ShardError};
 use crate::pipeline::{download_decompressed, upload_compressed};
@@ -79,6 +79,7 @@ pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
         config: None,
         detail: describe(&stats),
         absent: false,
+        staged: None,
     })
 }
 
@@ -89,7 +90,11 @@ fn describe(s: &ferry_archive::ArchiveStats) -> String {
     )
 }
 
-/// Refuses a target directory that exists and is not empty.
+/// Names of the staging directories restores make inside their targets.
+const STAGING_PREFIX: &str = ".ferry-restore-";
+
+/// Refuses a target directory that exists and is not empty (leftovers of an earlier restore's
+/// staging do not count: the next restore removes them).
 pub async fn check_empty(path: &str) -> Result<(), ShardError> {
     let mut entries = match tokio::fs::read_dir(path).await {
         Ok(e) => e,
@@ -100,53 +105,23 @@ pub async fn check_empty(path: &str) -> Result<(), ShardError> {
             )));
         }
     };
-    match entries.next_entry().await {
-        Ok(None) => Ok(()),
-        Ok(Some(_)) => Err(ShardError::permanent(format!(
-            "restore target {path} is not empty; restore into a new app (--to-app NAME \
-             --rewrite {path}=NEW_PATH) or replace its content with --overwrite"
-        ))),
-        Err(e) => Err(ShardError::permanent(format!(
-            "restore target {path} cannot be read: {e}"
-        ))),
-    }
-}
-
-/// Name prefix of the staging directories of one restore job inside its target.
-fn staging_prefix(job_id: &str) -> String {
-    format!(".ferry-restore-{job_id}.")
-}
-
-/// Makes the target ready for this attempt: creates it, and when an earlier attempt of the same
-/// restore left its staging directory there (it died, or lost its lease), everything in the
-/// target is that attempt's and is removed. Otherwise a target with content is refused unless
-/// `overwrite`.
-fn claim(root: &Path, prefix: &str, overwrite: bool) -> Result<(), ShardError> {
-    let io = |what: &str, e: std::io::Error| {
-        ShardError::transient(format!("{what} {}: {e}", root.display()))
-    };
-    std::fs::create_dir_all(root)
-        .map_err(|e| ShardError::permanent(format!("cannot create {}: {e}", root.display())))?;
-    let mut ours = false;
-    let mut entries = Vec::new();
-    for e in std::fs::read_dir(root).map_err(|e| io("reading", e))? {
-        let e = e.map_err(|e| io("reading", e))?;
-        ours |= e.file_name().to_string_lossy().starts_with(prefix);
-        entries.push(e.path());
-    }
-    if ours {
-        tracing::info!(target = %root.display(), "an earlier attempt of this restore left its work here: removing it");
-        for path in entries {
-            remove_any(&path).map_err(|e| io("clearing", e))?;
+    loop {
+        match entries.next_entry().await {
+            Ok(None) => return Ok(()),
+            Ok(Some(e)) if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) => {}
+            Ok(Some(_)) => {
+                return Err(ShardError::permanent(format!(
+                    "restore target {path} is not empty; restore into a new app (--to-app NAME \
+                     --rewrite {path}=NEW_PATH) or replace its content with --overwrite"
+                )));
+            }
+            Err(e) => {
+                return Err(ShardError::permanent(format!(
+                    "restore target {path} cannot be read: {e}"
+                )));
+            }
         }
-    } else if !entries.is_empty() && !overwrite {
-        return Err(ShardError::permanent(format!(
-            "restore target {} is not empty; restore into a new app (--to-app NAME \
-             --rewrite {0}=NEW_PATH) or replace its content with --overwrite",
-            root.display()
-        )));
     }
-    Ok(())
 }
 
 fn remove_any(path: &Path) -> std::io::Result<()> {
@@ -158,64 +133,53 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Moves a verified staging directory's content into the target (replacing what `overwrite`
-/// allows to replace), then gives the target the archived root's owner, mode and times. The
-/// staging directory goes last, so until then a retry knows the target's content is ours.
-fn publish(root: &Path, staging: &Path, overwrite: bool) -> Result<(), ShardError> {
-    use std::os::unix::fs::MetadataExt;
-    let io = |what: &str, e: std::io::Error| {
-        ShardError::transient(format!("{what} {}: {e}", root.display()))
-    };
-    if overwrite {
-        for e in std::fs::read_dir(root).map_err(|e| io("reading", e))? {
-            let path = e.map_err(|e| io("reading", e))?.path();
-            if path != staging {
-                remove_any(&path).map_err(|e| io("clearing", e))?;
-            }
-        }
-    }
-    // The archived root's metadata is the staging directory's, read before moving changes it.
-    let meta = std::fs::symlink_metadata(staging).map_err(|e| io("reading the staging of", e))?;
-    for e in std::fs::read_dir(staging).map_err(|e| io("reading the staging of", e))? {
-        let e = e.map_err(|e| io("reading the staging of", e))?;
-        std::fs::rename(e.path(), root.join(e.file_name())).map_err(|e| io("moving into", e))?;
-    }
-    std::fs::remove_dir(staging).map_err(|e| io("removing the staging of", e))?;
-    // Owner first (chown clears setuid/setgid), then mode, then times.
-    if ferry_archive::can_restore_owners() {
-        std::os::unix::fs::chown(root, Some(meta.uid()), Some(meta.gid()))
-            .map_err(|e| io("setting the owner of", e))?;
-    }
-    std::fs::set_permissions(
-        root,
-        std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
-    )
-    .map_err(|e| io("setting the mode of", e))?;
-    let mtime = filetime::FileTime::from_last_modification_time(&meta);
-    let atime = filetime::FileTime::from_last_access_time(&meta);
-    filetime::set_file_times(root, atime, mtime).map_err(|e| io("setting the times of", e))?;
-    Ok(())
+fn io_error(root: &Path, what: &str, e: std::io::Error) -> ShardError {
+    ShardError::transient(format!("{what} {}: {e}", root.display()))
 }
 
-/// Streams the archive into a staging directory inside the volume's directory, and moves it
-/// into place only once the archive's SHA-256 matched. A retry after a failed or lost attempt
-/// finds that attempt's staging directory and starts over; two attempts never share one.
-pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
+/// Creates the target and a fresh staging directory in it; staging left by an earlier attempt
+/// (or an earlier restore that failed) goes first.
+fn prepare_staging(root: &Path, staging: &Path) -> Result<(), ShardError> {
+    std::fs::create_dir_all(root)
+        .map_err(|e| ShardError::permanent(format!("cannot create {}: {e}", root.display())))?;
+    for e in std::fs::read_dir(root).map_err(|e| io_error(root, "reading", e))? {
+        let e = e.map_err(|e| io_error(root, "reading", e))?;
+        if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            remove_any(&e.path()).map_err(|e| io_error(root, "clearing old staging in", e))?;
+        }
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(staging)
+        .map_err(|e| io_error(staging, "creating", e))
+}
+
+/// The staged copy's root metadata, read before anything is moved out of it.
+fn staged_root(staging: &Path, dir: String) -> Result<Staged, ShardError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(staging).map_err(|e| io_error(staging, "reading", e))?;
+    Ok(Staged {
+        dir,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_s: m.mtime(),
+        mtime_ns: m.mtime_nsec() as u32,
+    })
+}
+
+/// A volume restore's first half: the archive streamed into a staging directory inside the
+/// target (`.ferry-restore-JOB.ATTEMPT`), its SHA-256 checked on the way. Nothing is visible
+/// in the target yet; a bad archive leaves nothing.
+pub async fn stage(run: &Run) -> Result<ShardOutcome, ShardError> {
     let root = path_of(run)?;
-    let overwrite = run.task.overwrite;
-    let prefix = staging_prefix(&run.task.job_id);
-    let staging = root.join(format!("{prefix}{}", run.task.attempt));
+    let dir = format!("{STAGING_PREFIX}{}.{}", run.task.job_id, run.task.attempt);
+    let staging = root.join(&dir);
     {
-        let (root, prefix, staging) = (root.clone(), prefix.clone(), staging.clone());
-        tokio::task::spawn_blocking(move || {
-            claim(&root, &prefix, overwrite)?;
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&staging)
-                .map_err(|e| ShardError::transient(format!("creating {}: {e}", staging.display())))
-        })
-        .await
-        .map_err(|e| ShardError::transient(format!("preparing the target: {e}")))??;
+        let (root, staging) = (root.clone(), staging.clone());
+        tokio::task::spawn_blocking(move || prepare_staging(&root, &staging))
+            .await
+            .map_err(|e| ShardError::transient(format!("preparing the target: {e}")))??;
     }
     let counters = run.counters.clone();
     let stage =
@@ -237,17 +201,153 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
     let stats = match extracted {
         Ok(stats) => stats,
         Err(e) => {
-            // Nothing of a refused or broken archive stays in the target.
             let _ = tokio::task::spawn_blocking(move || remove_any(&staging)).await;
             return Err(e);
         }
     };
-    tokio::task::spawn_blocking(move || publish(&root, &staging, overwrite))
+    let staged = tokio::task::spawn_blocking(move || staged_root(&staging, dir))
         .await
-        .map_err(|e| ShardError::transient(format!("moving the restore into place: {e}")))??;
+        .map_err(|e| ShardError::transient(format!("reading the staged copy: {e}")))??;
     Ok(ShardOutcome {
         source_bytes: stats.bytes,
         detail: describe(&stats),
+        staged: Some(staged),
         ..Default::default()
     })
+}
+
+/// Moves a staged copy into place (replacing what `overwrite` allows to replace) and gives the
+/// target the archived root's owner, mode and times. Before the first move the staging
+/// directory is renamed `….moving`: a retry after a dead attempt finds it and carries on
+/// moving, never clearing what was already moved.
+fn publish_staged(root: &Path, staged: &Staged, overwrite: bool) -> Result<(), ShardError> {
+    let io = |what: &str, e: std::io::Error| io_error(root, what, e);
+    let staging = root.join(&staged.dir);
+    let moving = root.join(format!("{}.moving", staged.dir));
+    if staging.is_dir() {
+        if overwrite {
+            for e in std::fs::read_dir(root).map_err(|e| io("reading", e))? {
+                let path = e.map_err(|e| io("reading", e))?.path();
+                if path != staging {
+                    remove_any(&path).map_err(|e| io("clearing", e))?;
+                }
+            }
+        }
+        std::fs::rename(&staging, &moving).map_err(|e| io("starting to move into", e))?;
+    } else if !moving.is_dir() {
+        return Err(ShardError::permanent(format!(
+            "the staged copy {} of this restore is gone; restore again",
+            staging.display()
+        )));
+    }
+    for e in std::fs::read_dir(&moving).map_err(|e| io("reading the staging of", e))? {
+        let e = e.map_err(|e| io("reading the staging of", e))?;
+        std::fs::rename(e.path(), root.join(e.file_name())).map_err(|e| io("moving into", e))?;
+    }
+    std::fs::remove_dir(&moving).map_err(|e| io("removing the staging of", e))?;
+    // Owner first (chown clears setuid/setgid), then mode, then times.
+    if ferry_archive::can_restore_owners() {
+        std::os::unix::fs::chown(root, Some(staged.uid), Some(staged.gid))
+            .map_err(|e| io("setting the owner of", e))?;
+    }
+    std::fs::set_permissions(
+        root,
+        std::os::unix::fs::PermissionsExt::from_mode(staged.mode),
+    )
+    .map_err(|e| io("setting the mode of", e))?;
+    let mtime = filetime::FileTime::from_unix_time(staged.mtime_s, staged.mtime_ns);
+    filetime::set_file_mtime(root, mtime).map_err(|e| io("setting the times of", e))?;
+    Ok(())
+}
+
+/// A volume restore's second half (or, for a task that was not staged, both halves): the
+/// staged copy moved into place.
+pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
+    let (staged, outcome) = match run.task.staged.clone() {
+        Some(staged) => (staged, ShardOutcome::default()),
+        None => {
+            let outcome = stage(run).await?;
+            let staged = outcome.staged.clone().unwrap_or_default();
+            (staged, outcome)
+        }
+    };
+    let root = path_of(run)?;
+    let overwrite = run.task.overwrite;
+    let published = staged.clone();
+    tokio::task::spawn_blocking(move || publish_staged(&root, &published, overwrite))
+        .await
+        .map_err(|e| ShardError::transient(format!("moving the restore into place: {e}")))??;
+    Ok(ShardOutcome {
+        staged: None,
+        ..outcome
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(dir: &str) -> Staged {
+        Staged {
+            dir: dir.into(),
+            mode: 0o750,
+            uid: 0,
+            gid: 0,
+            mtime_s: 1_700_000_000,
+            mtime_ns: 123,
+        }
+    }
+
+    #[test]
+    fn a_publish_replaces_old_content_once_and_resumes_after_a_crash() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("target");
+        std::fs::create_dir_all(root.join(".ferry-restore-j.3")).unwrap();
+        std::fs::write(root.join("old.txt"), "old").unwrap();
+        for f in ["a", "b"] {
+            std::fs::write(root.join(".ferry-restore-j.3").join(f), f).unwrap();
+        }
+        // A first attempt died after moving `a`: the staging was already renamed.
+        std::fs::remove_file(root.join("old.txt")).unwrap();
+        std::fs::rename(
+            root.join(".ferry-restore-j.3"),
+            root.join(".ferry-restore-j.3.moving"),
+        )
+        .unwrap();
+        std::fs::rename(root.join(".ferry-restore-j.3.moving/a"), root.join("a")).unwrap();
+        publish_staged(&root, &staged(".ferry-restore-j.3"), true).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["a", "b"],
+            "what was moved is kept, the rest follows"
+        );
+        let meta = std::fs::metadata(&root).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o750);
+        assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_700_000_000, 123));
+        // Nothing staged and nothing moving: a clear error, nothing touched.
+        let e = publish_staged(&root, &staged(".ferry-restore-j.9"), true).unwrap_err();
+        assert!(e.message.contains("gone"), "{}", e.message);
+        assert!(root.join("a").exists());
+    }
+
+    #[test]
+    fn an_overwrite_clears_the_target_only_when_the_copy_is_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("target");
+        std::fs::create_dir_all(root.join(".ferry-restore-j.1")).unwrap();
+        std::fs::write(root.join("old.txt"), "old").unwrap();
+        std::fs::write(root.join(".ferry-restore-j.1/new.txt"), "new").unwrap();
+        publish_staged(&root, &staged(".ferry-restore-j.1"), true).unwrap();
+        assert!(!root.join("old.txt").exists());
+        assert_eq!(
+            std::fs::read_to_string(root.join("new.txt")).unwrap(),
+            "new"
+        );
+    }
 }

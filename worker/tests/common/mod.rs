@@ -33,6 +33,7 @@ pub fn task(op: ShardOp, resource: Resource, storage: &StorageLocation, key: &st
         object_key: key.into(),
         expected_sha256: None,
         overwrite: false,
+        staged: None,
         rewrites: Vec::new(),
         missing_ok: false,
         traceparent: None,
@@ -68,6 +69,7 @@ pub async fn round_trip(
     let mut verify = task(
         ShardOp::Verify {
             check_target: !overwrite,
+            archive: true,
         },
         target.clone(),
         &storage,
