@@ -137,9 +137,10 @@ fn io_error(root: &Path, what: &str, e: std::io::Error) -> ShardError {
     ShardError::transient(format!("{what} {}: {e}", root.display()))
 }
 
-/// Creates the target and a fresh staging directory in it; staging left by an earlier attempt
-/// (or an earlier restore that failed) goes first.
-fn prepare_staging(root: &Path, staging: &Path) -> Result<(), ShardError> {
+/// Creates the target (true when it did not exist) and a fresh staging directory in it; staging
+/// left by an earlier attempt (or an earlier restore that failed) goes first.
+fn prepare_staging(root: &Path, staging: &Path) -> Result<bool, ShardError> {
+    let created = !root.exists();
     std::fs::create_dir_all(root)
         .map_err(|e| ShardError::permanent(format!("cannot create {}: {e}", root.display())))?;
     for e in std::fs::read_dir(root).map_err(|e| io_error(root, "reading", e))? {
@@ -151,7 +152,8 @@ fn prepare_staging(root: &Path, staging: &Path) -> Result<(), ShardError> {
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(staging)
-        .map_err(|e| io_error(staging, "creating", e))
+        .map_err(|e| io_error(staging, "creating", e))?;
+    Ok(created)
 }
 
 /// The staged copy's root metadata, read before anything is moved out of it.
@@ -175,12 +177,12 @@ pub async fn stage(run: &Run) -> Result<ShardOutcome, ShardError> {
     let root = path_of(run)?;
     let dir = format!("{STAGING_PREFIX}{}.{}", run.task.job_id, run.task.attempt);
     let staging = root.join(&dir);
-    {
+    let created = {
         let (root, staging) = (root.clone(), staging.clone());
         tokio::task::spawn_blocking(move || prepare_staging(&root, &staging))
             .await
-            .map_err(|e| ShardError::transient(format!("preparing the target: {e}")))??;
-    }
+            .map_err(|e| ShardError::transient(format!("preparing the target: {e}")))??
+    };
     let counters = run.counters.clone();
     let stage =
         tracing::info_span!("restore", path = %root.display(), bytes = tracing::field::Empty);
@@ -201,7 +203,15 @@ pub async fn stage(run: &Run) -> Result<ShardOutcome, ShardError> {
     let stats = match extracted {
         Ok(stats) => stats,
         Err(e) => {
-            let _ = tokio::task::spawn_blocking(move || remove_any(&staging)).await;
+            // A refused or broken archive leaves nothing, not even a target it created.
+            let root = root.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = remove_any(&staging);
+                if created {
+                    let _ = std::fs::remove_dir(&root);
+                }
+            })
+            .await;
             return Err(e);
         }
     };
