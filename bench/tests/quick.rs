@@ -68,8 +68,10 @@ fn quick_run_prints_every_measure() {
         "postgres restore ÷ pg_restore",
         "worker peak RSS, 64 MiB backup",
         "worker peak RSS, 128 MiB backup",
-        "control plane: assignments/s",
+        "control plane: assignments/s (200 shards",
+        "control plane: assignments/s (600 shards",
         "control plane: controller peak RSS",
+        "control plane: pass time with 500 finished jobs",
         "S3 pipeline ÷ raw multipart upload",
     ] {
         assert!(stdout.contains(measure), "no {measure:?} row in:\n{stdout}");

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub workers: Family<Cluster, Gauge>,
     pub schedule_runs: Family<Schedule, Counter>,
     pub schedule_skips: Family<Schedule, Counter>,
+    /// Duration of the reconciler's passes over the active jobs.
+    pub reconcile_pass: prometheus_client::metrics::histogram::Histogram,
     /// Clusters that ever had a live worker here, so an emptied one reads 0, not stale.
     pub clusters_seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -77,8 +79,16 @@ impl Metrics {
             workers: Family::default(),
             schedule_runs: Family::default(),
             schedule_skips: Family::default(),
+            reconcile_pass: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
+            ),
             clusters_seen: Default::default(),
         };
+        r.register(
+            "ferry_reconcile_pass_seconds",
+            "Duration of one reconciler pass over the active jobs",
+            m.reconcile_pass.clone(),
+        );
         r.register(
             "ferry_jobs_started",
             "Jobs that started running",

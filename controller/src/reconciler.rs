@@ -29,12 +29,16 @@ pub async fn run(ctx: Arc<Context>, cancel: CancellationToken) {
         tracing::warn!(error = %e, "building the active-job index failed; retrying at the next term");
     }
     loop {
+        let started = std::time::Instant::now();
         tokio::select! {
             result = pass(&ctx) => if let Err(e) = result {
                 tracing::warn!(error = %e, "reconcile pass failed; retrying");
             },
             _ = cancel.cancelled() => return,
         }
+        ctx.metrics
+            .reconcile_pass
+            .observe(started.elapsed().as_secs_f64());
         tokio::select! {
             _ = ctx.wake.notified() => {}
             _ = tokio::time::sleep(ctx.timings.reconcile_interval()) => {}
