@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::{BUF_SIZE, read_full, shown};
+use crate::{BUF_SIZE, read_full, shown, xattrs};
 
 /// Allocation slack allowed before a restored file counts as "densified":
 /// file systems may allocate a few extra blocks around data.
@@ -20,8 +20,10 @@ const SPARSE_SLACK: u64 = 64 * 1024;
 /// hard-link grouping (same sets of paths share an inode), and for regular
 /// files whether sparse-ness is kept (allocated blocks of b not more than
 /// allocated blocks of a + 64 KiB slack, so a sparse file restored dense is a
-/// difference). Returns human-readable differences; empty = equal. The root
-/// directory's own mode is compared too; its mtime is NOT compared.
+/// difference), and extended attributes (names and values: ACLs, file
+/// capabilities, `user.*`, on every entry, the roots included). Returns
+/// human-readable differences; empty = equal. The root directory's own mode
+/// and attributes are compared too; its mtime is NOT compared.
 /// Ownership is not compared. Symlinks are never followed (the roots are).
 ///
 /// # Errors
@@ -49,6 +51,7 @@ pub fn compare_trees(a: &Path, b: &Path) -> io::Result<Vec<String>> {
         buf_b: vec![0; BUF_SIZE],
     };
     c.mode(Path::new("."), &ma, &mb);
+    c.attrs(Path::new("."), a, b);
 
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -178,6 +181,7 @@ impl Comparer<'_> {
             self.mode(rel, &ma, &mb);
         }
         self.mtime(rel, &ma, &mb);
+        self.attrs(rel, &pa, &pb);
         match ka {
             Kind::Dir => return Ok(true),
             Kind::Symlink => {
@@ -269,6 +273,30 @@ impl Comparer<'_> {
         if x != y {
             self.diff(rel, format_args!("mode differs ({x:04o} vs {y:04o})"));
         }
+    }
+
+    /// Extended attributes, read without following symlinks.
+    fn attrs(&mut self, rel: &Path, pa: &Path, pb: &Path) {
+        let (xa, xb) = (xattrs::read_link(pa).attrs, xattrs::read_link(pb).attrs);
+        if xa == xb {
+            return;
+        }
+        let names = |x: &xattrs::Attrs| x.iter().map(|(n, _)| n.clone()).collect::<BTreeSet<_>>();
+        let (na, nb) = (names(&xa), names(&xb));
+        let only_a: Vec<_> = na.difference(&nb).cloned().collect();
+        let only_b: Vec<_> = nb.difference(&na).cloned().collect();
+        let changed: Vec<_> = xa
+            .iter()
+            .filter(|(n, v)| xb.iter().any(|(m, w)| m == n && w != v))
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.diff(
+            rel,
+            format_args!(
+                "extended attributes differ (only in a: {only_a:?}, only in b: {only_b:?}, \
+                 other value: {changed:?})"
+            ),
+        );
     }
 
     fn mtime(&mut self, rel: &Path, ma: &Metadata, mb: &Metadata) {

@@ -26,14 +26,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use filetime::FileTime;
 use tar::{Entry, EntryType};
 
+use crate::tap::{self, Pax, Seen, Tap};
+use crate::xattrs::{self, Attrs, On};
 use crate::{
-    ArchiveError, ArchiveStats, BUF_SIZE, io_err, pax, read_full, shown, shown_bytes, sparse,
+    ArchiveError, ArchiveStats, BUF_SIZE, ExtractOptions, io_err, pax, read_full, shown,
+    shown_bytes, sparse,
 };
 
 /// Extracts a tar stream produced by [`write_tree`](crate::write_tree) (or a
 /// hostile one) into `target`, which must exist and be an empty directory
-/// unless `overwrite` is true (with overwrite, the existing content of target
-/// is removed first — but only after the first tar header was read
+/// unless `options.overwrite` is true (with overwrite, the existing content of
+/// target is removed first — but only after the first tar header was read
 /// successfully; removing does not follow symlinks out of the target).
 ///
 /// `progress` is incremented by the number of file content bytes written
@@ -42,7 +45,11 @@ use crate::{
 /// The first unsafe entry aborts the whole extraction with
 /// [`ArchiveError::Unsafe`]; what was extracted before stays. A stream that
 /// ends without the end-of-archive marker is reported as truncated.
-/// Ownership is restored only when running as root.
+/// Ownership is restored only when running as root (or with `CAP_CHOWN`):
+/// by user and group name where the name exists on this host, else by the
+/// archived number (always by number with `options.numeric_owner`).
+/// Extended attributes are set after content, owner and mode; those the
+/// target refuses are counted in [`ArchiveStats::attr_warnings`].
 ///
 /// # Errors
 ///
@@ -55,14 +62,16 @@ use crate::{
 pub fn extract_tree<R: Read>(
     input: R,
     target: &Path,
-    overwrite: bool,
+    options: &ExtractOptions,
     progress: &AtomicU64,
 ) -> Result<ArchiveStats, ArchiveError> {
+    let overwrite = options.overwrite;
     let root = open_target(target, overwrite)?;
-    let mut archive = tar::Archive::new(EofTracker {
+    let (tap, seen) = Tap::new(EofTracker {
         inner: input,
         eof: false,
     });
+    let mut archive = tar::Archive::new(tap);
     let mut ex = Extractor {
         root,
         progress,
@@ -71,8 +80,13 @@ pub fn extract_tree<R: Read>(
         root_meta: None,
         buf: vec![0; BUF_SIZE],
         as_root: running_as_root(),
+        owners: Owners {
+            numeric: options.numeric_owner,
+            ..Owners::default()
+        },
         checked_parent: None,
         last: Vec::new(),
+        seen,
     };
     {
         let mut entries = archive
@@ -99,7 +113,7 @@ pub fn extract_tree<R: Read>(
             ex.entry(entry)?;
         }
     }
-    if archive.into_inner().eof {
+    if archive.into_inner().into_inner().eof {
         return Err(input_err(
             ex.after_last(),
             io::Error::new(
@@ -230,11 +244,45 @@ struct DirMeta {
     meta: EntryMeta,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct EntryMeta {
     mode: u32,
     mtime: FileTime,
     owner: Option<(u32, u32)>,
+    attrs: Attrs,
+}
+
+/// Archived owner names resolved on this host, each looked up once.
+#[derive(Default)]
+struct Owners {
+    /// `--numeric-owner`: ignore the names.
+    numeric: bool,
+    users: std::collections::HashMap<Vec<u8>, Option<u32>>,
+    groups: std::collections::HashMap<Vec<u8>, Option<u32>>,
+}
+
+impl Owners {
+    /// The id to give: the local id of the archived name when it exists here, else the number.
+    fn resolve(&mut self, uid: u32, uname: Option<&[u8]>, gid: u32, gname: Option<&[u8]>) -> (u32, u32) {
+        if self.numeric {
+            return (uid, gid);
+        }
+        let user = uname.filter(|n| !n.is_empty()).and_then(|n| {
+            *self.users.entry(n.to_vec()).or_insert_with(|| {
+                let name = std::str::from_utf8(n).ok()?;
+                let user = nix::unistd::User::from_name(name).ok().flatten()?;
+                Some(user.uid.as_raw())
+            })
+        });
+        let group = gname.filter(|n| !n.is_empty()).and_then(|n| {
+            *self.groups.entry(n.to_vec()).or_insert_with(|| {
+                let name = std::str::from_utf8(n).ok()?;
+                let group = nix::unistd::Group::from_name(name).ok().flatten()?;
+                Some(group.gid.as_raw())
+            })
+        });
+        (user.unwrap_or(uid), group.unwrap_or(gid))
+    }
 }
 
 struct Extractor<'a> {
@@ -246,12 +294,15 @@ struct Extractor<'a> {
     root_meta: Option<EntryMeta>,
     buf: Vec<u8>,
     as_root: bool,
+    owners: Owners,
     /// Parent (relative) most recently verified to be a chain of real
     /// directories. Nothing is ever removed during extraction and everything
     /// is created exclusively, so a verified directory stays one.
     checked_parent: Option<PathBuf>,
     /// Raw path of the last entry, for error context.
     last: Vec<u8>,
+    /// Each member's PAX data, read whole (see `tap.rs`).
+    seen: Seen,
 }
 
 impl Extractor<'_> {
@@ -331,7 +382,7 @@ impl Extractor<'_> {
     }
 
     fn entry_meta<R: Read>(
-        &self,
+        &mut self,
         entry: &mut Entry<'_, R>,
         raw: &[u8],
     ) -> Result<EntryMeta, ArchiveError> {
@@ -342,15 +393,24 @@ impl Extractor<'_> {
         let gid = h.gid().map_err(bad)?;
         let secs = h.mtime().map_err(bad)?;
         let owner = match (u32::try_from(uid), u32::try_from(gid)) {
-            (Ok(u), Ok(g)) if self.as_root => Some((u, g)),
+            (Ok(u), Ok(g)) if self.as_root => {
+                let (uname, gname) = (h.username_bytes(), h.groupname_bytes());
+                Some(self.owners.resolve(u, uname, g, gname))
+            }
             _ => None,
         };
         // GNU tar writes pre-1970 times as base-256 two's complement; the crate
         // hands back its low 64 bits, so reinterpreting them as signed is exact.
         let header_time = FileTime::from_unix_time(secs as i64, 0);
+        let (pax_time, attrs) = pax_records(&self.seen.current(), raw)?;
         // The PAX record, when present and well-formed, is the precise time.
-        let mtime = pax_mtime(entry).unwrap_or(header_time);
-        Ok(EntryMeta { mode, mtime, owner })
+        let mtime = pax_time.unwrap_or(header_time);
+        Ok(EntryMeta {
+            mode,
+            mtime,
+            owner,
+            attrs,
+        })
     }
 
     /// Refuses `rel` unless every parent inside the target is a real
@@ -486,6 +546,8 @@ impl Extractor<'_> {
             file.set_len(size).map_err(|e| io_err(path, e))?;
         }
         apply_meta(&file, path, &meta)?;
+        xattrs::apply(On::File(&file), &meta.attrs, &mut self.stats.attr_warnings)
+            .map_err(|e| io_err(path, e))?;
         self.stats.files += 1;
         self.stats.bytes += size;
         Ok(())
@@ -508,6 +570,8 @@ impl Extractor<'_> {
         if let Some((uid, gid)) = meta.owner {
             std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| io_err(path, e))?;
         }
+        xattrs::apply(On::Link(path), &meta.attrs, &mut self.stats.attr_warnings)
+            .map_err(|e| io_err(path, e))?;
         filetime::set_symlink_file_times(path, meta.mtime, meta.mtime)
             .map_err(|e| io_err(path, e))?;
         self.stats.symlinks += 1;
@@ -563,14 +627,20 @@ impl Extractor<'_> {
     fn finish_dirs(&mut self) -> Result<(), ArchiveError> {
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by_key(|d| Reverse(d.rel.components().count()));
+        // Attributes last of all: a default ACL set earlier would have been inherited by
+        // everything created below it.
         for d in &dirs {
             let path = self.root.join(&d.rel);
             let dir = open_dir(&path)?;
             apply_meta(&dir, &path, &d.meta)?;
+            xattrs::apply(On::File(&dir), &d.meta.attrs, &mut self.stats.attr_warnings)
+                .map_err(|e| io_err(&path, e))?;
         }
         if let Some(meta) = self.root_meta.take() {
             let dir = open_dir(&self.root)?;
             apply_meta(&dir, &self.root, &meta)?;
+            xattrs::apply(On::File(&dir), &meta.attrs, &mut self.stats.attr_warnings)
+                .map_err(|e| io_err(&self.root, e))?;
         }
         Ok(())
     }
@@ -583,12 +653,39 @@ enum Kind {
     HardLink,
 }
 
-fn pax_mtime<R: Read>(entry: &mut Entry<'_, R>) -> Option<FileTime> {
-    let records = entry.pax_extensions().ok()??;
-    records
-        .flatten()
-        .find(|r| r.key_bytes() == b"mtime")
-        .and_then(|r| pax::parse_mtime(r.value_bytes()))
+/// The entry's PAX records that Ferry reads: the precise mtime (a malformed
+/// one is ignored: the header's seconds stand) and extended attributes (more
+/// than [`xattrs::MAX_ENTRY_BYTES`] of them is a hostile archive).
+fn pax_records(pax: &Pax, raw: &[u8]) -> Result<(Option<FileTime>, Attrs), ArchiveError> {
+    let too_large = || {
+        unsafe_err(
+            raw,
+            format!(
+                "more than {} KiB of extended attributes",
+                xattrs::MAX_ENTRY_BYTES >> 10
+            ),
+        )
+    };
+    let data = match pax {
+        Pax::None => return Ok((None, Attrs::new())),
+        Pax::TooLarge => return Err(too_large()),
+        Pax::Data(data) => data,
+    };
+    let mut mtime = None;
+    let mut attrs = Attrs::new();
+    let mut bytes = 0usize;
+    for (key, value) in tap::records(data) {
+        if key == b"mtime" {
+            mtime = pax::parse_mtime(value);
+        } else if let Some(name) = xattrs::pax_name(key) {
+            bytes += name.len() + value.len();
+            if bytes > xattrs::MAX_ENTRY_BYTES {
+                return Err(too_large());
+            }
+            attrs.push((name.to_owned(), value.to_vec()));
+        }
+    }
+    Ok((mtime, attrs))
 }
 
 /// Something already at the final component means a duplicate entry or a

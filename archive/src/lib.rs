@@ -12,7 +12,9 @@ mod extract;
 mod pax;
 pub mod sample;
 mod sparse;
+mod tap;
 mod write;
+mod xattrs;
 
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -21,6 +23,7 @@ use std::path::{Path, PathBuf};
 pub use compare::compare_trees;
 pub use extract::{can_restore_owners, extract_tree};
 pub use write::{tree_size, write_tree};
+pub use xattrs::copy_dir_attrs;
 
 /// Size of the one copy buffer each run allocates: large enough for
 /// throughput, small enough that memory stays bounded whatever the file size.
@@ -46,6 +49,45 @@ pub struct ArchiveStats {
     /// valid: a file is stored with the size seen when it was opened (zero
     /// padded if it shrank, cut if it grew); a vanished one is left out.
     pub warnings: u64,
+    /// Extended attributes the restore target refused (no ACL support, no
+    /// `CAP_SETFCAP`, …), one line per kind; the restore itself went on.
+    pub attr_warnings: Vec<AttrWarning>,
+}
+
+/// Extended attributes of one kind that a restore target refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttrWarning {
+    /// "POSIX ACLs", "file capabilities", "user extended attributes", …
+    pub kind: String,
+    /// How many attributes of that kind were not set.
+    pub count: u64,
+    /// The first refusal, e.g. "Operation not supported (os error 95)".
+    pub first_error: String,
+}
+
+impl std::fmt::Display for AttrWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} not restored on {} entr{} (the target refused them: {})",
+            self.kind,
+            self.count,
+            if self.count == 1 { "y" } else { "ies" },
+            self.first_error
+        )
+    }
+}
+
+/// How a restore writes what it extracts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Replace the target's existing content (removed only after the first
+    /// tar header was read) instead of requiring an empty target.
+    pub overwrite: bool,
+    /// Give files the archived uid/gid even when the archived user or group
+    /// name exists here under another id (GNU tar's `--numeric-owner`). By
+    /// default a name that exists on this host wins, as with GNU tar.
+    pub numeric_owner: bool,
 }
 
 /// Why archiving or extracting failed.

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tar::{Builder, EntryType, Header};
 
 use crate::sparse::{self, Region, TAR_BLOCK};
+use crate::xattrs::{self, Attrs};
 use crate::{ArchiveError, ArchiveStats, BUF_SIZE, io_err, pax};
 
 /// Names and link targets this long go into a GNU long-name entry, as GNU tar
@@ -52,6 +53,7 @@ pub fn write_tree<W: Write>(
         progress,
         stats: ArchiveStats::default(),
         links: HashMap::new(),
+        names: Names::default(),
         buf: vec![0; BUF_SIZE],
     };
     if let Err(e) = tw.run() {
@@ -139,7 +141,54 @@ struct TreeWriter<'a, W: Write> {
     stats: ArchiveStats,
     /// First archived path of each multiply-linked inode, by (dev, ino).
     links: HashMap<(u64, u64), Vec<u8>>,
+    names: Names,
     buf: Vec<u8>,
+}
+
+/// User and group names by id, looked up once each (GNU tar stores both, and restores by name
+/// where the name exists).
+#[derive(Default)]
+struct Names {
+    users: HashMap<u32, Option<String>>,
+    groups: HashMap<u32, Option<String>>,
+}
+
+impl Names {
+    fn user(&mut self, uid: u32) -> Option<&str> {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .as_deref()
+    }
+
+    fn group(&mut self, gid: u32) -> Option<&str> {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+            })
+            .as_deref()
+    }
+
+    /// Fills the header's user and group name fields (left empty when unknown or longer than
+    /// the 32-byte field).
+    fn fill(&mut self, header: &mut Header, meta: &Metadata) {
+        let gnu = header.as_gnu_mut().expect("GNU header");
+        if let Some(name) = self.user(meta.uid()).filter(|n| n.len() < 32) {
+            copy_field(&mut gnu.uname, name.as_bytes());
+        }
+        if let Some(name) = self.group(meta.gid()).filter(|n| n.len() < 32) {
+            copy_field(&mut gnu.gname, name.as_bytes());
+        }
+    }
 }
 
 impl<W: Write> TreeWriter<'_, W> {
@@ -150,7 +199,11 @@ impl<W: Write> TreeWriter<'_, W> {
                 path: self.root.to_path_buf(),
             });
         }
-        self.append_meta_only(Path::new("."), &meta, EntryType::Directory, None)?;
+        let attrs = match File::open(self.root) {
+            Ok(dir) => self.attrs_of(xattrs::read_file(&dir)),
+            Err(e) => return Err(io_err(self.root, e)),
+        };
+        self.append_meta_only(Path::new("."), &meta, EntryType::Directory, &attrs, None)?;
         self.stats.dirs += 1;
 
         // Depth-first, pre-order: a directory precedes its content, so the
@@ -169,7 +222,12 @@ impl<W: Write> TreeWriter<'_, W> {
             };
             let ft = meta.file_type();
             if ft.is_dir() {
-                self.append_meta_only(&rel, &meta, EntryType::Directory, None)?;
+                let attrs = match open_dir(&path) {
+                    Ok(dir) => self.attrs_of(xattrs::read_file(&dir)),
+                    // Replaced or removed since the lstat: its attributes went with it.
+                    Err(_) => Attrs::new(),
+                };
+                self.append_meta_only(&rel, &meta, EntryType::Directory, &attrs, None)?;
                 self.stats.dirs += 1;
                 self.push_children(&rel, &mut stack)?;
             } else if ft.is_file() {
@@ -184,7 +242,8 @@ impl<W: Write> TreeWriter<'_, W> {
                     Err(e) => return Err(io_err(&path, e)),
                 };
                 let target = target.as_os_str().as_bytes();
-                self.append_meta_only(&rel, &meta, EntryType::Symlink, Some(target))?;
+                let attrs = self.attrs_of(xattrs::read_link(&path));
+                self.append_meta_only(&rel, &meta, EntryType::Symlink, &attrs, Some(target))?;
                 self.stats.symlinks += 1;
             } else {
                 // Sockets, fifos and devices are runtime state, not data.
@@ -192,6 +251,12 @@ impl<W: Write> TreeWriter<'_, W> {
             }
         }
         Ok(())
+    }
+
+    /// The attributes read, counting those that could not be carried as warnings.
+    fn attrs_of(&mut self, read: xattrs::Read) -> Attrs {
+        self.stats.warnings += read.lost;
+        read.attrs
     }
 
     /// Pushes the children of `rel` so that they pop in name-byte order.
@@ -242,8 +307,8 @@ impl<W: Write> TreeWriter<'_, W> {
             && let Some(first) = self.links.get(&key)
         {
             let first = first.clone();
-            let header = base_header(&meta, EntryType::Link);
-            self.write_header(rel, header, None, Some(&first))?;
+            let header = self.base_header(&meta, EntryType::Link);
+            self.write_header(rel, header, None, &Attrs::new(), Some(&first))?;
             self.stats.hardlinks += 1;
             return Ok(());
         }
@@ -254,9 +319,10 @@ impl<W: Write> TreeWriter<'_, W> {
         } else {
             None
         };
+        let attrs = self.attrs_of(xattrs::read_file(&file));
         let complete = match regions {
-            Some(regions) => self.write_sparse(rel, path, &file, &meta, &regions)?,
-            None => self.write_regular(rel, path, &file, &meta)?,
+            Some(regions) => self.write_sparse(rel, path, &file, &meta, &attrs, &regions)?,
+            None => self.write_regular(rel, path, &file, &meta, &attrs)?,
         };
         let after = file.metadata().map_err(|e| io_err(path, e))?;
         if !complete
@@ -282,11 +348,12 @@ impl<W: Write> TreeWriter<'_, W> {
         path: &Path,
         file: &File,
         meta: &Metadata,
+        attrs: &Attrs,
     ) -> Result<bool, ArchiveError> {
         let size = meta.len();
-        let mut header = base_header(meta, EntryType::Regular);
+        let mut header = self.base_header(meta, EntryType::Regular);
         header.set_size(size);
-        self.write_header(rel, header, Some(meta), None)?;
+        self.write_header(rel, header, Some(meta), attrs, None)?;
         let complete = self.copy_range(rel, path, file, 0, size)?;
         self.pad(rel, size)?;
         Ok(complete)
@@ -300,16 +367,17 @@ impl<W: Write> TreeWriter<'_, W> {
         path: &Path,
         file: &File,
         meta: &Metadata,
+        attrs: &Attrs,
         regions: &[Region],
     ) -> Result<bool, ArchiveError> {
         let out_err = |source| ArchiveError::Output {
             path: rel.to_path_buf(),
             source,
         };
-        let mut header = base_header(meta, EntryType::GNUSparse);
+        let mut header = self.base_header(meta, EntryType::GNUSparse);
         sparse::fill_header(&mut header, regions, meta.len()).map_err(out_err)?;
         let data_size = header.entry_size().map_err(out_err)?;
-        self.write_header(rel, header, Some(meta), None)?;
+        self.write_header(rel, header, Some(meta), attrs, None)?;
         sparse::write_ext_headers(self.builder.get_mut(), regions).map_err(out_err)?;
         let mut complete = true;
         let mut pos = 0;
@@ -363,32 +431,59 @@ impl<W: Write> TreeWriter<'_, W> {
         rel: &Path,
         meta: &Metadata,
         ty: EntryType,
+        attrs: &Attrs,
         link: Option<&[u8]>,
     ) -> Result<(), ArchiveError> {
-        let header = base_header(meta, ty);
-        self.write_header(rel, header, Some(meta), link)
+        let header = self.base_header(meta, ty);
+        self.write_header(rel, header, Some(meta), attrs, link)
     }
 
-    /// Writes the PAX mtime record (if needed), GNU long-name entries (if
-    /// needed) and the header block itself. Names and link targets go in
-    /// byte for byte: the `tar` crate's setters normalise paths (`a//b`,
-    /// `./x`), which would alter symlink targets.
+    /// Header fields shared by all entry types: owner as numbers and names (a restore prefers
+    /// a name that exists on its host, like GNU tar), permission bits with setuid/setgid/
+    /// sticky, whole-second mtime (finer or negative times go in the PAX record).
+    fn base_header(&mut self, meta: &Metadata, ty: EntryType) -> Header {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(ty);
+        h.set_mode(meta.mode() & 0o7777);
+        h.set_uid(u64::from(meta.uid()));
+        h.set_gid(u64::from(meta.gid()));
+        self.names.fill(&mut h, meta);
+        h.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+        h.set_size(0);
+        h
+    }
+
+    /// Writes the PAX record (precise mtime and extended attributes, when
+    /// there are any), GNU long-name entries (if needed) and the header block
+    /// itself. Names and link targets go in byte for byte: the `tar` crate's
+    /// setters normalise paths (`a//b`, `./x`), which would alter symlink
+    /// targets.
     fn write_header(
         &mut self,
         rel: &Path,
         mut header: Header,
         pax_for: Option<&Metadata>,
+        attrs: &Attrs,
         link: Option<&[u8]>,
     ) -> Result<(), ArchiveError> {
         let out_err = |source| ArchiveError::Output {
             path: rel.to_path_buf(),
             source,
         };
-        if let Some(meta) = pax_for
-            && let Some(value) = pax::mtime_value(meta.mtime(), meta.mtime_nsec())
-        {
+        let mtime = pax_for.and_then(|meta| pax::mtime_value(meta.mtime(), meta.mtime_nsec()));
+        if mtime.is_some() || !attrs.is_empty() {
+            let keys: Vec<String> = attrs
+                .iter()
+                .map(|(name, _)| format!("{}{name}", xattrs::PAX_PREFIX))
+                .collect();
+            let acls = xattrs::acl_records(attrs);
+            let records = mtime
+                .iter()
+                .map(|v| ("mtime", v.as_bytes()))
+                .chain(acls.iter().map(|(k, v)| (*k, v.as_bytes())))
+                .chain(keys.iter().zip(attrs).map(|(k, (_, v))| (k.as_str(), &v[..])));
             self.builder
-                .append_pax_extensions([("mtime", value.as_bytes())])
+                .append_pax_extensions(records)
                 .map_err(out_err)?;
         }
         if let Some(link) = link {
@@ -431,18 +526,12 @@ impl<W: Write> TreeWriter<'_, W> {
     }
 }
 
-/// Header fields shared by all entry types: numeric owner (names are not
-/// stored; restore is by id), permission bits with setuid/setgid/sticky,
-/// whole-second mtime (finer or negative times go in the PAX record).
-fn base_header(meta: &Metadata, ty: EntryType) -> Header {
-    let mut h = Header::new_gnu();
-    h.set_entry_type(ty);
-    h.set_mode(meta.mode() & 0o7777);
-    h.set_uid(u64::from(meta.uid()));
-    h.set_gid(u64::from(meta.gid()));
-    h.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
-    h.set_size(0);
-    h
+/// Opens a directory without following a symlink, for its attributes.
+fn open_dir(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// Copies `bytes` into a fixed header field, truncating and NUL-padding.

@@ -316,11 +316,15 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
     } else {
         (100_000, 2_000)
     };
-    let plain = measure(cfg, notes, shards, workers, 0)?;
-    let loaded = measure(cfg, notes, shards, workers, history)?;
-    let big = measure(cfg, notes, big_shards, big_workers, 0)?;
+    // Each measure stands alone: one that fails becomes an error row, the others still report.
+    let plain = measure(cfg, notes, shards, workers, 0);
+    let loaded = measure(cfg, notes, shards, workers, history);
+    let big = measure(cfg, notes, big_shards, big_workers, 0);
+    let rate_label = |shards: usize, workers: usize| {
+        format!("control plane: assignments/s ({shards} shards, {workers} workers)")
+    };
     let rate_row = |shards: usize, workers: usize, m: &Measured, min: f64| Row {
-        measure: format!("control plane: assignments/s ({shards} shards, {workers} workers)"),
+        measure: rate_label(shards, workers),
         ferry: Some(m.rate),
         baseline: None,
         unit: Unit::PerSecond,
@@ -337,26 +341,38 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         timing: false,
         error: None,
     };
-    notes.push(format!(
-        "control plane with {history} finished jobs in the catalog: {:.0} assignments/s \
-         (none: {:.0}), mean reconciler pass {:.1} ms (none: {:.1} ms)",
-        loaded.rate,
-        plain.rate,
-        loaded.pass_s * 1e3,
-        plain.pass_s * 1e3
-    ));
-    Ok(vec![
-        rate_row(shards, workers, &plain, 1000.0),
-        peak_row(&format!("{shards} shards"), &plain),
-        Row::ratio(
-            &format!("control plane: pass time with {history} finished jobs ÷ with none"),
-            loaded.pass_s,
-            plain.pass_s,
-            1.20,
-        ),
-        rate_row(big_shards, big_workers, &big, 2000.0),
-        peak_row(&format!("{big_shards} shards"), &big),
-    ])
+    let failed = |label: String, e: &anyhow::Error| Row::error(&label, &format!("{e:#}"));
+    let ratio_label = format!("control plane: pass time with {history} finished jobs ÷ with none");
+    let mut rows = Vec::new();
+    match &plain {
+        Ok(m) => {
+            rows.push(rate_row(shards, workers, m, 1000.0));
+            rows.push(peak_row(&format!("{shards} shards"), m));
+        }
+        Err(e) => rows.push(failed(rate_label(shards, workers), e)),
+    }
+    match (&loaded, &plain) {
+        (Ok(loaded), Ok(plain)) => {
+            notes.push(format!(
+                "control plane with {history} finished jobs in the catalog: {:.0} assignments/s \
+                 (none: {:.0}), mean reconciler pass {:.1} ms (none: {:.1} ms)",
+                loaded.rate,
+                plain.rate,
+                loaded.pass_s * 1e3,
+                plain.pass_s * 1e3
+            ));
+            rows.push(Row::ratio(&ratio_label, loaded.pass_s, plain.pass_s, 1.20));
+        }
+        (Err(e), _) | (_, Err(e)) => rows.push(failed(ratio_label, e)),
+    }
+    match &big {
+        Ok(m) => {
+            rows.push(rate_row(big_shards, big_workers, m, 2000.0));
+            rows.push(peak_row(&format!("{big_shards} shards"), m));
+        }
+        Err(e) => rows.push(failed(rate_label(big_shards, big_workers), e)),
+    }
+    Ok(rows)
 }
 
 /// Writes `n` finished backups (one shard each) into the catalog, as years of history would.

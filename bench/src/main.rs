@@ -206,6 +206,8 @@ fn main() -> std::process::ExitCode {
             procs::SETTLE_MS.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0
         );
     }
+    // A measure may report a failed row beside good ones.
+    failed |= rows.iter().any(|r| r.error.is_some());
     notes.push(format!("Ferry under test: {}", source_version()));
     notes.push(format!(
         "machine: {} CPUs, {}; whole run {:.0} s",

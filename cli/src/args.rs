@@ -378,6 +378,10 @@ pub enum RestoreCmd {
         /// Replace what the target holds.
         #[arg(long)]
         overwrite: bool,
+        /// Give restored files the archived uid/gid even where the archived user or group name
+        /// exists on the target host under another id (by default the name wins, like GNU tar).
+        #[arg(long)]
+        numeric_owner: bool,
         /// OLD=NEW applied to paths, database names, hosts and config values (repeatable).
         #[arg(long = "rewrite", value_name = "OLD=NEW")]
         rewrites: Vec<String>,

@@ -249,9 +249,9 @@ fn deliver(
 
 /// The task a worker receives for the current attempt of a shard.
 pub fn task_for(job: &JobRecord, shard: &ShardRecord, storage: StorageLocation) -> ShardTask {
-    let (rewrites, overwrite) = match &job.restore {
-        Some(r) => (r.rewrites.clone(), r.overwrite),
-        None => (Vec::new(), false),
+    let (rewrites, overwrite, numeric_owner) = match &job.restore {
+        Some(r) => (r.rewrites.clone(), r.overwrite, r.numeric_owner),
+        None => (Vec::new(), false, false),
     };
     ShardTask {
         job_id: job.id.clone(),
@@ -264,6 +264,7 @@ pub fn task_for(job: &JobRecord, shard: &ShardRecord, storage: StorageLocation) 
         object_key: shard.object_key.clone(),
         expected_sha256: shard.expected_sha256.clone(),
         overwrite,
+        numeric_owner,
         staged: shard.staged.clone(),
         rewrites,
         missing_ok: shard.missing_ok,

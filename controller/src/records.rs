@@ -165,6 +165,9 @@ pub struct RestorePlan {
     /// The app the backup was taken of.
     pub source_app: String,
     pub overwrite: bool,
+    /// Volumes: owners by archived number, never by name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub numeric_owner: bool,
     pub rewrites: Vec<Rewrite>,
     /// True when the target app did not exist and is created by the restore.
     pub creates_app: bool,

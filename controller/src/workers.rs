@@ -257,6 +257,12 @@ impl Workers {
             .collect())
     }
 
+    /// Whether session `id` is alive (its record exists: the store drops it with the lease).
+    /// One read, whatever the size of the fleet.
+    pub async fn is_live(&self, id: &str) -> Result<bool> {
+        Ok(self.store.get(&keys::worker(id)).await?.is_some())
+    }
+
     /// What this controller observed of a session.
     pub fn liveness(&self, id: &str) -> Option<Liveness> {
         self.liveness.lock().ok()?.get(id).cloned()

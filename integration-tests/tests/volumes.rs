@@ -232,3 +232,59 @@ components:
     .expect_code(0);
     assert_eq!(std::fs::read(copy.join("a/f.txt")).unwrap(), b"data");
 }
+
+/// What a real server's files carry beyond content — user attributes, access and default ACLs,
+/// a file capability, setuid bits, owners by name — survives a backup and a restore into a copy
+/// through the CLI, the volume root included; a target host that numbers the owner's user
+/// otherwise gets the name's uid, and `--numeric-owner` the archived number.
+#[test]
+fn extended_attributes_and_owners_by_name_survive_a_restore() {
+    let c = Cluster::start(&[]);
+    let src = c.path().join("srv/web");
+    std::fs::create_dir_all(src.join("shared/team")).unwrap();
+    std::fs::write(src.join("httpd"), b"#!/bin/sh\n").unwrap();
+    std::fs::write(src.join("shared/team/notes.txt"), b"notes").unwrap();
+    let user = ferry_test_support::TempUser::create("vol");
+    let old_uid = user.uid();
+    std::os::unix::fs::chown(src.join("shared/team/notes.txt"), Some(old_uid), None).unwrap();
+    xattr::set(&src, "user.volume", b"the root").unwrap();
+    xattr::set(src.join("httpd"), "user.bin", &[0, 159, 255]).unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    ferry_test_support::sh("chmod", &["4755", &s(&src.join("httpd"))]);
+    ferry_test_support::sh("setcap", &["cap_net_bind_service=+ep", &s(&src.join("httpd"))]);
+    ferry_test_support::sh("setfacl", &["-d", "-m", "u:nobody:rwx", &s(&src.join("shared"))]);
+    ferry_test_support::sh("setfacl", &["-m", "u:nobody:r", &s(&src.join("shared/team/notes.txt"))]);
+    ferry_test_support::sh("setfacl", &["-d", "-m", "g::rx", &s(&src)]);
+    c.apply_volume_app("web", "local", ("www", "docroot"), &src);
+
+    let backup = c
+        .ferry(&["backup", "create", "web", "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
+    let id = backup["id"].as_str().unwrap();
+
+    // The target host knows the owner's name under another uid.
+    let new_uid = old_uid + 1000;
+    user.renumber(new_uid);
+    let restore_into = |copy: &std::path::Path, app: &str, extra: &[&str]| {
+        let rewrite = format!("{}={}", src.display(), copy.display());
+        let mut args = vec!["restore", "create", id, "--to-app", app, "--rewrite", &rewrite];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--wait", "-o", "json"]);
+        let restore = c.ferry(&args).expect_code(0).json();
+        assert_eq!(restore["state"], "Completed", "{restore:#}");
+    };
+    let copy = c.path().join("srv/web-copy");
+    restore_into(&copy, "web-copy", &[]);
+    let diffs = ferry_archive::compare_trees(&src, &copy).unwrap();
+    assert!(diffs.is_empty(), "the copy differs:\n{}", diffs.join("\n"));
+    let uid = |p: &std::path::Path| std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(p).unwrap());
+    assert_eq!(uid(&copy.join("shared/team/notes.txt")), new_uid, "by name");
+    assert!(
+        ferry_test_support::sh("getcap", &[&s(&copy.join("httpd"))]).contains("cap_net_bind_service=ep")
+    );
+
+    let numeric = c.path().join("srv/web-numeric");
+    restore_into(&numeric, "web-numeric", &["--numeric-owner"]);
+    assert_eq!(uid(&numeric.join("shared/team/notes.txt")), old_uid, "--numeric-owner");
+}

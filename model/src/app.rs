@@ -123,6 +123,15 @@ pub struct DatabaseSpec {
     /// Database number (Redis).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<u32>,
+    /// PostgreSQL: carry the definitions of the cluster roles the database's grants name
+    /// (`pg_dumpall --roles-only`, cut down to them), so that a restore into a server that lacks
+    /// them creates them first instead of leaving their grants out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub roles: bool,
+    /// PostgreSQL with `roles`: include the roles' password hashes (off by default; reading
+    /// them needs a superuser).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub role_passwords: bool,
 }
 
 /// A component's own dump command (stdout is the shard) and restore command (reads stdin).
@@ -236,6 +245,12 @@ fn check_database(component: &str, d: &DatabaseSpec) -> Result<(), ModelError> {
     };
     if d.password_env.is_some() && d.password_file.is_some() {
         return bad("give password_env or password_file, not both");
+    }
+    if (d.roles || d.role_passwords) && d.engine != Engine::Postgres {
+        return bad("`roles` and `role_passwords` are only for postgres");
+    }
+    if d.role_passwords && !d.roles {
+        return bad("`role_passwords` needs `roles: true`");
     }
     match d.engine {
         Engine::Redis => {

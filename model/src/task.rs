@@ -285,6 +285,9 @@ pub struct ShardTask {
     /// Restore into a non-empty resource, replacing what is there.
     #[serde(default)]
     pub overwrite: bool,
+    /// Volume restores: owners by archived number, never by name (`--numeric-owner`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub numeric_owner: bool,
     /// A volume restore's staged copy to move into place (the `Stage` step's result).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staged: Option<Staged>,
@@ -336,6 +339,10 @@ pub struct Staged {
     pub gid: u32,
     pub mtime_s: i64,
     pub mtime_ns: u32,
+    /// What staging could not restore (extended attributes the target refused, one line per
+    /// kind), reported with the step that moves the copy into place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[cfg(test)]

@@ -286,6 +286,7 @@ pub struct CreateRestore {
     pub to_app: Option<String>,
     pub to_cluster: Option<String>,
     pub overwrite: bool,
+    pub numeric_owner: bool,
     pub rewrites: Vec<Rewrite>,
 }
 
@@ -304,6 +305,7 @@ impl TryFrom<v1::CreateRestoreRequest> for CreateRestore {
             to_app: optional_name("app name", r.to_app)?,
             to_cluster: optional_name("cluster name", r.to_cluster)?,
             overwrite: r.overwrite,
+            numeric_owner: r.numeric_owner,
             rewrites,
         })
     }

@@ -146,3 +146,42 @@ pub fn sh(program: &str, args: &[&str]) -> String {
 pub fn unique() -> String {
     format!("{}_{}", std::process::id(), free_port())
 }
+
+/// A system user of the test's own, removed when the test ends: for owners by name, whose uid a
+/// test can change between a backup and a restore (as when the target host numbers users
+/// otherwise). Needs root.
+pub struct TempUser {
+    pub name: String,
+}
+
+impl TempUser {
+    /// `fyPID_TAG` (short: user names are limited to 32 bytes).
+    pub fn create(tag: &str) -> TempUser {
+        let name = format!("fy{}_{tag}", std::process::id() % 100_000);
+        let _ = Command::new("userdel").arg(&name).output();
+        sh(
+            "useradd",
+            &["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", &name],
+        );
+        TempUser { name }
+    }
+
+    pub fn uid(&self) -> u32 {
+        sh("id", &["-u", &self.name])
+            .trim()
+            .parse()
+            .expect("a numeric uid")
+    }
+
+    /// Gives the user another uid (files keep the old number).
+    pub fn renumber(&self, uid: u32) {
+        sh("usermod", &["-u", &uid.to_string(), &self.name]);
+        assert_eq!(self.uid(), uid);
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}

@@ -6,6 +6,7 @@ pub mod dump;
 pub mod exec;
 pub mod hook;
 pub mod mariadb;
+pub mod pg_roles;
 pub mod postgres;
 pub mod rdb;
 pub mod redis;

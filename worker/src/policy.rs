@@ -251,6 +251,8 @@ mod tests {
             password_file: file.map(|f| f.to_string_lossy().into_owned()),
             databases: vec![],
             db: None,
+            roles: false,
+            role_passwords: false,
         };
         p.check_secret(&spec(Some("FERRY_SECRET_PG"), None))
             .unwrap();

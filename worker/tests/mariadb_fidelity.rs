@@ -155,6 +155,8 @@ fn spec(db: &str) -> DatabaseSpec {
         password_file: None,
         databases: vec![db.into()],
         db: None,
+        roles: false,
+        role_passwords: false,
     }
 }
 
@@ -924,6 +926,70 @@ async fn statements_naming_the_source_are_retargeted_and_the_source_is_never_tou
         &before,
         &snapshot(&second),
         "source vs copy of a dropped source",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_defaulting_to_nextval_restores_beside_the_original() {
+    require_mariadb();
+    let mut dbs = Cleanup::default();
+    let source = dbs.database("seqsrc");
+    let copy = dbs.database("seqcopy");
+    sql(
+        None,
+        &format!(
+            "CREATE DATABASE {q};
+             CREATE SEQUENCE {q}.s START WITH 100;
+             CREATE TABLE {q}.t (id BIGINT NOT NULL DEFAULT NEXTVAL({q}.s) PRIMARY KEY, v VARCHAR(10));
+             INSERT INTO {q}.t (v) VALUES ('a'), ('b'), ('c');",
+            q = ident(&source)
+        ),
+    );
+    let rows = |db: &str| value(Some(db), "SELECT GROUP_CONCAT(id, '=', v ORDER BY id) FROM t");
+    let before = rows(&source);
+    assert_eq!(before, "100=a,101=b,102=c");
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = "shards/sequence.tar.zst";
+    let backup = common::run(common::task(
+        ShardOp::Backup,
+        resource(&source),
+        &common::storage(dir.path()),
+        key,
+    ))
+    .await
+    .expect("backup");
+    let (_, dump) = stored_dump(dir.path());
+    let text = String::from_utf8_lossy(&dump);
+    assert!(
+        !text.contains("LOCK TABLES"),
+        "the dump locks tables without their sequences"
+    );
+    restore_archive(dir.path(), key, &backup.sha256, resource(&copy), false)
+        .await
+        .expect("restore beside the source");
+
+    assert_eq!(rows(&copy), before);
+    let create = value(Some(&copy), "SHOW CREATE TABLE t");
+    assert!(
+        create.contains(&format!("nextval(`{copy}`.`s`)")),
+        "the copy's default must name the copy's sequence: {create}"
+    );
+    assert!(!create.contains(&source), "{create}");
+    // The copy continues the source's sequence, and its own: the source's is untouched.
+    let next_source = value(Some(&source), "SELECT NEXTVAL(s)");
+    sql(Some(&copy), "INSERT INTO t (v) VALUES ('d')");
+    let next_copy = value(Some(&copy), "SELECT MAX(id) FROM t");
+    let (s, c): (i64, i64) = (next_source.parse().unwrap(), next_copy.parse().unwrap());
+    assert!(c > 102, "the copy's next value {c} collides with restored rows");
+    assert!(
+        c >= s,
+        "the copy's next value {c} goes back behind the source's {s}"
+    );
+    assert_eq!(
+        value(Some(&source), "SELECT COUNT(*) FROM t"),
+        "3",
+        "the restore wrote into the source"
     );
 }
 

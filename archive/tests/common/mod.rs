@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferry_archive::{ArchiveError, ArchiveStats, extract_tree, write_tree};
+use ferry_archive::{ArchiveError, ArchiveStats, ExtractOptions, extract_tree, write_tree};
 use filetime::FileTime;
 
 pub const GIB: u64 = 1 << 30;
@@ -178,7 +178,11 @@ pub fn extract(
     overwrite: bool,
 ) -> Result<(ArchiveStats, u64), ArchiveError> {
     let progress = AtomicU64::new(0);
-    let stats = extract_tree(data, target, overwrite, &progress)?;
+    let options = ExtractOptions {
+        overwrite,
+        ..ExtractOptions::default()
+    };
+    let stats = extract_tree(data, target, &options, &progress)?;
     Ok((stats, progress.load(Ordering::Relaxed)))
 }
 

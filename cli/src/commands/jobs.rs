@@ -144,6 +144,7 @@ pub async fn restore(ctx: &mut Ctx, cmd: RestoreCmd) -> CliResult {
             to_app,
             to_cluster,
             overwrite,
+            numeric_owner,
             rewrites,
             wait,
         } => {
@@ -159,6 +160,7 @@ pub async fn restore(ctx: &mut Ctx, cmd: RestoreCmd) -> CliResult {
                     to_app: to_app.unwrap_or_default(),
                     to_cluster: to_cluster.unwrap_or_default(),
                     overwrite,
+                    numeric_owner,
                     rewrites,
                 })
                 .await?

@@ -94,8 +94,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
         self.ctx.require_leader()?;
         let id = session(&req, |r: &v1::AssignmentsRequest| &r.worker_id)?.worker_id;
-        let live = self.ctx.workers.live().await?;
-        if !live.iter().any(|w| w.id == id) {
+        if !self.ctx.workers.is_live(&id).await? {
             return Err(Status::not_found(format!(
                 "no live session {id:?}; register again"
             )));

@@ -758,6 +758,7 @@ mod tests {
                 backup_id: "b-1".into(),
                 source_app: "app".into(),
                 overwrite: false,
+                numeric_owner: false,
                 rewrites: vec![],
                 creates_app: true,
             }),

@@ -119,6 +119,7 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
             backup_id: backup.id,
             source_app: manifest.app,
             overwrite: req.overwrite,
+            numeric_owner: req.numeric_owner,
             rewrites: req.rewrites,
             creates_app,
         }),

@@ -51,6 +51,7 @@ pub async fn create_verify(ctx: &Context, team: &str, backup_id: &str) -> Result
             backup_id: backup.id,
             source_app: manifest.app.clone(),
             overwrite: false,
+            numeric_owner: false,
             rewrites: Vec::new(),
             creates_app: false,
         }),

@@ -162,8 +162,64 @@ fn finish(
 }
 
 /// The whole of a tool's stderr is relevant.
-fn everything(stderr: &[u8]) -> &[u8] {
+pub fn everything(stderr: &[u8]) -> &[u8] {
     stderr
+}
+
+/// Pipes `input` into `first`, and `first`'s stdout through `filter` (on its own thread) into
+/// `second`'s stdin: one tool's output adjusted on its way into another (pg_restore's script
+/// into psql). Returns the bytes read from `input` and the filter's result. The second tool's
+/// failure is reported first: it explains the broken pipes the others then see.
+pub fn pipe_through<T: Send + 'static>(
+    mut first: Command,
+    filter: impl FnOnce(&mut dyn Read, &mut dyn Write) -> std::io::Result<T> + Send + 'static,
+    mut second: Command,
+    relevant: fn(&[u8]) -> &[u8],
+    input: &mut dyn Read,
+) -> Result<(u64, T), ShardError> {
+    let mut a = spawn(&mut first, Stdio::piped(), Stdio::piped())?;
+    let a_err = collect_stderr(&mut a);
+    let mut b = match spawn(&mut second, Stdio::piped(), Stdio::null()) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = a.kill();
+            let _ = a.wait();
+            return Err(e);
+        }
+    };
+    let b_err = collect_stderr(&mut b);
+    let (Some(mut a_in), Some(mut a_out), Some(mut b_in)) = (a.stdin.take(), a.stdout.take(), b.stdin.take())
+    else {
+        let _ = (a.kill(), b.kill());
+        return Err(ShardError::transient("no pipes to the restore tools"));
+    };
+    let middle = std::thread::spawn(move || {
+        let result = filter(&mut a_out, &mut b_in);
+        drop(b_in);
+        result
+    });
+    let copied = std::io::copy(input, &mut a_in);
+    drop(a_in);
+    if copied.is_err() {
+        let _ = a.kill();
+    }
+    let filtered = middle
+        .join()
+        .map_err(|_| ShardError::transient("the filter between the restore tools panicked"))?;
+    let first_done = finish(&first, a, a_err, relevant);
+    finish(&second, b, b_err, relevant)?;
+    first_done?;
+    let filtered = filtered.map_err(|e| {
+        ShardError::transient(format!(
+            "passing {}'s output to {}: {e}",
+            program(&first),
+            program(&second)
+        ))
+    })?;
+    let copied = copied.map_err(|e| {
+        ShardError::transient(format!("streaming the dump into {}: {e}", program(&first)))
+    })?;
+    Ok((copied, filtered))
 }
 
 /// Writes the dump archive: the info entry, then `source` cut into chunks. Returns bytes read.

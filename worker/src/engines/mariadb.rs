@@ -15,6 +15,9 @@
 //!     column's charset;
 //!   - `--quick`: rows stream, never buffered whole; `--add-drop-table`; `--skip-dump-date`: equal
 //!     databases give equal dumps;
+//!   - `--skip-add-locks`: no `LOCK TABLES` around a table's rows — a row of a table whose
+//!     column defaults to `NEXTVAL(seq)` cannot be inserted under a lock that leaves the
+//!     sequence out, and the tool never locks it (the locks only speed up MyISAM loads);
 //!   - `--no-tablespaces`: tablespaces are server-wide (and MySQL 8 wants the PROCESS privilege
 //!     to list them);
 //!   - `--max-allowed-packet=1G`: rows bigger than the tool's default 24 MiB packet are dumped
@@ -35,13 +38,16 @@
 //!   out of routine and trigger bodies) and `--max-allowed-packet=1G`. The client stops at the
 //!   first error; a database the attempt created is dropped again so that a retry starts clean.
 //!
-//!   Two kinds of statement in a dump still name the source database, and under another name
+//!   Three kinds of statement in a dump still name the source database, and under another name
 //!   they would fail — or, on the source's own server, touch the *source*: the
 //!   ``ALTER DATABASE `src` …`` the tool writes around routines, triggers and events created
-//!   under another database collation than the current one, and the head of a trigger created
+//!   under another database collation than the current one, the head of a trigger created
 //!   with qualified names (``CREATE TRIGGER `src`.t_bi … ON `src`.t``: the server keeps a
-//!   trigger's original text). [`Retarget`] rewrites exactly those, while streaming, to the
-//!   target. The archive itself stays what the tool wrote.
+//!   trigger's original text), and a column default naming a sequence
+//!   (``DEFAULT nextval(`src`.`s`)``: the server always qualifies it). [`Retarget`] rewrites
+//!   exactly those, while streaming, to the target, and drops the `LOCK TABLES`/`UNLOCK TABLES`
+//!   lines of dumps made before `--skip-add-locks`. The archive itself stays what the tool
+//!   wrote.
 //! - **Verify** refuses a target that exists and holds any table, view, sequence, routine, event
 //!   or trigger ([`check_empty`]); the restore checks again right before writing.
 //! - The password reaches the tools only through `MYSQL_PWD` in the child's environment (an
@@ -127,12 +133,8 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
             }
             conn.prepare_target(client, &db, info, overwrite, &created)?;
             replaying.store(true, Ordering::SeqCst);
-            let rename = info
-                .database
-                .clone()
-                .filter(|source| *source != db)
-                .map(|source| (source, db.clone()));
-            replay(conn.restore_command(client, &db), input, rename)
+            let source = info.database.clone().unwrap_or_else(|| db.clone());
+            replay(conn.restore_command(client, &db), input, (source, db.clone()))
         })
         .await
     };
@@ -448,6 +450,7 @@ impl Conn {
             "--default-character-set=utf8mb4",
             "--quick",
             "--add-drop-table",
+            "--skip-add-locks",
             "--skip-dump-date",
             "--no-tablespaces",
             MAX_PACKET,
@@ -595,24 +598,19 @@ fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-/// Pipes the dump into the restore client, retargeting it from database `rename.0` to
-/// `rename.1` on the way ([`Retarget`]). Returns the dump's size. (The shape of
+/// Pipes the dump into the restore client through [`Retarget`], from database `rename.0` to
+/// `rename.1` (the same name when restoring in place). Returns the dump's size. (The shape of
 /// [`dump::restore_into_command`], plus the filter.)
 fn replay(
     cmd: Command,
     input: &mut dyn Read,
-    rename: Option<(String, String)>,
+    (from, to): (String, String),
 ) -> Result<u64, ShardError> {
     let mut counted = Counted {
         inner: input,
         bytes: 0,
     };
-    match &rename {
-        Some((from, to)) => {
-            dump::pipe_into(cmd, &mut Retarget::new(&mut counted, from, to), last_error)?
-        }
-        None => dump::pipe_into(cmd, &mut counted, last_error)?,
-    };
+    dump::pipe_into(cmd, &mut Retarget::new(&mut counted, &from, &to), last_error)?;
     Ok(counted.bytes)
 }
 
@@ -643,6 +641,12 @@ impl Read for Counted<'_> {
         Ok(n)
     }
 }
+
+/// How mysqldump locks a table around its rows, and unlocks it.
+const LOCK_TABLES: &[u8] = b"LOCK TABLES `";
+const UNLOCK_TABLES: &[u8] = b"UNLOCK TABLES;\n";
+/// How a column definition starts inside mysqldump's `CREATE TABLE`.
+const COLUMN_LINE: &[u8] = b"  `";
 
 /// Most bytes of a statement's start [`Retarget`] holds to recognise it; anything longer
 /// passes through untouched.
@@ -679,6 +683,11 @@ pub struct Retarget<R> {
     /// At the start of a line, collecting it while it may still match.
     collecting: bool,
     head: Vec<u8>,
+    /// Inside a `CREATE TABLE` statement (its column lines may name sequences).
+    in_create_table: bool,
+    /// `nextval(`from`.` and `lastval(`from`.`: a column default naming a sequence of the dumped
+    /// database.
+    sequence_refs: [Vec<u8>; 2],
     out: Vec<u8>,
     out_pos: usize,
 }
@@ -707,6 +716,11 @@ impl<R: Read> Retarget<R> {
             eof: false,
             collecting: true,
             head: Vec::with_capacity(MAX_HEAD),
+            in_create_table: false,
+            sequence_refs: [
+                format!("nextval({}.", ident(from)).into_bytes(),
+                format!("lastval({}.", ident(from)).into_bytes(),
+            ],
             out: Vec::with_capacity(MAX_HEAD),
             out_pos: 0,
         }
@@ -720,6 +734,29 @@ impl<R: Read> Retarget<R> {
             let n = head.len().min(pattern.len());
             head[..n] == pattern[..n]
         };
+        // LOCK TABLES around a table's rows (left out of new dumps by --skip-add-locks): a row
+        // insert whose column defaults to NEXTVAL(seq) needs the sequence locked too, which the
+        // tool never does. The locks only speed up MyISAM loads.
+        if starts(LOCK_TABLES) || starts(UNLOCK_TABLES) {
+            if !complete_line {
+                return Verdict::More;
+            }
+            let lock = head.starts_with(LOCK_TABLES) && head.ends_with(b" WRITE;\n");
+            return if lock || head == UNLOCK_TABLES {
+                Verdict::Rewritten(Vec::new())
+            } else {
+                Verdict::Pass
+            };
+        }
+        if self.in_create_table && starts(COLUMN_LINE) {
+            if !complete_line {
+                return Verdict::More;
+            }
+            return match self.sequence_defaults(head) {
+                Some(rewritten) => Verdict::Rewritten(rewritten),
+                None => Verdict::Pass,
+            };
+        }
         if starts(&self.alter) {
             if head.len() < self.alter.len() || !complete_line {
                 return if complete_line {
@@ -801,8 +838,42 @@ impl<R: Read> Retarget<R> {
         Some(out)
     }
 
+    /// A column line whose default names a sequence of the dumped database
+    /// (``DEFAULT nextval(`from`.`s`)``), aimed at the target's sequence.
+    fn sequence_defaults(&self, line: &[u8]) -> Option<Vec<u8>> {
+        if self.from == self.to.as_bytes() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(line.len() + 64);
+        let mut rest = line;
+        let mut changed = false;
+        'scan: while !rest.is_empty() {
+            for pattern in &self.sequence_refs {
+                if rest.len() >= pattern.len() && rest[..pattern.len()].eq_ignore_ascii_case(pattern)
+                {
+                    // `nextval(` / `lastval(` as written (its case kept).
+                    let function = &rest[..b"nextval(".len()];
+                    out.extend_from_slice(function);
+                    out.extend_from_slice(ident(&self.to).as_bytes());
+                    out.push(b'.');
+                    rest = &rest[pattern.len()..];
+                    changed = true;
+                    continue 'scan;
+                }
+            }
+            out.push(rest[0]);
+            rest = &rest[1..];
+        }
+        changed.then_some(out)
+    }
+
     /// Hands the collected head on, as it is or rewritten.
     fn emit(&mut self, bytes: Option<Vec<u8>>) {
+        if self.head.starts_with(b"CREATE TABLE ") {
+            self.in_create_table = true;
+        } else if self.head.starts_with(b")") {
+            self.in_create_table = false;
+        }
         let complete_line = self.head.last() == Some(&b'\n');
         self.out.clear();
         self.out_pos = 0;
@@ -1076,6 +1147,43 @@ mod tests {
                 String::from_utf8_lossy(&out[..out.len().min(2000)])
             );
         }
+    }
+
+    #[test]
+    fn sequence_defaults_and_table_locks_are_fixed() {
+        let input = "DROP SEQUENCE IF EXISTS `s`;\n\
+            CREATE SEQUENCE `s` start with 100 minvalue 1 maxvalue 9223372036854775806 increment by 1 cache 1000 nocycle ENGINE=InnoDB;\n\
+            DO SETVAL(`s`, 1100, 0);\n\
+            CREATE TABLE `t` (\n\
+            \x20 `id` bigint(20) NOT NULL DEFAULT nextval(`src`.`s`),\n\
+            \x20 `last` bigint(20) DEFAULT LASTVAL(`src`.`s`),\n\
+            \x20 `other` bigint(20) DEFAULT nextval(`other`.`s`),\n\
+            \x20 PRIMARY KEY (`id`)\n\
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n\
+            LOCK TABLES `t` WRITE;\n\
+            INSERT INTO `t` VALUES (100,'  `x` nextval(`src`.`s`)');\n\
+            \x20 `not` in a table nextval(`src`.`s`)\n\
+            UNLOCK TABLES;\n\
+            LOCK TABLES `t` READ LOCAL, `u` WRITE; -- not the tool's\n";
+        let expected = "DROP SEQUENCE IF EXISTS `s`;\n\
+            CREATE SEQUENCE `s` start with 100 minvalue 1 maxvalue 9223372036854775806 increment by 1 cache 1000 nocycle ENGINE=InnoDB;\n\
+            DO SETVAL(`s`, 1100, 0);\n\
+            CREATE TABLE `t` (\n\
+            \x20 `id` bigint(20) NOT NULL DEFAULT nextval(`copy`.`s`),\n\
+            \x20 `last` bigint(20) DEFAULT LASTVAL(`copy`.`s`),\n\
+            \x20 `other` bigint(20) DEFAULT nextval(`other`.`s`),\n\
+            \x20 PRIMARY KEY (`id`)\n\
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n\
+            INSERT INTO `t` VALUES (100,'  `x` nextval(`src`.`s`)');\n\
+            \x20 `not` in a table nextval(`src`.`s`)\n\
+            LOCK TABLES `t` READ LOCAL, `u` WRITE; -- not the tool's\n";
+        assert_retargets(input, expected);
+        // In place, the locks still go and nothing else changes.
+        let mut f = Retarget::new(input.as_bytes(), "src", "src");
+        let mut out = String::new();
+        f.read_to_string(&mut out).unwrap();
+        assert!(!out.contains("LOCK TABLES `t` WRITE;"), "{out}");
+        assert!(out.contains("nextval(`src`.`s`),"), "{out}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use ferry_model::task::ShardOutcome;
 use serde_json::{Map, Value};
 
 use super::dump::{self, DumpInfo};
+use super::pg_roles;
 use super::{Run, ShardError};
 use crate::executor::tail;
 
@@ -35,9 +36,19 @@ const CONNECT_TIMEOUT_SECS: &str = "10";
 /// Dumps one database into the shard archive.
 pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
     let (conn, db) = Conn::from_run(run)?;
+    let (spec, _) = dump::named_database(run, "postgres")?;
+    let (with_roles, with_passwords) = (spec.roles, spec.role_passwords);
     let options = {
         let (conn, db) = (conn.clone(), db.clone());
-        blocking(move || conn.database_options(&db)).await?
+        blocking(move || {
+            let mut options = conn.database_options(&db)?;
+            if with_roles {
+                let globals = conn.role_definitions(&db, &options, with_passwords)?;
+                options.insert("globals".into(), Value::String(globals));
+            }
+            Ok(options)
+        })
+        .await?
     };
     let info = DumpInfo {
         engine: "postgres".into(),
@@ -58,9 +69,15 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
     let (conn, db) = Conn::from_run(run)?;
     let overwrite = run.task.overwrite;
     let prepared = Arc::new(Mutex::new(Prepared::default()));
+    let notes = Arc::new(Mutex::new(Vec::new()));
     let restored = {
-        let (conn, db, prepared) = (conn.clone(), db.clone(), prepared.clone());
-        dump::restore_into_command(run, move |info| {
+        let (conn, db, prepared, notes) = (
+            conn.clone(),
+            db.clone(),
+            prepared.clone(),
+            notes.clone(),
+        );
+        dump::restore_with(run, move |info, input| {
             if info.engine != "postgres" {
                 return Err(ShardError::permanent(format!(
                     "the archive holds a {} dump, not a postgres one",
@@ -69,13 +86,42 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
             }
             let target = conn.prepare_target(&db, info, overwrite)?;
             *prepared.lock().unwrap_or_else(|e| e.into_inner()) = target;
-            let mut cmd = conn.command("pg_restore", &db);
-            cmd.args(["--no-owner", "--exit-on-error", "--single-transaction"]);
-            Ok(cmd)
+            let mut notes = notes.lock().unwrap_or_else(|e| e.into_inner());
+            let missing = conn.missing_roles(&db, info, &mut notes)?;
+            if missing.is_empty() {
+                let mut cmd = conn.command("pg_restore", &db);
+                cmd.args(["--no-owner", "--exit-on-error", "--single-transaction"]);
+                return dump::pipe_into(cmd, input, dump::everything);
+            }
+            // Grants to roles this server lacks would stop pg_restore: go through its script
+            // instead, leaving those grants out.
+            let mut script = Command::new("pg_restore");
+            script.args(["--no-owner", "--file=-"]);
+            let mut psql = conn.command("psql", &db);
+            psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-"]);
+            let leave_out = missing.clone();
+            let (bytes, dropped) = dump::pipe_through(
+                script,
+                move |from, to| {
+                    let from = std::io::BufReader::with_capacity(64 << 10, from);
+                    pg_roles::drop_grants_to(from, std::io::BufWriter::new(to), &leave_out)
+                },
+                psql,
+                first_error,
+                input,
+            )?;
+            notes.push(format!(
+                "{dropped} privilege statement(s) left out: they name role(s) missing on {}: {} \
+                 (declare `roles: true` on the database to carry the roles with the backup)",
+                conn.location(),
+                missing.join(", ")
+            ));
+            Ok(bytes)
         })
         .await
     };
     let prepared = std::mem::take(&mut *prepared.lock().unwrap_or_else(|e| e.into_inner()));
+    let notes = std::mem::take(&mut *notes.lock().unwrap_or_else(|e| e.into_inner()));
     match restored {
         Ok(bytes) => {
             // After the content: a setting such as default_transaction_read_only must not get
@@ -87,7 +133,7 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
             Ok(ShardOutcome {
                 source_bytes: bytes,
                 tool_version: Some(run.tool_version("pg_restore")).filter(|v| !v.is_empty()),
-                detail: refused.join("; "),
+                detail: notes.into_iter().chain(refused).collect::<Vec<_>>().join("; "),
                 ..Default::default()
             })
         }
@@ -273,7 +319,9 @@ impl Conn {
         // content, so pg_dump leaves them out without --create: carry them in DumpInfo.
         // to_jsonb(d) reads the locale-provider columns without naming them: they differ
         // between server versions (daticulocale in 15–16, datlocale from 17).
-        let sql = "SELECT json_build_object(\
+        // `roles`: the roles the database's privileges name (see pg_roles).
+        let sql = format!(
+            "SELECT json_build_object(\
                 'encoding', pg_catalog.pg_encoding_to_char(d.encoding), \
                 'lc_collate', d.datcollate, \
                 'lc_ctype', d.datctype, \
@@ -282,10 +330,13 @@ impl Conn {
                 'icu_rules', j->>'daticurules', \
                 'settings', (SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s \
                              WHERE s.setdatabase = d.oid AND s.setrole = 0), \
-                'comment', pg_catalog.shobj_description(d.oid, 'pg_database')) \
+                'comment', pg_catalog.shobj_description(d.oid, 'pg_database'), \
+                'roles', {named_roles}) \
             FROM pg_catalog.pg_database d, pg_catalog.to_jsonb(d) j \
-            WHERE d.datname = pg_catalog.current_database()";
-        match self.psql_json(db, sql) {
+            WHERE d.datname = pg_catalog.current_database()",
+            named_roles = pg_roles::NAMED_ROLES_SQL
+        );
+        match self.psql_json(db, &sql) {
             Ok(mut options) => {
                 options.retain(|_, v| !v.is_null());
                 Ok(options)
@@ -397,6 +448,95 @@ impl Conn {
         refused
     }
 
+    /// `pg_dumpall --roles-only` (password hashes only when asked), cut down to the roles the
+    /// database's privileges name (`roles` in `options`, see [`pg_roles`]).
+    fn role_definitions(
+        &self,
+        db: &str,
+        options: &Map<String, Value>,
+        with_passwords: bool,
+    ) -> Result<String, ShardError> {
+        let named: std::collections::BTreeSet<String> = string_list(options.get("roles"))
+            .into_iter()
+            .collect();
+        if named.is_empty() {
+            return Ok(String::new());
+        }
+        let mut cmd = self.command("pg_dumpall", db);
+        cmd.arg("--roles-only");
+        if !with_passwords {
+            cmd.arg("--no-role-passwords");
+        }
+        let all = dump::run_capture(cmd)
+            .map_err(|e| self.explain(e, "reading the roles the database's grants name"))?;
+        Ok(pg_roles::globals_for(&all, &named))
+    }
+
+    /// The roles the dump's privileges name that this server lacks, after creating those the
+    /// backup carries definitions for (what was created, and what could not be, goes into
+    /// `notes`).
+    fn missing_roles(
+        &self,
+        db: &str,
+        info: &DumpInfo,
+        notes: &mut Vec<String>,
+    ) -> Result<Vec<String>, ShardError> {
+        let named = string_list(info.options.get("roles"));
+        if named.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = named
+            .iter()
+            .map(|r| quote_literal(r))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT coalesce(json_agg(n ORDER BY n), '[]') FROM unnest(ARRAY[{list}]::text[]) n \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = n)"
+        );
+        let out = self
+            .psql(db, &sql)
+            .map_err(|e| self.explain(e, "looking for the roles the backup's grants name"))?;
+        let mut missing: Vec<String> = serde_json::from_str(out.trim()).map_err(|e| {
+            ShardError::transient(format!("unexpected answer from psql ({e}): {out:?}"))
+        })?;
+        let Some(globals) = info.options.get("globals").and_then(Value::as_str) else {
+            return Ok(missing);
+        };
+        let mut created = Vec::new();
+        for role in &missing {
+            let (own, _) = pg_roles::role_statements(globals, role);
+            if own.is_empty() {
+                continue;
+            }
+            // Through stdin: with role_passwords the statements hold password hashes.
+            match self.psql_stdin(maintenance_db(db), &own.join("\n")) {
+                Ok(()) => created.push(role.clone()),
+                Err(e) => notes.push(format!("role {role} not created: {}", first_line(&e.message))),
+            }
+        }
+        for role in &created {
+            for grant in pg_roles::role_statements(globals, role).1 {
+                if let Err(e) = self.psql_stdin(maintenance_db(db), &grant) {
+                    notes.push(format!(
+                        "membership of role {role} not restored ({grant}): {}",
+                        first_line(&e.message)
+                    ));
+                }
+            }
+        }
+        if !created.is_empty() {
+            tracing::info!(roles = ?created, "created the roles the backup's grants name");
+            notes.push(format!(
+                "created role(s) {} on {}",
+                created.join(", "),
+                self.location()
+            ));
+        }
+        missing.retain(|r| !created.contains(r));
+        Ok(missing)
+    }
+
     /// Drops `db` if it holds nothing (after a failed restore into a database it created).
     fn drop_if_still_empty(&self, db: &str) -> Result<(), ShardError> {
         if let Some((0, _)) = self.inspect(db)? {
@@ -436,6 +576,31 @@ const COUNT_OBJECTS: &str = "WITH ns AS (\
       + (SELECT count(*) FROM pg_catalog.pg_foreign_server), \
       'encoding', pg_catalog.pg_encoding_to_char(\
         (SELECT encoding FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())))";
+
+/// A JSON array of strings (absent or malformed: empty).
+fn string_list(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or_default()
+}
+
+/// psql's stderr from its first `ERROR:` to the end of that line: what follows (`LINE`,
+/// `CONTEXT: COPY t, line 3: …`) can echo table data.
+fn first_error(stderr: &[u8]) -> &[u8] {
+    let Some(at) = stderr.windows(6).position(|w| w == b"ERROR:") else {
+        return stderr;
+    };
+    let rest = &stderr[at..];
+    let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+    &rest[..end]
+}
 
 /// The database CREATE and DROP run from: `postgres`, unless that is the one being replaced.
 fn maintenance_db(db: &str) -> &'static str {

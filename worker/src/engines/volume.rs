@@ -84,10 +84,14 @@ pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
 }
 
 fn describe(s: &ferry_archive::ArchiveStats) -> String {
-    format!(
+    let mut text = format!(
         "{} files, {} directories, {} symlinks, {} hard links, {} skipped",
         s.files, s.dirs, s.symlinks, s.hardlinks, s.skipped
-    )
+    );
+    for w in &s.attr_warnings {
+        text.push_str(&format!("; warning: {w}"));
+    }
+    text
 }
 
 /// Names of the staging directories restores make inside their targets.
@@ -167,6 +171,7 @@ fn staged_root(staging: &Path, dir: String) -> Result<Staged, ShardError> {
         gid: m.gid(),
         mtime_s: m.mtime(),
         mtime_ns: m.mtime_nsec() as u32,
+        warnings: Vec::new(),
     })
 }
 
@@ -187,13 +192,18 @@ pub async fn stage(run: &Run) -> Result<ShardOutcome, ShardError> {
     let stage =
         tracing::info_span!("restore", path = %root.display(), bytes = tracing::field::Empty);
     let into = staging.clone();
+    let numeric_owner = run.task.numeric_owner;
     let extracted = download_decompressed(
         &*run.store,
         &run.task.object_key,
         run.task.expected_sha256.clone(),
         move |input| {
             let _stage = stage.enter();
-            let stats = ferry_archive::extract_tree(input, &into, true, &counters.done)
+            let options = ferry_archive::ExtractOptions {
+                overwrite: true,
+                numeric_owner,
+            };
+            let stats = ferry_archive::extract_tree(input, &into, &options, &counters.done)
                 .map_err(archive_error)?;
             stage.record("bytes", (stats.bytes) as i64);
             Ok(stats)
@@ -215,9 +225,10 @@ pub async fn stage(run: &Run) -> Result<ShardOutcome, ShardError> {
             return Err(e);
         }
     };
-    let staged = tokio::task::spawn_blocking(move || staged_root(&staging, dir))
+    let mut staged = tokio::task::spawn_blocking(move || staged_root(&staging, dir))
         .await
         .map_err(|e| ShardError::transient(format!("reading the staged copy: {e}")))??;
+    staged.warnings = stats.attr_warnings.iter().map(ToString::to_string).collect();
     Ok(ShardOutcome {
         source_bytes: stats.bytes,
         detail: describe(&stats),
@@ -227,10 +238,15 @@ pub async fn stage(run: &Run) -> Result<ShardOutcome, ShardError> {
 }
 
 /// Moves a staged copy into place (replacing what `overwrite` allows to replace) and gives the
-/// target the archived root's owner, mode and times. Before the first move the staging
+/// target the archived root's owner, mode, extended attributes (a root's default ACL, say) and
+/// times. Returns the attribute kinds the target refused. Before the first move the staging
 /// directory is renamed `….moving`: a retry after a dead attempt finds it and carries on
 /// moving, never clearing what was already moved.
-fn publish_staged(root: &Path, staged: &Staged, overwrite: bool) -> Result<(), ShardError> {
+fn publish_staged(
+    root: &Path,
+    staged: &Staged,
+    overwrite: bool,
+) -> Result<Vec<ferry_archive::AttrWarning>, ShardError> {
     let io = |what: &str, e: std::io::Error| io_error(root, what, e);
     let staging = root.join(&staged.dir);
     let moving = root.join(format!("{}.moving", staged.dir));
@@ -254,6 +270,10 @@ fn publish_staged(root: &Path, staged: &Staged, overwrite: bool) -> Result<(), S
         let e = e.map_err(|e| io("reading the staging of", e))?;
         std::fs::rename(e.path(), root.join(e.file_name())).map_err(|e| io("moving into", e))?;
     }
+    // The staged root carries the archived root's attributes; they go before the staging
+    // directory does, so a retry after a crash here copies them again.
+    let warnings = ferry_archive::copy_dir_attrs(&moving, root)
+        .map_err(|e| io("setting the extended attributes of", e))?;
     std::fs::remove_dir(&moving).map_err(|e| io("removing the staging of", e))?;
     // Owner first (chown clears setuid/setgid), then mode, then times.
     if ferry_archive::can_restore_owners() {
@@ -267,14 +287,26 @@ fn publish_staged(root: &Path, staged: &Staged, overwrite: bool) -> Result<(), S
     .map_err(|e| io("setting the mode of", e))?;
     let mtime = filetime::FileTime::from_unix_time(staged.mtime_s, staged.mtime_ns);
     filetime::set_file_mtime(root, mtime).map_err(|e| io("setting the times of", e))?;
-    Ok(())
+    Ok(warnings)
 }
 
 /// A volume restore's second half (or, for a task that was not staged, both halves): the
 /// staged copy moved into place.
 pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
-    let (staged, outcome) = match run.task.staged.clone() {
-        Some(staged) => (staged, ShardOutcome::default()),
+    let (staged, mut outcome) = match run.task.staged.clone() {
+        Some(staged) => {
+            let detail = staged
+                .warnings
+                .iter()
+                .map(|w| format!("warning: {w}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let outcome = ShardOutcome {
+                detail,
+                ..Default::default()
+            };
+            (staged, outcome)
+        }
         None => {
             let outcome = stage(run).await?;
             let staged = outcome.staged.clone().unwrap_or_default();
@@ -284,9 +316,16 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
     let root = path_of(run)?;
     let overwrite = run.task.overwrite;
     let published = staged.clone();
-    tokio::task::spawn_blocking(move || publish_staged(&root, &published, overwrite))
-        .await
-        .map_err(|e| ShardError::transient(format!("moving the restore into place: {e}")))??;
+    let warnings =
+        tokio::task::spawn_blocking(move || publish_staged(&root, &published, overwrite))
+            .await
+            .map_err(|e| ShardError::transient(format!("moving the restore into place: {e}")))??;
+    for w in warnings {
+        if !outcome.detail.is_empty() {
+            outcome.detail.push_str("; ");
+        }
+        outcome.detail.push_str(&format!("warning: {w} (the volume root)"));
+    }
     Ok(ShardOutcome {
         staged: None,
         ..outcome
@@ -305,6 +344,7 @@ mod tests {
             gid: 0,
             mtime_s: 1_700_000_000,
             mtime_ns: 123,
+            warnings: Vec::new(),
         }
     }
 

@@ -33,6 +33,7 @@ pub fn task(op: ShardOp, resource: Resource, storage: &StorageLocation, key: &st
         object_key: key.into(),
         expected_sha256: None,
         overwrite: false,
+        numeric_owner: false,
         staged: None,
         rewrites: Vec::new(),
         missing_ok: false,
