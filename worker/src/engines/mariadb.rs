@@ -645,6 +645,8 @@ impl Read for Counted<'_> {
 /// How mysqldump locks a table around its rows, and unlocks it.
 const LOCK_TABLES: &[u8] = b"LOCK TABLES `";
 const UNLOCK_TABLES: &[u8] = b"UNLOCK TABLES;\n";
+/// How mysqldump starts a table's definition.
+const CREATE_TABLE: &[u8] = b"CREATE TABLE ";
 /// How a column definition starts inside mysqldump's `CREATE TABLE`.
 const COLUMN_LINE: &[u8] = b"  `";
 
@@ -747,6 +749,10 @@ impl<R: Read> Retarget<R> {
             } else {
                 Verdict::Pass
             };
+        }
+        // Enough of a `CREATE TABLE` line to know it is one (emit() follows the statement).
+        if starts(CREATE_TABLE) && head.len() < CREATE_TABLE.len() && !complete_line {
+            return Verdict::More;
         }
         if self.in_create_table && starts(COLUMN_LINE) {
             if !complete_line {
@@ -869,7 +875,7 @@ impl<R: Read> Retarget<R> {
 
     /// Hands the collected head on, as it is or rewritten.
     fn emit(&mut self, bytes: Option<Vec<u8>>) {
-        if self.head.starts_with(b"CREATE TABLE ") {
+        if self.head.starts_with(CREATE_TABLE) {
             self.in_create_table = true;
         } else if self.head.starts_with(b")") {
             self.in_create_table = false;
