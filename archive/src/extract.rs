@@ -263,7 +263,13 @@ struct Owners {
 
 impl Owners {
     /// The id to give: the local id of the archived name when it exists here, else the number.
-    fn resolve(&mut self, uid: u32, uname: Option<&[u8]>, gid: u32, gname: Option<&[u8]>) -> (u32, u32) {
+    fn resolve(
+        &mut self,
+        uid: u32,
+        uname: Option<&[u8]>,
+        gid: u32,
+        gname: Option<&[u8]>,
+    ) -> (u32, u32) {
         if self.numeric {
             return (uid, gid);
         }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use compare::compare_trees;
 pub use extract::{can_restore_owners, extract_tree};
-pub use write::{tree_size, write_tree};
+pub use write::{FileContent, FileKey, TarOutput, tree_size, write_tree, write_tree_to};
 pub use xattrs::copy_dir_attrs;
 
 /// Size of the one copy buffer each run allocates: large enough for

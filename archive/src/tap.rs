@@ -274,7 +274,10 @@ mod tests {
     fn records_are_read_by_length_whatever_the_values_hold() {
         let mut data = record("mtime", b"1.5");
         data.extend(record("SCHILY.acl.access", b"user::rw-\ngroup::r--\n"));
-        data.extend(record("SCHILY.xattr.user.bin", &[0, b'\n', b'\n', b'=', 255]));
+        data.extend(record(
+            "SCHILY.xattr.user.bin",
+            &[0, b'\n', b'\n', b'=', 255],
+        ));
         data.extend(record("SCHILY.xattr.user.empty", b""));
         let got: Vec<_> = records(&data).collect();
         assert_eq!(got.len(), 4, "{got:?}");
@@ -282,7 +285,14 @@ mod tests {
         assert_eq!(got[2].1, &[0, b'\n', b'\n', b'=', 255]);
         assert_eq!(got[3], (&b"SCHILY.xattr.user.empty"[..], &b""[..]));
         // Malformed: stop, never panic.
-        for bad in [&b"99 a=b\n"[..], b"x a=b\n", b"5 ab\n", b"3 a\n", b"", b"0 \n"] {
+        for bad in [
+            &b"99 a=b\n"[..],
+            b"x a=b\n",
+            b"5 ab\n",
+            b"3 a\n",
+            b"",
+            b"0 \n",
+        ] {
             assert!(records(bad).next().is_none(), "{bad:?}");
         }
     }

@@ -44,6 +44,94 @@ pub fn write_tree<W: Write>(
     out: W,
     progress: &AtomicU64,
 ) -> Result<ArchiveStats, ArchiveError> {
+    write_tree_to(root, Plain(out), progress)
+}
+
+/// The content of one regular file as the tar stream is about to carry it: `content_len`
+/// bytes follow its header (for a sparse file, its data regions back to back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileContent<'a> {
+    /// The entry's path in the archive, e.g. `a/b.txt`.
+    pub path: &'a [u8],
+    /// The file's size, mtime, ctime and inode as the open file reported them.
+    pub key: FileKey,
+    /// Bytes of content in the stream (the size, or the data regions of a sparse file).
+    pub content_len: u64,
+}
+
+/// What identifies an unchanged file between two backups (as restic, borg and kopia do): a
+/// file whose size, mtime, ctime and inode are all equal was not written in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileKey {
+    pub size: u64,
+    pub mtime_s: i64,
+    pub mtime_ns: u32,
+    pub ctime_s: i64,
+    pub ctime_ns: u32,
+    pub ino: u64,
+}
+
+impl FileKey {
+    fn of(meta: &Metadata) -> FileKey {
+        FileKey {
+            size: meta.len(),
+            mtime_s: meta.mtime(),
+            mtime_ns: meta.mtime_nsec() as u32,
+            ctime_s: meta.ctime(),
+            ctime_ns: meta.ctime_nsec() as u32,
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// Where [`write_tree_to`] writes its tar stream: any [`Write`], told where each regular
+/// file's content begins and ends so that it can store content apart from the headers (the
+/// incremental repository does). An output that already holds a file's content may say so,
+/// and the file is then not read at all.
+pub trait TarOutput: Write {
+    /// Called after a file's headers, before its content. `Ok(true)`: the output already has
+    /// these `content_len` bytes, the writer skips them (and calls no [`Self::end_content`]).
+    fn begin_content(&mut self, _file: &FileContent<'_>) -> io::Result<bool> {
+        Ok(false)
+    }
+
+    /// Called after the content bytes of the file [`Self::begin_content`] declined.
+    fn end_content(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A plain tar stream: every byte goes to the writer.
+struct Plain<W>(W);
+
+impl<W: Write> Write for Plain<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> TarOutput for Plain<W> {}
+
+impl<T: TarOutput + ?Sized> TarOutput for &mut T {
+    fn begin_content(&mut self, file: &FileContent<'_>) -> io::Result<bool> {
+        (**self).begin_content(file)
+    }
+
+    fn end_content(&mut self) -> io::Result<()> {
+        (**self).end_content()
+    }
+}
+
+/// [`write_tree`] into a [`TarOutput`]: the same stream, with content boundaries reported.
+pub fn write_tree_to<W: TarOutput>(
+    root: &Path,
+    out: W,
+    progress: &AtomicU64,
+) -> Result<ArchiveStats, ArchiveError> {
     let mut tw = TreeWriter {
         root,
         builder: Builder::new(Guarded {
@@ -134,7 +222,7 @@ impl<W: Write> Write for Guarded<W> {
     }
 }
 
-struct TreeWriter<'a, W: Write> {
+struct TreeWriter<'a, W: TarOutput> {
     root: &'a Path,
     builder: Builder<Guarded<W>>,
     progress: &'a AtomicU64,
@@ -191,7 +279,7 @@ impl Names {
     }
 }
 
-impl<W: Write> TreeWriter<'_, W> {
+impl<W: TarOutput> TreeWriter<'_, W> {
     fn run(&mut self) -> Result<(), ArchiveError> {
         let meta = fs::metadata(self.root).map_err(|e| io_err(self.root, e))?;
         if !meta.is_dir() {
@@ -354,7 +442,14 @@ impl<W: Write> TreeWriter<'_, W> {
         let mut header = self.base_header(meta, EntryType::Regular);
         header.set_size(size);
         self.write_header(rel, header, Some(meta), attrs, None)?;
-        let complete = self.copy_range(rel, path, file, 0, size)?;
+        let complete = if self.begin_content(rel, meta, size)? {
+            self.progress.fetch_add(size, Ordering::Relaxed);
+            true
+        } else {
+            let complete = self.copy_range(rel, path, file, 0, size)?;
+            self.end_content(rel)?;
+            complete
+        };
         self.pad(rel, size)?;
         Ok(complete)
     }
@@ -380,15 +475,20 @@ impl<W: Write> TreeWriter<'_, W> {
         self.write_header(rel, header, Some(meta), attrs, None)?;
         sparse::write_ext_headers(self.builder.get_mut(), regions).map_err(out_err)?;
         let mut complete = true;
-        let mut pos = 0;
-        for r in regions {
-            // Holes count as progress so the total matches tree_size.
-            self.progress.fetch_add(r.offset - pos, Ordering::Relaxed);
-            complete &= self.copy_range(rel, path, file, r.offset, r.len)?;
-            pos = r.offset + r.len;
+        if self.begin_content(rel, meta, data_size)? {
+            self.progress.fetch_add(meta.len(), Ordering::Relaxed);
+        } else {
+            let mut pos = 0;
+            for r in regions {
+                // Holes count as progress so the total matches tree_size.
+                self.progress.fetch_add(r.offset - pos, Ordering::Relaxed);
+                complete &= self.copy_range(rel, path, file, r.offset, r.len)?;
+                pos = r.offset + r.len;
+            }
+            self.progress
+                .fetch_add(meta.len().saturating_sub(pos), Ordering::Relaxed);
+            self.end_content(rel)?;
         }
-        self.progress
-            .fetch_add(meta.len().saturating_sub(pos), Ordering::Relaxed);
         self.pad(rel, data_size)?;
         Ok(complete)
     }
@@ -412,6 +512,40 @@ impl<W: Write> TreeWriter<'_, W> {
                 source,
             },
         })
+    }
+
+    /// Tells the output a file's content begins (everything before it flushed through);
+    /// true when the output already has the content.
+    fn begin_content(
+        &mut self,
+        rel: &Path,
+        meta: &Metadata,
+        content_len: u64,
+    ) -> Result<bool, ArchiveError> {
+        let out = self.builder.get_mut();
+        let file = FileContent {
+            path: rel.as_os_str().as_bytes(),
+            key: FileKey::of(meta),
+            content_len,
+        };
+        out.inner
+            .flush()
+            .and_then(|()| out.inner.get_mut().begin_content(&file))
+            .map_err(|source| ArchiveError::Output {
+                path: rel.to_path_buf(),
+                source,
+            })
+    }
+
+    fn end_content(&mut self, rel: &Path) -> Result<(), ArchiveError> {
+        let out = self.builder.get_mut();
+        out.inner
+            .flush()
+            .and_then(|()| out.inner.get_mut().end_content())
+            .map_err(|source| ArchiveError::Output {
+                path: rel.to_path_buf(),
+                source,
+            })
     }
 
     fn pad(&mut self, rel: &Path, len: u64) -> Result<(), ArchiveError> {
@@ -481,7 +615,11 @@ impl<W: Write> TreeWriter<'_, W> {
                 .iter()
                 .map(|v| ("mtime", v.as_bytes()))
                 .chain(acls.iter().map(|(k, v)| (*k, v.as_bytes())))
-                .chain(keys.iter().zip(attrs).map(|(k, (_, v))| (k.as_str(), &v[..])));
+                .chain(
+                    keys.iter()
+                        .zip(attrs)
+                        .map(|(k, (_, v))| (k.as_str(), &v[..])),
+                );
             self.builder
                 .append_pax_extensions(records)
                 .map_err(out_err)?;

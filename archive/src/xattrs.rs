@@ -227,7 +227,10 @@ mod tests {
         assert_eq!(kind("security.capability"), "file capabilities");
         assert_eq!(kind("user.mime_type"), "user extended attributes");
         assert_eq!(kind("security.selinux"), "security labels");
-        assert_eq!(kind("trusted.overlay.opaque"), "trusted extended attributes");
+        assert_eq!(
+            kind("trusted.overlay.opaque"),
+            "trusted extended attributes"
+        );
     }
 
     #[test]

@@ -55,21 +55,65 @@ fn build_attr_tree(root: &Path) {
 
     setfattr(root, "user.volume", b"root attribute");
     for i in 0..40 {
-        setfattr(&p("srv/www/index.html"), &format!("user.k{i:02}"), format!("v{i}").as_bytes());
+        setfattr(
+            &p("srv/www/index.html"),
+            &format!("user.k{i:02}"),
+            format!("v{i}").as_bytes(),
+        );
     }
     setfattr(&p("srv/www/index.html"), "user.empty", b"");
-    setfattr(&p("srv/www/uploads/a.bin"), "user.binary", &[0, 1, 2, 255, b'\n', b'=', 0]);
+    setfattr(
+        &p("srv/www/uploads/a.bin"),
+        "user.binary",
+        &[0, 1, 2, 255, b'\n', b'=', 0],
+    );
     setfattr(&p("srv/www"), "user.dir", b"on a directory");
 
-    run("setfacl", &["-m", "u:nobody:rwx,g:nogroup:rx", p("shared").to_str().unwrap()]);
-    run("setfacl", &["-d", "-m", "u:nobody:rwx,g:nogroup:r-x", p("shared").to_str().unwrap()]);
-    run("setfacl", &["-m", "u:nobody:r-x", p("shared/team").to_str().unwrap()]);
-    run("setfacl", &["-d", "-m", "u:nobody:rw", p("shared/team").to_str().unwrap()]);
-    run("setfacl", &["-m", "u:nobody:rw", p("shared/team/notes.txt").to_str().unwrap()]);
+    run(
+        "setfacl",
+        &[
+            "-m",
+            "u:nobody:rwx,g:nogroup:rx",
+            p("shared").to_str().unwrap(),
+        ],
+    );
+    run(
+        "setfacl",
+        &[
+            "-d",
+            "-m",
+            "u:nobody:rwx,g:nogroup:r-x",
+            p("shared").to_str().unwrap(),
+        ],
+    );
+    run(
+        "setfacl",
+        &["-m", "u:nobody:r-x", p("shared/team").to_str().unwrap()],
+    );
+    run(
+        "setfacl",
+        &[
+            "-d",
+            "-m",
+            "u:nobody:rw",
+            p("shared/team").to_str().unwrap(),
+        ],
+    );
+    run(
+        "setfacl",
+        &[
+            "-m",
+            "u:nobody:rw",
+            p("shared/team/notes.txt").to_str().unwrap(),
+        ],
+    );
     run("setfacl", &["-d", "-m", "o::r", root.to_str().unwrap()]);
 
     chmod(&p("httpd"), 0o755);
-    run("setcap", &["cap_net_bind_service=+ep", p("httpd").to_str().unwrap()]);
+    run(
+        "setcap",
+        &["cap_net_bind_service=+ep", p("httpd").to_str().unwrap()],
+    );
     chmod(&p("suid"), 0o6755);
     chmod(&p("tmp"), 0o1777);
 }
@@ -105,10 +149,17 @@ fn attributes_acls_and_capabilities_round_trip() {
     assert!(diffs.is_empty(), "{diffs:#?}");
     // Spelled out for the three that matter most in production.
     assert_eq!(
-        run("getcap", &[dst.join("httpd").to_str().unwrap()]).split_whitespace().nth(1),
+        run("getcap", &[dst.join("httpd").to_str().unwrap()])
+            .split_whitespace()
+            .nth(1),
         Some("cap_net_bind_service=ep")
     );
-    let acl = |p: &Path| run("getfacl", &["--omit-header", "--absolute-names", p.to_str().unwrap()]);
+    let acl = |p: &Path| {
+        run(
+            "getfacl",
+            &["--omit-header", "--absolute-names", p.to_str().unwrap()],
+        )
+    };
     assert_eq!(acl(&src.join("shared")), acl(&dst.join("shared")));
     assert_eq!(acl(&src.join("shared/team")), acl(&dst.join("shared/team")));
     assert_eq!(acl(&src), acl(&dst), "the volume root's default ACL");
@@ -183,11 +234,19 @@ fn a_target_without_attribute_support_warns_per_kind() {
     let dst = mnt.join("dst");
     fs::create_dir(&dst).unwrap();
     let (stats, _) = extract(&data[..], &dst, false).unwrap();
-    let mut kinds: Vec<&str> = stats.attr_warnings.iter().map(|w| w.kind.as_str()).collect();
+    let mut kinds: Vec<&str> = stats
+        .attr_warnings
+        .iter()
+        .map(|w| w.kind.as_str())
+        .collect();
     kinds.sort();
     assert_eq!(
         kinds,
-        ["POSIX ACLs", "file capabilities", "user extended attributes"],
+        [
+            "POSIX ACLs",
+            "file capabilities",
+            "user extended attributes"
+        ],
         "{:?}",
         stats.attr_warnings
     );
@@ -196,7 +255,11 @@ fn a_target_without_attribute_support_warns_per_kind() {
         fs::read(dst.join("shared/team/notes.txt")).unwrap(),
         b"notes"
     );
-    let w = stats.attr_warnings.iter().find(|w| w.kind == "POSIX ACLs").unwrap();
+    let w = stats
+        .attr_warnings
+        .iter()
+        .find(|w| w.kind == "POSIX ACLs")
+        .unwrap();
     assert!(w.count >= 5, "{w}");
     assert!(w.to_string().contains("not restored"), "{w}");
 }

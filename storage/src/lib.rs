@@ -6,6 +6,7 @@
 //! Writes are atomic: an object is visible only once it was written completely, so a reader never
 //! sees half an archive and a crashed upload leaves nothing that looks like a backup.
 
+pub mod blocking;
 pub mod local;
 pub mod s3;
 
@@ -64,6 +65,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Opens `key` for streaming reads.
     async fn get(&self, key: &str) -> Result<BoxReader, StorageError>;
 
+    /// Reads `len` bytes of `key` from `offset` (a chunk inside a pack). Fewer bytes than asked
+    /// (the object is shorter) is an error, never a short answer.
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError>;
+
     /// Size of `key`, or `None` when it does not exist.
     async fn head(&self, key: &str) -> Result<Option<u64>, StorageError>;
 
@@ -109,6 +114,17 @@ pub fn open(location: &StorageLocation) -> Result<Arc<dyn ObjectStore>, StorageE
     match &location.backend {
         StorageBackend::Local { path, .. } => Ok(Arc::new(local::LocalStore::new(path))),
         StorageBackend::S3 { .. } => Ok(Arc::new(s3::S3Store::from_location(location)?)),
+    }
+}
+
+/// The error of a ranged read that found fewer bytes than it asked for.
+pub(crate) fn short_range(key: &str, offset: u64, len: u64, got: u64) -> StorageError {
+    StorageError::Io {
+        key: key.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("asked for {len} bytes at offset {offset}, the object holds {got} there"),
+        ),
     }
 }
 

@@ -98,6 +98,33 @@ impl ObjectStore for LocalStore {
         }
     }
 
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let path = self.path(key)?;
+        let mut f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StorageError::NotFound {
+                    key: key.to_owned(),
+                });
+            }
+            Err(e) => return Err(io_err(key)(e)),
+        };
+        f.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(io_err(key))?;
+        let mut out = Vec::with_capacity(len as usize);
+        (&mut f)
+            .take(len)
+            .read_to_end(&mut out)
+            .await
+            .map_err(io_err(key))?;
+        if out.len() as u64 != len {
+            return Err(crate::short_range(key, offset, len, out.len() as u64));
+        }
+        Ok(out)
+    }
+
     async fn head(&self, key: &str) -> Result<Option<u64>, StorageError> {
         let path = self.path(key)?;
         match tokio::fs::metadata(&path).await {

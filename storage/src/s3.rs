@@ -780,6 +780,44 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let full = self.full_key(key)?;
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .range(format!("bytes={offset}-{}", offset + len - 1))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if is_not_found(&e) => {
+                return Err(StorageError::NotFound {
+                    key: key.to_owned(),
+                });
+            }
+            Err(e) => return Err(self.sdk_err("GetObject", key, e)),
+        };
+        let mut body = Vec::with_capacity(len as usize);
+        out.body
+            .into_async_read()
+            .take(len + 1)
+            .read_to_end(&mut body)
+            .await
+            .map_err(|source| StorageError::Io {
+                key: key.to_owned(),
+                source,
+            })?;
+        if body.len() as u64 != len {
+            return Err(crate::short_range(key, offset, len, body.len() as u64));
+        }
+        Ok(body)
+    }
+
     async fn head(&self, key: &str) -> Result<Option<u64>, StorageError> {
         let full = self.full_key(key)?;
         match self

@@ -43,6 +43,30 @@ async fn round_trip_and_list(store: &dyn ObjectStore) {
         big
     );
     assert_eq!(store.head("a/b/small.json").await.unwrap(), Some(2));
+    // Ranged reads: a chunk inside a pack, the last byte, nothing; past the end is an error.
+    assert_eq!(
+        store
+            .get_range("a/b/big.bin", 1_234_567, 70_001)
+            .await
+            .unwrap(),
+        big[1_234_567..1_234_567 + 70_001]
+    );
+    assert_eq!(
+        store.get_range("a/b/big.bin", 2_999_999, 1).await.unwrap(),
+        big[2_999_999..]
+    );
+    assert!(
+        store
+            .get_range("a/b/big.bin", 5, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let short = store.get_range("a/b/big.bin", 2_999_990, 20).await;
+    assert!(
+        short.is_err(),
+        "a range past the end must fail, got {short:?}"
+    );
     let keys: Vec<_> = store
         .list("a/b/")
         .await
@@ -156,6 +180,10 @@ async fn missing_objects(store: &dyn ObjectStore) {
         StorageError::NotFound { .. }
     ));
     assert_eq!(store.head("nope/x").await.unwrap(), None);
+    assert!(matches!(
+        store.get_range("nope/x", 0, 10).await.err().unwrap(),
+        StorageError::NotFound { .. }
+    ));
     assert!(store.list("nope/").await.unwrap().is_empty());
 }
 

@@ -13,12 +13,13 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use ferry_storage::blocking::{Message, channel_reader};
 use ferry_storage::{BoxReader, ObjectStore, StorageError};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
-use tokio_util::io::{StreamReader, SyncIoBridge};
+use tokio_util::io::SyncIoBridge;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -42,14 +43,9 @@ pub struct Stored {
     pub sha256: String,
 }
 
-enum Chunk {
-    Data(Bytes),
-    End,
-}
-
 /// The sync end of the pipe: buffers, hashes and sends compressed bytes.
 struct ChannelWriter {
-    tx: mpsc::Sender<Chunk>,
+    tx: mpsc::Sender<Message>,
     buf: BytesMut,
     hasher: Sha256,
     bytes: u64,
@@ -61,14 +57,14 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = self.buf.split().freeze();
-        self.tx.blocking_send(Chunk::Data(chunk)).map_err(|_| {
+        self.tx.blocking_send(Message::Data(chunk)).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "storage stopped reading")
         })
     }
 
     fn finish(mut self) -> std::io::Result<Stored> {
         self.send()?;
-        self.tx.blocking_send(Chunk::End).map_err(|_| {
+        self.tx.blocking_send(Message::End).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "storage stopped reading")
         })?;
         Ok(Stored {
@@ -92,27 +88,6 @@ impl Write for ChannelWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// The async end: yields the chunks, and an error if the channel closes before `End`.
-fn chunk_reader(rx: mpsc::Receiver<Chunk>) -> BoxReader {
-    let stream = futures::stream::unfold((rx, false), |(mut rx, ended)| async move {
-        if ended {
-            return None;
-        }
-        match rx.recv().await {
-            Some(Chunk::Data(b)) => Some((Ok(b), (rx, false))),
-            Some(Chunk::End) => None,
-            None => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the archive producer stopped before the end",
-                )),
-                (rx, true),
-            )),
-        }
-    });
-    Box::pin(StreamReader::new(stream))
 }
 
 fn zstd_workers() -> u32 {
@@ -171,7 +146,7 @@ where
     });
     let upload = tracing::info_span!("upload", key = %key, bytes = tracing::field::Empty);
     let put = store
-        .put(key, chunk_reader(rx), cancel)
+        .put(key, channel_reader(rx), cancel)
         .instrument(upload.clone())
         .await;
     if let Ok(n) = &put {
