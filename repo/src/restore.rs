@@ -1,0 +1,336 @@
+//! Reading a backup back: the index replayed into the tar stream it describes.
+//!
+//! [`TarStream`] is a [`Read`] (for ferry-archive's extractor, or for an export). It reads the
+//! index in order, and fetches runs of chunks that lie next to each other in one pack with a
+//! single ranged read, several runs at once ahead of the reader (prefetch over several packs).
+//! Each chunk is decompressed and its SHA-256 checked against its id on the runtime's blocking
+//! threads; a chunk that does not match fails the read, so a restore never writes what the
+//! backup did not hold. Memory: at most [`AHEAD`] runs of at most [`RUN`] bytes.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use ferry_storage::ObjectStore;
+use ferry_storage::blocking::{Written, open_reader};
+use sha2::{Digest, Sha256};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::index::{ChunkRef, IndexReader, Record};
+use crate::{RepoError, layout};
+
+/// Largest ranged read (compressed bytes of adjacent chunks).
+pub const RUN: u64 = 4 << 20;
+/// Runs fetched ahead of the reader.
+pub const AHEAD: usize = 6;
+
+enum Piece {
+    Inline(Vec<u8>),
+    Fetch(JoinHandle<io::Result<Vec<u8>>>),
+}
+
+type IndexIn = IndexReader<Box<dyn Read + Send>>;
+
+/// The tar stream of one repository backup (see the module docs).
+pub struct TarStream {
+    rt: Handle,
+    store: Arc<dyn ObjectStore>,
+    pack_prefix: String,
+    index: IndexIn,
+    peeked: Option<Record>,
+    queue: VecDeque<Piece>,
+    current: Vec<u8>,
+    at: usize,
+    served: u64,
+    chunks: u64,
+    end: Option<(u64, u64)>,
+    index_key: String,
+    hash: Arc<Mutex<Sha256>>,
+    expected_sha256: Option<String>,
+}
+
+impl std::fmt::Debug for TarStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TarStream")
+            .field("served", &self.served)
+            .finish()
+    }
+}
+
+/// Hashes the index object as it is read.
+struct Hashing<R> {
+    inner: R,
+    hash: Arc<Mutex<Sha256>>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash
+            .lock()
+            .map_err(|_| io::Error::other("hash lock poisoned"))?
+            .update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Opens the tar stream of the index `index_key`, whose packs are under `pack_prefix`. With
+/// `expected_sha256`, the index object itself must have that checksum (checked at the end).
+/// Call from a thread that may block.
+pub fn open_tar(
+    rt: &Handle,
+    store: Arc<dyn ObjectStore>,
+    pack_prefix: &str,
+    index_key: &str,
+    expected_sha256: Option<&str>,
+) -> Result<TarStream, RepoError> {
+    let hash = Arc::new(Mutex::new(Sha256::new()));
+    let raw = Hashing {
+        inner: open_reader(rt, &*store, index_key)?,
+        hash: hash.clone(),
+    };
+    let decoder =
+        zstd::stream::read::Decoder::new(raw).map_err(|e| RepoError::io("reading the index", e))?;
+    let boxed: Box<dyn Read + Send> = Box::new(decoder);
+    let index = IndexReader::new(boxed).map_err(|e| RepoError::io("reading the index", e))?;
+    Ok(TarStream {
+        rt: rt.clone(),
+        store,
+        pack_prefix: pack_prefix.to_owned(),
+        index,
+        peeked: None,
+        queue: VecDeque::new(),
+        current: Vec::new(),
+        at: 0,
+        served: 0,
+        chunks: 0,
+        end: None,
+        index_key: index_key.to_owned(),
+        hash,
+        expected_sha256: expected_sha256.map(str::to_owned),
+    })
+}
+
+impl TarStream {
+    fn next_record(&mut self) -> io::Result<Option<Record>> {
+        match self.peeked.take() {
+            Some(r) => Ok(Some(r)),
+            None => self.index.next_record(),
+        }
+    }
+
+    /// Queues pieces until [`AHEAD`] fetches are in flight or the index ends.
+    fn fill(&mut self) -> io::Result<()> {
+        while self.end.is_none()
+            && self
+                .queue
+                .iter()
+                .filter(|p| matches!(p, Piece::Fetch(_)))
+                .count()
+                < AHEAD
+        {
+            match self.next_record()? {
+                Some(Record::Inline(bytes)) => self.queue.push_back(Piece::Inline(bytes)),
+                Some(Record::Chunk(first)) => {
+                    let run = self.run_from(first)?;
+                    self.chunks += run.len() as u64;
+                    self.queue.push_back(Piece::Fetch(self.fetch(run)));
+                }
+                Some(Record::End { tar_bytes, chunks }) => self.end = Some((tar_bytes, chunks)),
+                Some(Record::File(_) | Record::FileEnd) => {}
+                None => return Err(corrupt("the index ends without its end record")),
+            }
+            // Inline pieces are small and cheap: stop queueing them once enough is waiting.
+            if self.queue.len() > 4 * AHEAD {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// `first` and the chunks after it that continue it in the same pack, up to [`RUN`] bytes.
+    fn run_from(&mut self, first: ChunkRef) -> io::Result<Vec<ChunkRef>> {
+        let mut run = vec![first];
+        loop {
+            let last = run.last().expect("a chunk");
+            let total = last.offset + u64::from(last.stored) - run[0].offset;
+            match self.next_record()? {
+                Some(Record::Chunk(c))
+                    if c.pack == last.pack
+                        && c.offset == last.offset + u64::from(last.stored)
+                        && total + u64::from(c.stored) <= RUN =>
+                {
+                    run.push(c);
+                }
+                other => {
+                    self.peeked = other;
+                    return Ok(run);
+                }
+            }
+        }
+    }
+
+    fn fetch(&self, run: Vec<ChunkRef>) -> JoinHandle<io::Result<Vec<u8>>> {
+        let store = self.store.clone();
+        let key = layout::pack_key(&self.pack_prefix, &run[0].pack);
+        self.rt.spawn(async move {
+            let last = run.last().expect("a chunk");
+            let len = last.offset + u64::from(last.stored) - run[0].offset;
+            let data = store
+                .get_range(&key, run[0].offset, len)
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            let what = key.clone();
+            tokio::task::spawn_blocking(move || decode(&key, &data, &run))
+                .await
+                .map_err(|e| io::Error::other(format!("decoding {what}: {e}")))?
+        })
+    }
+
+    fn finished(&mut self) -> io::Result<()> {
+        match self.end {
+            Some((tar_bytes, chunks)) if tar_bytes == self.served && chunks == self.chunks => {
+                self.index.expect_eof()?;
+                let actual = hex::encode(
+                    self.hash
+                        .lock()
+                        .map_err(|_| io::Error::other("hash lock poisoned"))?
+                        .clone()
+                        .finalize(),
+                );
+                match &self.expected_sha256 {
+                    Some(expected) if *expected != actual => Err(corrupt(&format!(
+                        "index {} has SHA-256 {actual}, the manifest says {expected}",
+                        self.index_key
+                    ))),
+                    _ => Ok(()),
+                }
+            }
+            Some((tar_bytes, chunks)) => Err(corrupt(&format!(
+                "the index promised {tar_bytes} bytes in {chunks} chunks and held {} in {}",
+                self.served, self.chunks
+            ))),
+            None => Err(corrupt("the index ends without its end record")),
+        }
+    }
+}
+
+/// Decompresses a run of chunks and checks each against its id.
+fn decode(key: &str, data: &[u8], run: &[ChunkRef]) -> io::Result<Vec<u8>> {
+    let total: usize = run.iter().map(|c| c.raw as usize).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut decompressor = zstd::bulk::Decompressor::new()?;
+    let base = run[0].offset;
+    for c in run {
+        let start = (c.offset - base) as usize;
+        let stored = &data[start..start + c.stored as usize];
+        let raw = decompressor
+            .decompress(stored, c.raw as usize)
+            .map_err(|e| corrupt(&format!("a chunk in {key} does not decompress: {e}")))?;
+        if raw.len() != c.raw as usize || <[u8; 32]>::from(Sha256::digest(&raw)) != c.id {
+            return Err(corrupt(&format!(
+                "chunk {} in {key} at offset {} does not match its id",
+                hex::encode(c.id),
+                c.offset
+            )));
+        }
+        out.extend_from_slice(&raw);
+    }
+    Ok(out)
+}
+
+fn corrupt(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("repository: {what}"))
+}
+
+impl Read for TarStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.current.len() {
+            if self.queue.len() < AHEAD {
+                self.fill()?;
+            }
+            match self.queue.pop_front() {
+                Some(Piece::Inline(bytes)) => self.current = bytes,
+                Some(Piece::Fetch(handle)) => {
+                    self.current = self
+                        .rt
+                        .block_on(handle)
+                        .map_err(|e| io::Error::other(format!("a chunk fetch failed: {e}")))??;
+                }
+                None => {
+                    self.finished()?;
+                    return Ok(0);
+                }
+            }
+            self.at = 0;
+            self.served += self.current.len() as u64;
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Drop for TarStream {
+    fn drop(&mut self) {
+        for piece in self.queue.drain(..) {
+            if let Piece::Fetch(handle) = piece {
+                handle.abort();
+            }
+        }
+    }
+}
+
+/// Writes a repository backup as the self-contained `tar.zst` a full backup would have stored
+/// (`zstd -3`, deterministic: two calls give the same bytes), for exports. Returns its size and
+/// SHA-256. Call from a thread that may block.
+pub fn rehydrate<W: Write>(
+    rt: &Handle,
+    store: Arc<dyn ObjectStore>,
+    pack_prefix: &str,
+    index_key: &str,
+    expected_sha256: Option<&str>,
+    out: W,
+) -> Result<Written, RepoError> {
+    let mut input = open_tar(rt, store, pack_prefix, index_key, expected_sha256)?;
+    let counted = Counted {
+        inner: out,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let mut encoder = zstd::stream::write::Encoder::new(counted, crate::ZSTD_LEVEL)
+        .map_err(|e| RepoError::io("starting zstd", e))?;
+    io::copy(&mut input, &mut encoder).map_err(|e| RepoError::io("rehydrating", e))?;
+    let mut counted = encoder
+        .finish()
+        .map_err(|e| RepoError::io("rehydrating", e))?;
+    counted
+        .inner
+        .flush()
+        .map_err(|e| RepoError::io("rehydrating", e))?;
+    Ok(Written {
+        bytes: counted.bytes,
+        sha256: hex::encode(counted.hasher.finalize()),
+    })
+}
+
+struct Counted<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
