@@ -190,7 +190,7 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         procs::settle()?;
         let mut id = String::new();
         let secs = samples.take(&ferry_pids, || {
-            let (secs, backup, job) = ferry.backup("vol", &["--storage", "s3"])?;
+            let (secs, backup, job) = ferry.backup("vol", &["--storage", "s3", "--full"])?;
             anyhow::ensure!(
                 job["bytes"].as_u64() == Some(tree.stats.bytes),
                 "the S3 backup read {} bytes of {}",

@@ -51,7 +51,7 @@ fn ferry_round(
     let mut id = String::new();
     procs::settle()?;
     let b = runs.ferry_backup.take(&pids, || {
-        let (secs, backup, job) = ferry.backup("vol", &[])?;
+        let (secs, backup, job) = ferry.backup("vol", &["--full"])?;
         runs.ferry_archive = job["stored_bytes"].as_u64().unwrap_or(0);
         id = backup;
         Ok(secs)
@@ -231,7 +231,7 @@ fn worker_peak(cfg: &Config, set: &Dataset, label: &str) -> anyhow::Result<Peak>
     ferry.add_local_storage("archives", CLUSTER)?;
     ferry.apply("rss", &volume_app("rss", &set.root, NODE))?;
     let sampler = procs::RssSampler::start(ferry.workers[0].pid());
-    let backup = ferry.backup("rss", &[]);
+    let backup = ferry.backup("rss", &["--full"]);
     let samples = sampler.finish();
     let (secs, _, job) = backup?;
     let source = job["bytes"].as_u64().unwrap_or(0);

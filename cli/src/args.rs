@@ -262,6 +262,15 @@ pub enum StorageCmd {
     /// does this periodically, --sync-interval, and when a location is added.)
     #[command(after_help = "Example:\n  ferry storage sync offsite")]
     Sync { name: String },
+    /// Delete the repository packs that no backup references any more (deleted and expired
+    /// backups free their space this way; the controller also does it every --gc-interval).
+    #[command(after_help = "Example:\n  ferry storage gc local --dry-run")]
+    Gc {
+        name: String,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +308,10 @@ pub enum BackupCmd {
         /// A label key=value (repeatable).
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// Write every volume as a self-contained archive (tar.zst) instead of incrementally
+        /// into the location's repository.
+        #[arg(long)]
+        full: bool,
         /// Wait for the backup to finish, showing progress; exit 1 if it does not complete.
         #[arg(long)]
         wait: bool,

@@ -201,6 +201,7 @@ rpcs! {
     delete_schedule(v1::ScheduleRef) -> v1::DeleteScheduleResponse;
     migrate(v1::MigrateRequest) -> v1::Migration;
     sync_storage(v1::SyncStorageRequest) -> v1::SyncStorageResponse;
+    collect_garbage(v1::CollectGarbageRequest) -> v1::CollectGarbageResponse;
     export_backup(v1::GetJobRequest) -> tonic::Streaming<v1::ExportChunk>;
     who_am_i(v1::WhoAmIRequest) -> v1::Identity;
     create_token(v1::CreateTokenRequest) -> v1::CreatedToken;

@@ -103,6 +103,7 @@ pub const TABLE: &[Rule] = &[
     caller("ListStorage", Viewer, false),
     installation("AddStorage", Admin, true),
     installation("SyncStorage", Admin, true),
+    installation("CollectGarbage", Admin, true),
     caller("ListWorkers", Viewer, false),
     caller("ListClusters", Viewer, false),
     caller("CreateBackup", Operator, true),

@@ -312,12 +312,33 @@ pub async fn export(
             "{id} is not a completed backup; only those can be exported"
         )));
     }
-    let manifest = jobs::read_manifest(ctx, &backup).await?;
+    let mut manifest = jobs::read_manifest(ctx, &backup).await?;
     let location = apps::find_storage(&*ctx.store, &backup.storage)
         .await?
         .ok_or_else(|| Error::NotFound(format!("storage location {:?} gone", backup.storage)))?;
     let store = ferry_storage::open(&location)?;
     let dir = format!("{}shards/", layout::backup_dir(team, &backup.app, id));
+    // Repository volumes leave as self-contained archives: measured first (the manifest,
+    // which goes first, names their size and checksum), then streamed.
+    let mut rehydrated = std::collections::HashMap::new();
+    for shard in manifest.shards.iter_mut() {
+        if shard.repo.is_none() || !shard.error.is_empty() {
+            continue;
+        }
+        let (index, index_sha256) = (shard.object_key.clone(), shard.sha256.clone());
+        let written = rehydrate(store.clone(), &index, &index_sha256, std::io::sink()).await?;
+        shard.object_key = layout::shard_key(team, &backup.app, id, &shard.id, shard.attempt);
+        shard.stored_bytes = written.bytes;
+        shard.sha256 = written.sha256;
+        shard.repo = None;
+        rehydrated.insert(
+            shard.object_key.clone(),
+            (index, index_sha256, shard.sha256.clone()),
+        );
+    }
+    if !rehydrated.is_empty() && manifest.shards.iter().all(|s| s.repo.is_none()) {
+        manifest.version = 1;
+    }
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
         let send = |part: Part| {
@@ -348,13 +369,85 @@ pub async fn export(
             if !send(header).await {
                 return;
             }
-            if let Err(e) = stream_object(&*store, &shard.object_key, &tx).await {
+            let streamed = match rehydrated.get(&shard.object_key) {
+                Some((index, index_sha256, sha256)) => {
+                    stream_rehydrated(&store, index, index_sha256, sha256, &tx).await
+                }
+                None => stream_object(&*store, &shard.object_key, &tx).await,
+            };
+            if let Err(e) = streamed {
                 let _ = tx.send(Err(e.into())).await;
                 return;
             }
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+/// A repository volume as the tar.zst a full backup would hold (see `ferry_repo::rehydrate`).
+async fn rehydrate<W: std::io::Write + Send + 'static>(
+    store: std::sync::Arc<dyn ferry_storage::ObjectStore>,
+    index: &str,
+    index_sha256: &str,
+    out: W,
+) -> Result<ferry_storage::blocking::Written> {
+    let (index, sha) = (index.to_owned(), index_sha256.to_owned());
+    let prefix = layout::packs_prefix_of(&index)
+        .ok_or_else(|| Error::DataLoss(format!("index {index:?} lies outside any team")))?;
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Handle::current();
+        ferry_repo::rehydrate(&rt, store, &prefix, &index, Some(&sha), out)
+            .map_err(|e| Error::DataLoss(format!("rehydrating {index}: {e}")))
+    })
+    .await
+    .map_err(|e| Error::DataLoss(format!("rehydrating crashed: {e}")))?
+}
+
+/// Streams a rehydrated repository volume, checking that it came out as measured.
+async fn stream_rehydrated(
+    store: &std::sync::Arc<dyn ferry_storage::ObjectStore>,
+    index: &str,
+    index_sha256: &str,
+    expected: &str,
+    tx: &mpsc::Sender<Result<v1::ExportChunk, tonic::Status>>,
+) -> Result<()> {
+    let out = ChunkSender {
+        tx: tx.clone(),
+        buf: Vec::with_capacity(CHUNK),
+    };
+    let written = rehydrate(store.clone(), index, index_sha256, out).await?;
+    if written.sha256 != expected {
+        return Err(Error::DataLoss(format!(
+            "{index} rehydrated differently the second time"
+        )));
+    }
+    Ok(())
+}
+
+/// Export data parts from a blocking thread.
+struct ChunkSender {
+    tx: mpsc::Sender<Result<v1::ExportChunk, tonic::Status>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let part = Part::Data(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(v1::ExportChunk { part: Some(part) }))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "export cancelled"))
+    }
 }
 
 async fn stream_object(

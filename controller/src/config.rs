@@ -54,6 +54,13 @@ pub struct Args {
     /// periodic sync off [default: 60s].
     #[arg(long, env = "FERRY_SYNC_INTERVAL", value_parser = humantime::parse_duration)]
     pub sync_interval: Option<Duration>,
+    /// Unreferenced repository packs younger than this are never collected [default: 6h].
+    #[arg(long, env = "FERRY_GC_GRACE", value_parser = humantime::parse_duration)]
+    pub gc_grace: Option<Duration>,
+    /// How often the leader collects unreferenced repository packs; 0 leaves it to
+    /// `ferry storage gc` [default: 24h].
+    #[arg(long, env = "FERRY_GC_INTERVAL", value_parser = humantime::parse_duration)]
+    pub gc_interval: Option<Duration>,
     /// Log format: `human` or `json` [default: human].
     #[arg(long, env = "FERRY_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -146,6 +153,10 @@ pub struct FileConfig {
     pub unschedulable_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     pub sync_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub gc_grace: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub gc_interval: Option<Duration>,
     pub log_format: Option<String>,
     pub advertise_url: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
@@ -459,6 +470,11 @@ impl ControllerConfig {
                     .sync_interval
                     .or(file.sync_interval)
                     .unwrap_or(defaults.sync_interval),
+                gc_grace: args.gc_grace.or(file.gc_grace).unwrap_or(defaults.gc_grace),
+                gc_interval: args
+                    .gc_interval
+                    .or(file.gc_interval)
+                    .unwrap_or(defaults.gc_interval),
                 audit_retention: args
                     .audit_retention
                     .or(file.audit_retention)

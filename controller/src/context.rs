@@ -27,6 +27,11 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// How long finished restore and verify jobs are kept.
     pub job_history: Duration,
+    /// Unreferenced repository packs younger than this are kept (a backup of another
+    /// installation sharing the location may still be writing them).
+    pub gc_grace: Duration,
+    /// How often repository packs are collected (zero: only on `ferry storage gc`).
+    pub gc_interval: Duration,
 }
 
 impl Default for Settings {
@@ -38,6 +43,8 @@ impl Default for Settings {
             audit_retention: crate::config::DEFAULT_AUDIT_RETENTION,
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
             job_history: Duration::from_secs(30 * 24 * 3600),
+            gc_grace: Duration::from_secs(6 * 3600),
+            gc_interval: Duration::from_secs(24 * 3600),
         }
     }
 }

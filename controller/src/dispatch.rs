@@ -176,8 +176,14 @@ async fn try_assign(
     let mut assigned = Vec::with_capacity(batch.len());
     for (shard, rev, worker) in batch {
         let writes_archive = shard.op == ShardOp::Backup && shard.resource.hook().is_none();
-        let key = writes_archive
-            .then(|| layout::shard_key(&job.team, &job.app, &job.id, &shard.id, shard.attempt + 1));
+        let attempt = shard.attempt + 1;
+        let key = writes_archive.then(|| {
+            if into_repository(job, shard) {
+                layout::index_key(&job.team, &job.app, &job.id, &shard.id, attempt)
+            } else {
+                layout::shard_key(&job.team, &job.app, &job.id, &shard.id, attempt)
+            }
+        });
         let shard = shards::assign(shard, &worker.id, now, key);
         let shard_key = keys::shard(&job.id, &shard.id);
         let alive = Workers::alive_condition(&worker.id);
@@ -247,6 +253,12 @@ fn deliver(
         .deliver(&worker.id, Delivery::Assign(Box::new(task)));
 }
 
+/// Whether a backup shard goes into the location's repository: volumes do, unless the backup
+/// asked for self-contained archives (`--full`).
+pub fn into_repository(job: &JobRecord, shard: &ShardRecord) -> bool {
+    !job.full && matches!(shard.resource, ferry_model::task::Resource::Volume { .. })
+}
+
 /// The task a worker receives for the current attempt of a shard.
 pub fn task_for(job: &JobRecord, shard: &ShardRecord, storage: StorageLocation) -> ShardTask {
     let (rewrites, overwrite, numeric_owner) = match &job.restore {
@@ -267,6 +279,13 @@ pub fn task_for(job: &JobRecord, shard: &ShardRecord, storage: StorageLocation) 
         numeric_owner,
         staged: shard.staged.clone(),
         rewrites,
+        repo: layout::is_index_key(&shard.object_key)
+            .then(|| ferry_model::task::RepoTask::for_index(&shard.object_key))
+            .flatten()
+            .map(|repo| ferry_model::task::RepoTask {
+                parent_index: shard.parent_index.clone(),
+                ..repo
+            }),
         missing_ok: shard.missing_ok,
         traceparent: None,
     }

@@ -23,6 +23,9 @@ pub enum Error {
     Storage(#[from] StorageError),
     #[error("cancelled")]
     Cancelled,
+    /// Stored data is damaged or inconsistent (an export that cannot be rebuilt).
+    #[error("{0}")]
+    DataLoss(String),
     /// An access decision (not found for another team, denied for a role), passed on as is.
     #[error("{}", .0.message())]
     Access(tonic::Status),
@@ -58,6 +61,7 @@ impl From<Error> for tonic::Status {
             }
             Error::Storage(e) => Status::unavailable(e.to_string()),
             Error::Cancelled => Status::cancelled("cancelled"),
+            Error::DataLoss(m) => Status::data_loss(m),
             Error::Access(s) => s,
         }
     }

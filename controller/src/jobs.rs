@@ -65,6 +65,7 @@ pub fn new_shard(job_id: &str, planned: &PlannedShard, op: ShardOp) -> ShardReco
         missing_ok: false,
         attempt_started_ms: 0,
         staged: None,
+        parent_index: None,
     }
 }
 

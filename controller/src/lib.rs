@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod election;
 pub mod embedded_worker;
 pub mod error;
+pub mod gc;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;

@@ -105,6 +105,10 @@ pub struct JobRecord {
     /// `Cancelled`.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// Backup only: self-contained archives for every volume (`backup create --full`) instead
+    /// of the location's incremental repository.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full: bool,
     /// Backup only: summary of what was written, once committed.
     #[serde(default)]
     pub stored_bytes: u64,
@@ -152,6 +156,7 @@ impl JobRecord {
             trace_id,
             root_span_id,
             cancel_requested: false,
+            full: false,
             stored_bytes: 0,
             source_bytes: 0,
         }
@@ -243,6 +248,10 @@ pub struct ShardRecord {
     /// A volume restore: its staged copy, to be moved into place by the writing step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staged: Option<ferry_model::task::Staged>,
+    /// A volume backup into the repository: the index of the same volume in the parent backup
+    /// (the newest completed backup of the app in the same location), if there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_index: Option<String>,
 }
 
 /// A live worker session, stored under the worker's lease.

@@ -218,6 +218,7 @@ async fn fire(ctx: &Context, mut schedule: ScheduleRecord, rev: i64) -> Result<(
         storage: schedule.storage.clone(),
         labels: [("ferry.schedule/tick".to_owned(), tick_ms.to_string())].into(),
         ttl: None,
+        full: false,
     };
     let key = keys::schedule(&schedule.team, &schedule.name);
     let label = crate::metrics::Schedule {

@@ -259,6 +259,7 @@ async fn lead_while_elected(ctx: Arc<Context>, cancel: CancellationToken) {
                 tokio::spawn(reconciler::run(ctx.clone(), t.clone()));
                 tokio::spawn(crate::schedules::run(ctx.clone(), t.clone()));
                 tokio::spawn(crate::catalog::run(ctx.clone(), t.clone()));
+                tokio::spawn(crate::gc::run(ctx.clone(), t.clone()));
                 tokio::spawn(crate::audit::run(ctx.clone(), t.clone()));
                 term = Some(t);
                 ctx.notify();

@@ -202,6 +202,7 @@ pub mod tests {
             waiting_since_ms: 0,
             object_key: String::new(),
             expected_sha256: None,
+            parent_index: None,
             outcome: None,
             error: String::new(),
             started_at_ms: 0,

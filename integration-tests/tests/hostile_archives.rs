@@ -122,6 +122,8 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
                 "shop",
                 "--storage",
                 "archives",
+                // Self-contained archives: the test replaces the volume's with hostile ones.
+                "--full",
                 "--wait",
                 "-o",
                 "json",

@@ -83,16 +83,19 @@ fn deleting_a_backup_removes_its_objects_and_entry() {
     assert_eq!(
         listing(&root.join(gone))
             .iter()
-            .filter(|p| p.ends_with(".tar.zst") || p.ends_with(".json"))
+            .filter(|p| [".tar.zst", ".idx.zst", ".packs", ".json"]
+                .iter()
+                .any(|end| p.ends_with(end)))
             .count(),
-        3
+        4,
+        "manifest, config archive, volume index and packs list"
     );
 
     let run = c
         .ferry(&["backup", "delete", gone, "-o", "json"])
         .expect_code(0)
         .json();
-    assert_eq!(run["objects_deleted"], 3);
+    assert_eq!(run["objects_deleted"], 4);
     assert!(
         listing(&root.join(gone)).is_empty(),
         "{:?}",

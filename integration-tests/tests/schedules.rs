@@ -205,11 +205,17 @@ fn ticks_fire_once_across_a_leader_change_and_busy_ticks_are_skipped() {
     args.push("--no-embedded-worker".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut c = Cluster::start_n(2, &args);
-    c.add_worker("dc-a", "node-1");
+    c.add_worker_args("dc-a", "node-1", 1, &[], &["--allow-exec", "sleep"]);
     c.add_local_storage("archives", "dc-a");
     let data = c.path().join("srv/big");
-    big_volume(&data, 3, 64);
-    c.apply_volume_app("big", "dc-a", ("store", "data"), &data);
+    big_volume(&data, 1, 8);
+    // Every backup takes at least two seconds (incremental ones of an unchanged volume are
+    // otherwise instant): its pre-backup hook sleeps.
+    c.apply(&format!(
+        "name: big\ncluster: dc-a\ncomponents:\n  - name: store\n    hooks: {{pre_backup: [sleep, \"2\"]}}\n    volumes:\n      - {{name: data, path: {}}}\n",
+        data.display()
+    ))
+    .expect_code(0);
     // Every second, with backups that take longer than that: some ticks must be skipped.
     c.ferry(&[
         "schedule",

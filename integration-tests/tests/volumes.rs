@@ -53,7 +53,14 @@ fn two_volumes_round_trip_into_a_rewritten_copy() {
     for s in manifest["shards"].as_array().unwrap() {
         let object = storage.join(s["object_key"].as_str().unwrap());
         assert!(object.is_file(), "{} missing", object.display());
-        assert!(s["object_key"].as_str().unwrap().ends_with(".tar.zst"));
+        let key = s["object_key"].as_str().unwrap();
+        // Volumes go into the repository (an index), config as a self-contained archive.
+        let end = if s["kind"] == "volume" {
+            ".idx.zst"
+        } else {
+            ".tar.zst"
+        };
+        assert!(key.ends_with(end), "{key}");
     }
 
     let copy = c.path().join("srv/shop-copy");
@@ -251,9 +258,18 @@ fn extended_attributes_and_owners_by_name_survive_a_restore() {
     xattr::set(src.join("httpd"), "user.bin", &[0, 159, 255]).unwrap();
     let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
     ferry_test_support::sh("chmod", &["4755", &s(&src.join("httpd"))]);
-    ferry_test_support::sh("setcap", &["cap_net_bind_service=+ep", &s(&src.join("httpd"))]);
-    ferry_test_support::sh("setfacl", &["-d", "-m", "u:nobody:rwx", &s(&src.join("shared"))]);
-    ferry_test_support::sh("setfacl", &["-m", "u:nobody:r", &s(&src.join("shared/team/notes.txt"))]);
+    ferry_test_support::sh(
+        "setcap",
+        &["cap_net_bind_service=+ep", &s(&src.join("httpd"))],
+    );
+    ferry_test_support::sh(
+        "setfacl",
+        &["-d", "-m", "u:nobody:rwx", &s(&src.join("shared"))],
+    );
+    ferry_test_support::sh(
+        "setfacl",
+        &["-m", "u:nobody:r", &s(&src.join("shared/team/notes.txt"))],
+    );
     ferry_test_support::sh("setfacl", &["-d", "-m", "g::rx", &s(&src)]);
     c.apply_volume_app("web", "local", ("www", "docroot"), &src);
 
@@ -268,7 +284,15 @@ fn extended_attributes_and_owners_by_name_survive_a_restore() {
     user.renumber(new_uid);
     let restore_into = |copy: &std::path::Path, app: &str, extra: &[&str]| {
         let rewrite = format!("{}={}", src.display(), copy.display());
-        let mut args = vec!["restore", "create", id, "--to-app", app, "--rewrite", &rewrite];
+        let mut args = vec![
+            "restore",
+            "create",
+            id,
+            "--to-app",
+            app,
+            "--rewrite",
+            &rewrite,
+        ];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--wait", "-o", "json"]);
         let restore = c.ferry(&args).expect_code(0).json();
@@ -278,13 +302,19 @@ fn extended_attributes_and_owners_by_name_survive_a_restore() {
     restore_into(&copy, "web-copy", &[]);
     let diffs = ferry_archive::compare_trees(&src, &copy).unwrap();
     assert!(diffs.is_empty(), "the copy differs:\n{}", diffs.join("\n"));
-    let uid = |p: &std::path::Path| std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(p).unwrap());
+    let uid =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(p).unwrap());
     assert_eq!(uid(&copy.join("shared/team/notes.txt")), new_uid, "by name");
     assert!(
-        ferry_test_support::sh("getcap", &[&s(&copy.join("httpd"))]).contains("cap_net_bind_service=ep")
+        ferry_test_support::sh("getcap", &[&s(&copy.join("httpd"))])
+            .contains("cap_net_bind_service=ep")
     );
 
     let numeric = c.path().join("srv/web-numeric");
     restore_into(&numeric, "web-numeric", &["--numeric-owner"]);
-    assert_eq!(uid(&numeric.join("shared/team/notes.txt")), old_uid, "--numeric-owner");
+    assert_eq!(
+        uid(&numeric.join("shared/team/notes.txt")),
+        old_uid,
+        "--numeric-owner"
+    );
 }

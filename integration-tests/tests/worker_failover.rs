@@ -82,10 +82,18 @@ fn killed_worker_shard_is_retried_on_the_other_worker() {
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert_eq!(objects.len(), 1, "{objects:?}");
+    let mut objects: Vec<String> = objects
+        .iter()
+        .map(|o| o.to_string_lossy().into_owned())
+        .collect();
+    objects.sort();
     assert_eq!(
-        objects[0].to_string_lossy(),
-        format!("store.volume.data.{}.tar.zst", shard["attempt"])
+        objects,
+        [
+            format!("store.volume.data.{}.idx.zst", shard["attempt"]),
+            format!("store.volume.data.{}.packs", shard["attempt"])
+        ],
+        "the index and packs list of the winning attempt, nothing else"
     );
 
     let copy = c.path().join("copy");

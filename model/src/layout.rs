@@ -30,6 +30,45 @@ pub fn shard_key(team: &str, app: &str, id: &str, shard: &str, attempt: u32) -> 
     )
 }
 
+/// `teams/TEAM/apps/APP/backups/ID/shards/SHARD.ATTEMPT.idx.zst` — the index of a volume
+/// backed up into the repository (DESIGN §10): the recipe of its tar stream.
+pub fn index_key(team: &str, app: &str, id: &str, shard: &str, attempt: u32) -> String {
+    format!(
+        "{}shards/{shard}.{attempt}{INDEX_SUFFIX}",
+        backup_dir(team, app, id)
+    )
+}
+
+const INDEX_SUFFIX: &str = ".idx.zst";
+
+/// Whether an archive key names a repository index rather than a self-contained archive.
+pub fn is_index_key(key: &str) -> bool {
+    key.ends_with(INDEX_SUFFIX)
+}
+
+/// The packs list beside an index: `….idx.zst` → `….packs`.
+pub fn packs_key_of(index_key: &str) -> Option<String> {
+    index_key
+        .strip_suffix(INDEX_SUFFIX)
+        .map(|base| format!("{base}.packs"))
+}
+
+/// `teams/TEAM/repo/packs/`: a team's packs in a location (teams never share chunks).
+pub fn packs_prefix(team: &str) -> String {
+    format!("teams/{team}/repo/packs/")
+}
+
+/// The packs prefix of the team an index belongs to (a restore into another team still reads
+/// the packs where the backup wrote them).
+pub fn packs_prefix_of(index_key: &str) -> Option<String> {
+    match index_key.split('/').collect::<Vec<_>>().as_slice() {
+        ["teams", team, "apps", ..] if crate::names::check_name("team name", team).is_ok() => {
+            Some(packs_prefix(team))
+        }
+        _ => None,
+    }
+}
+
 /// Parses a manifest key back into (team, app, id).
 pub fn parse_manifest_key(key: &str) -> Option<(String, String, String)> {
     let parts: Vec<&str> = key.split('/').collect();
@@ -61,5 +100,21 @@ mod tests {
             parse_manifest_key("teams/t/apps/a/backups/i/other.json"),
             None
         );
+        let index = index_key("t", "a", "i", "api.volume.up", 3);
+        assert_eq!(
+            index,
+            "teams/t/apps/a/backups/i/shards/api.volume.up.3.idx.zst"
+        );
+        assert!(is_index_key(&index));
+        assert!(!is_index_key(&shard_key("t", "a", "i", "s", 1)));
+        assert_eq!(
+            packs_key_of(&index).as_deref(),
+            Some("teams/t/apps/a/backups/i/shards/api.volume.up.3.packs")
+        );
+        assert_eq!(
+            packs_prefix_of(&index).as_deref(),
+            Some("teams/t/repo/packs/")
+        );
+        assert_eq!(packs_prefix_of("teams/../apps/x"), None);
     }
 }

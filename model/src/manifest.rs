@@ -9,8 +9,10 @@ use crate::app::AppSpec;
 
 /// Identifies the document type inside the file.
 pub const MANIFEST_FORMAT: &str = "ferry.backup";
-/// Bumped when a reader of an older version could misread a newer manifest.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Bumped when a reader of an older version could misread a newer manifest. Version 2 adds
+/// repository volumes (`repo` on a shard); a backup without them is still written as version 1
+/// so that older installations can read it.
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// One backup as stored next to its shards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +71,10 @@ pub struct ManifestShard {
     /// Empty when the shard succeeded.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
+    /// A volume in the location's repository: `object_key` is its index (the recipe of the tar
+    /// stream), `sha256` that of the index; the chunks are in the team's packs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<crate::task::RepoOutcome>,
 }
 
 impl BackupManifest {

@@ -294,6 +294,10 @@ pub struct ShardTask {
     /// Applied to restored config values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rewrites: Vec<Rewrite>,
+    /// A volume backed up into (or read from) the location's repository: `object_key` is then
+    /// the backup's index (DESIGN §10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<RepoTask>,
     /// Backup only: a resource that is missing or empty is reported `absent` instead of failing
     /// (safety backups of a restore target that does not exist yet).
     #[serde(default)]
@@ -301,6 +305,29 @@ pub struct ShardTask {
     /// W3C `traceparent` of the controller span that handed the shard out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+}
+
+/// Where a repository volume's parts are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoTask {
+    /// The team's packs, e.g. `teams/T/repo/packs/`.
+    pub packs_prefix: String,
+    /// The list of packs beside the index.
+    pub packs_key: String,
+    /// Backup only: the parent backup's index of this volume (unchanged files are not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_index: Option<String>,
+}
+
+impl RepoTask {
+    /// The repository parts of an index key (restore, verify: no parent).
+    pub fn for_index(index_key: &str) -> Option<RepoTask> {
+        Some(RepoTask {
+            packs_prefix: crate::layout::packs_prefix_of(index_key)?,
+            packs_key: crate::layout::packs_key_of(index_key)?,
+            parent_index: None,
+        })
+    }
 }
 
 /// What a worker reports for a finished shard.
@@ -326,6 +353,30 @@ pub struct ShardOutcome {
     /// A staged volume: where its copy waits to be moved into place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staged: Option<Staged>,
+    /// A volume backed up into the repository: what it reused and added. `stored_bytes` is
+    /// then the index plus the packs bytes this backup added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<RepoOutcome>,
+}
+
+/// What a repository backup of one volume wrote and reused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoOutcome {
+    /// Size of the index object (`object_key`).
+    pub index_bytes: u64,
+    /// Packs the index references.
+    pub packs: u64,
+    /// Chunks referenced, and how many were new (uploaded by this backup).
+    pub chunks: u64,
+    pub new_chunks: u64,
+    /// Compressed bytes added to packs.
+    pub new_stored: u64,
+    /// Files taken from the parent without reading them, and files read.
+    pub unchanged_files: u64,
+    pub read_files: u64,
+    /// The parent backup's index, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_index: Option<String>,
 }
 
 /// A volume restored into a staging directory of its target, with the archived root's metadata

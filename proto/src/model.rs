@@ -249,6 +249,8 @@ pub struct CreateBackup {
     pub storage: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub ttl: Option<Duration>,
+    /// Self-contained volume archives instead of the incremental repository.
+    pub full: bool,
 }
 
 impl TryFrom<v1::CreateBackupRequest> for CreateBackup {
@@ -274,6 +276,7 @@ impl TryFrom<v1::CreateBackupRequest> for CreateBackup {
             storage: optional_name("storage name", r.storage)?,
             labels: r.labels.into_iter().collect(),
             ttl,
+            full: r.full,
         })
     }
 }

@@ -161,7 +161,13 @@ impl TempUser {
         let _ = Command::new("userdel").arg(&name).output();
         sh(
             "useradd",
-            &["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", &name],
+            &[
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                &name,
+            ],
         );
         TempUser { name }
     }

@@ -74,8 +74,13 @@ impl PgServer {
         let run_as = |program: &std::path::Path| {
             let mut cmd = if as_root {
                 let mut c = Command::new("setpriv");
-                c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
-                    .arg(program);
+                c.args([
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--init-groups",
+                    "--",
+                ])
+                .arg(program);
                 c
             } else {
                 Command::new(program)
@@ -87,12 +92,23 @@ impl PgServer {
             sh("chown", &["postgres", &dir.path().to_string_lossy()]);
         }
         let status = run_as(&bin.join("initdb"))
-            .args(["-D", &data.to_string_lossy(), "-U", &me, "--auth=trust", "-E", "UTF8"])
+            .args([
+                "-D",
+                &data.to_string_lossy(),
+                "-U",
+                &me,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ])
             .args(["--locale=C.UTF-8", "--no-sync"])
             .stdout(std::process::Stdio::null())
             .status()
             .expect("running initdb");
-        assert!(status.success(), "initdb of the second PostgreSQL server failed");
+        assert!(
+            status.success(),
+            "initdb of the second PostgreSQL server failed"
+        );
         let port = crate::free_port();
         let mut cmd = run_as(&bin.join("postgres"));
         cmd.args(["-D", &data.to_string_lossy(), "-p", &port.to_string()])

@@ -168,6 +168,19 @@ async fn verify(run: &Run, check_target: bool, archive: bool) -> Result<ShardOut
         &run.counters.done,
     )
     .await?;
+    if let Some(repo) = &run.task.repo {
+        let missing =
+            ferry_repo::gc::missing_packs(&*run.store, &repo.packs_prefix, &repo.packs_key)
+                .await
+                .map_err(|e| ShardError::transient(format!("storage: {e}")))?;
+        if let [first, ..] = missing.as_slice() {
+            return Err(ShardError::permanent(format!(
+                "{} pack(s) of {} are missing from storage (e.g. {first})",
+                missing.len(),
+                run.task.object_key
+            )));
+        }
+    }
     Ok(ShardOutcome {
         stored_bytes: size,
         sha256: expected.to_owned(),

@@ -945,7 +945,12 @@ async fn a_column_defaulting_to_nextval_restores_beside_the_original() {
             q = ident(&source)
         ),
     );
-    let rows = |db: &str| value(Some(db), "SELECT GROUP_CONCAT(id, '=', v ORDER BY id) FROM t");
+    let rows = |db: &str| {
+        value(
+            Some(db),
+            "SELECT GROUP_CONCAT(id, '=', v ORDER BY id) FROM t",
+        )
+    };
     let before = rows(&source);
     assert_eq!(before, "100=a,101=b,102=c");
 
@@ -981,7 +986,10 @@ async fn a_column_defaulting_to_nextval_restores_beside_the_original() {
     sql(Some(&copy), "INSERT INTO t (v) VALUES ('d')");
     let next_copy = value(Some(&copy), "SELECT MAX(id) FROM t");
     let (s, c): (i64, i64) = (next_source.parse().unwrap(), next_copy.parse().unwrap());
-    assert!(c > 102, "the copy's next value {c} collides with restored rows");
+    assert!(
+        c > 102,
+        "the copy's next value {c} collides with restored rows"
+    );
     assert!(
         c >= s,
         "the copy's next value {c} goes back behind the source's {s}"

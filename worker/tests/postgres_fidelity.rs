@@ -1233,14 +1233,27 @@ async fn grants_to_roles_a_fresh_server_lacks_come_along_or_are_named_as_left_ou
         "{}",
         outcome.detail
     );
-    assert_eq!(fresh.psql("copy_without_roles", "SELECT count(*) FROM t").trim(), "500");
+    assert_eq!(
+        fresh
+            .psql("copy_without_roles", "SELECT count(*) FROM t")
+            .trim(),
+        "500"
+    );
     assert_eq!(
         fresh.psql("copy_without_roles", GRANTS_SQL).trim(),
         "PUBLIC:SELECT",
         "only the grants to roles that exist there"
     );
     assert_eq!(
-        fresh.psql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{}'", reader.name)).trim(),
+        fresh
+            .psql(
+                "postgres",
+                &format!(
+                    "SELECT count(*) FROM pg_roles WHERE rolname = '{}'",
+                    reader.name
+                )
+            )
+            .trim(),
         "0"
     );
 
@@ -1254,15 +1267,28 @@ async fn grants_to_roles_a_fresh_server_lacks_come_along_or_are_named_as_left_ou
         outcome.detail
     );
     assert!(!outcome.detail.contains("left out"), "{}", outcome.detail);
-    assert_eq!(fresh.psql("copy_with_roles", GRANTS_SQL).trim(), source_grants);
+    assert_eq!(
+        fresh.psql("copy_with_roles", GRANTS_SQL).trim(),
+        source_grants
+    );
     let attributes = "SELECT rolcanlogin || ',' || rolconnlimit || ',' || coalesce(shobj_description(oid, 'pg_authid'), '') \
         FROM pg_roles WHERE rolname = '{}'";
     assert_eq!(
-        fresh.psql("postgres", &attributes.replace("{}", &reader.name)).trim(),
+        fresh
+            .psql("postgres", &attributes.replace("{}", &reader.name))
+            .trim(),
         "false,7,reads"
     );
     assert_eq!(
-        fresh.psql("postgres", &format!("SELECT pg_has_role('{}', '{}', 'MEMBER')", writer.name, reader.name)).trim(),
+        fresh
+            .psql(
+                "postgres",
+                &format!(
+                    "SELECT pg_has_role('{}', '{}', 'MEMBER')",
+                    writer.name, reader.name
+                )
+            )
+            .trim(),
         "t",
         "memberships come along"
     );

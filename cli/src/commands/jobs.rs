@@ -22,6 +22,7 @@ pub async fn backup(ctx: &mut Ctx, cmd: BackupCmd) -> CliResult {
             storage,
             ttl,
             labels,
+            full,
             wait,
         } => {
             let mut parsed = std::collections::HashMap::new();
@@ -39,6 +40,7 @@ pub async fn backup(ctx: &mut Ctx, cmd: BackupCmd) -> CliResult {
                     storage: storage.unwrap_or_default(),
                     labels: parsed,
                     ttl_seconds: ttl.map(|t| t.as_secs().max(1) as i64).unwrap_or(0),
+                    full,
                 })
                 .await?
                 .into_inner();

@@ -86,6 +86,32 @@ pub async fn run(ctx: &mut Ctx, cmd: StorageCmd) -> CliResult {
             }
             Ok(())
         }
+        StorageCmd::Gc { name, dry_run } => {
+            let r = ctx
+                .client
+                .collect_garbage(v1::CollectGarbageRequest {
+                    name: name.clone(),
+                    dry_run,
+                })
+                .await?
+                .into_inner();
+            if ctx.json() {
+                print_json(&json!({"storage": name, "dry_run": dry_run,
+                    "packs_deleted": r.packs_deleted, "bytes_freed": r.bytes_freed,
+                    "packs_referenced": r.packs_referenced, "packs_young": r.packs_young}));
+            } else {
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                println!(
+                    "storage {name}: {verb} {} unreferenced pack(s), {}; kept {} referenced and {} \
+                     too young to collect",
+                    r.packs_deleted,
+                    bytesize::ByteSize(r.bytes_freed),
+                    r.packs_referenced,
+                    r.packs_young
+                );
+            }
+            Ok(())
+        }
         StorageCmd::List => {
             let all = ctx
                 .client

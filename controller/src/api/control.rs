@@ -111,6 +111,27 @@ impl ControlService for ControlApi {
         }))
     }
 
+    async fn collect_garbage(
+        &self,
+        req: Request<v1::CollectGarbageRequest>,
+    ) -> Result<Response<v1::CollectGarbageResponse>, Status> {
+        self.ctx.require_leader()?;
+        super::note(&req, "", format!("storage {}", req.get_ref().name));
+        let req = req.into_inner();
+        let location = apps::find_storage(&*self.ctx.store, &req.name)
+            .await?
+            .ok_or_else(|| {
+                Status::not_found(format!("storage location {:?} not found", req.name))
+            })?;
+        let r = crate::gc::collect_location(&self.ctx, &location, req.dry_run).await?;
+        Ok(Response::new(v1::CollectGarbageResponse {
+            packs_deleted: r.deleted,
+            bytes_freed: r.bytes,
+            packs_referenced: r.referenced,
+            packs_young: r.young,
+        }))
+    }
+
     async fn migrate(
         &self,
         req: Request<v1::MigrateRequest>,

@@ -46,6 +46,7 @@ pub async fn new_backup(
     let job = JobRecord {
         labels: req.labels,
         expires_at_ms: req.ttl.map(|t| now + t.as_millis() as i64),
+        full: req.full,
         ..JobRecord::pending(
             new_job_id(&req.app),
             JobKind::Backup,
@@ -57,12 +58,59 @@ pub async fn new_backup(
             trigger.into(),
         )
     };
-    let shards: Vec<_> = planned
+    let mut shards: Vec<_> = planned
         .iter()
         .chain(plan_hooks(&app.spec).iter())
         .map(|p| new_shard(&job.id, p, ShardOp::Backup))
         .collect();
+    if !job.full {
+        let parents = parent_indexes(ctx, &job).await?;
+        for shard in &mut shards {
+            shard.parent_index = parents.get(&shard.slot).cloned();
+        }
+    }
     Ok((job, shards))
+}
+
+/// The parents of a repository backup's volumes: for each slot, its index in the newest
+/// completed backup of the same app in the same location that holds one (a `--full` backup in
+/// between does not break the chain). A volume no earlier backup holds starts without a parent.
+async fn parent_indexes(
+    ctx: &Context,
+    job: &JobRecord,
+) -> Result<std::collections::HashMap<String, String>> {
+    /// Backups looked at, newest first: enough to step over a few `--full` ones.
+    const LOOK_BACK: usize = 16;
+    let mut candidates: Vec<JobRecord> = crate::jobs::list_jobs(ctx)
+        .await?
+        .into_iter()
+        .filter(|j| {
+            j.kind == JobKind::Backup
+                && j.team == job.team
+                && j.app == job.app
+                && j.storage == job.storage
+                && matches!(j.state, JobState::Completed | JobState::PartiallyFailed)
+        })
+        .collect();
+    candidates.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+    let wanted = job
+        .spec
+        .components
+        .iter()
+        .map(|c| c.volumes.len())
+        .sum::<usize>();
+    let mut parents = std::collections::HashMap::new();
+    for candidate in candidates.iter().take(LOOK_BACK) {
+        for s in crate::jobs::shards_of(ctx, &candidate.id).await? {
+            if s.state == ShardState::Succeeded && layout::is_index_key(&s.object_key) {
+                parents.entry(s.slot).or_insert(s.object_key);
+            }
+        }
+        if parents.len() >= wanted {
+            break;
+        }
+    }
+    Ok(parents)
 }
 
 /// A shard whose resource held nothing (a safety backup of a target that did not exist).
@@ -106,22 +154,22 @@ pub async fn commit(
         if s.state != ShardState::Succeeded || is_absent(s) || s.resource.hook().is_some() {
             continue;
         }
-        match listed.get(&s.object_key) {
-            Some(size) if *size == outcome.stored_bytes => {}
-            found => {
-                let why = match found {
-                    Some(size) => {
-                        format!("is {size} bytes, not the {} reported", outcome.stored_bytes)
-                    }
-                    None => "is missing".to_owned(),
-                };
-                tracing::warn!(job = %job.id, shard = %s.id, key = %s.object_key, %why, "archive check at commit failed");
-                *s = crate::shards::skip(
-                    s,
-                    &format!("its archive {} {why} at commit", s.object_key),
-                    now_ms(),
-                );
-            }
+        let reported = outcome
+            .repo
+            .as_ref()
+            .map_or(outcome.stored_bytes, |r| r.index_bytes);
+        let why = match listed.get(&s.object_key) {
+            Some(size) if *size == reported => missing_packs(&*store, &s.object_key).await?,
+            Some(size) => Some(format!("is {size} bytes, not the {reported} reported")),
+            None => Some("is missing".to_owned()),
+        };
+        if let Some(why) = why {
+            tracing::warn!(job = %job.id, shard = %s.id, key = %s.object_key, %why, "archive check at commit failed");
+            *s = crate::shards::skip(
+                s,
+                &format!("its archive {} {why} at commit", s.object_key),
+                now_ms(),
+            );
         }
     }
     let (state, message) = backup_outcome(&job, &shards);
@@ -146,16 +194,18 @@ pub async fn commit(
         let key = layout::manifest_key(&job.team, &job.app, &job.id);
         store.put_bytes(&key, manifest.to_json()).await?;
     }
-    let keep: Vec<&str> = ok
+    let keep: Vec<String> = ok
         .iter()
         .filter(|s| !is_absent(s))
-        .map(|s| s.object_key.as_str())
+        .flat_map(|s| {
+            std::iter::once(s.object_key.clone()).chain(layout::packs_key_of(&s.object_key))
+        })
         .collect();
     if let Err(e) = store.abort_incomplete(&dir).await {
         tracing::warn!(job = %job.id, error = %e, "could not abort unfinished uploads");
     }
     for key in listed.keys() {
-        if !keep.contains(&key.as_str())
+        if !keep.contains(key)
             && let Err(e) = store.delete(key).await
         {
             tracing::warn!(job = %job.id, key = %key, error = %e, "could not remove a stray archive");
@@ -164,6 +214,29 @@ pub async fn commit(
     // Shards failed by the check are saved with the job.
     persist::put_shards(&*ctx.store, &shards).await?;
     Ok(job)
+}
+
+/// For a repository volume: why its packs do not all exist (a collection removed one the
+/// backup reused while it ran), or `None` when they do. Other archives have no packs.
+async fn missing_packs(
+    store: &dyn ferry_storage::ObjectStore,
+    index_key: &str,
+) -> Result<Option<String>> {
+    let (Some(prefix), Some(list)) = (
+        layout::packs_prefix_of(index_key),
+        layout::packs_key_of(index_key),
+    ) else {
+        return Ok(None);
+    };
+    let missing = ferry_repo::gc::missing_packs(store, &prefix, &list).await?;
+    Ok(match missing.as_slice() {
+        [] => None,
+        [first, ..] => Some(format!(
+            "references {} pack(s) no longer in storage (e.g. {first}: collected while the \
+             backup ran); back up again",
+            missing.len()
+        )),
+    })
 }
 
 /// The job ended in `state`.
@@ -176,7 +249,7 @@ pub fn finished(mut job: JobRecord, state: JobState, message: String) -> JobReco
 }
 
 fn build_manifest(job: &JobRecord, shards: &[ShardRecord]) -> BackupManifest {
-    BackupManifest {
+    let mut manifest = BackupManifest {
         format: MANIFEST_FORMAT.to_owned(),
         version: MANIFEST_VERSION,
         id: job.id.clone(),
@@ -219,8 +292,15 @@ fn build_manifest(job: &JobRecord, shards: &[ShardRecord]) -> BackupManifest {
                     started_at_ms: s.started_at_ms,
                     finished_at_ms: s.finished_at_ms,
                     error: if ok { String::new() } else { s.error.clone() },
+                    repo: if ok { outcome.repo } else { None },
                 }
             })
             .collect(),
-    }
+    };
+    manifest.version = if manifest.shards.iter().any(|s| s.repo.is_some()) {
+        MANIFEST_VERSION
+    } else {
+        1
+    };
+    manifest
 }

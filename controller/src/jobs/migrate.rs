@@ -53,6 +53,7 @@ pub async fn create_migration(ctx: &Context, req: Migrate) -> Result<(JobRecord,
         storage: Some(location.name.clone()),
         labels: [("ferry.migration".to_owned(), restore_id.clone())].into(),
         ttl: None,
+        full: false,
     };
     let (backup, backup_shards) =
         new_backup(ctx, backup_req, &format!("migrate/{restore_id}")).await?;

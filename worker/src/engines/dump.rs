@@ -188,7 +188,8 @@ pub fn pipe_through<T: Send + 'static>(
         }
     };
     let b_err = collect_stderr(&mut b);
-    let (Some(mut a_in), Some(mut a_out), Some(mut b_in)) = (a.stdin.take(), a.stdout.take(), b.stdin.take())
+    let (Some(mut a_in), Some(mut a_out), Some(mut b_in)) =
+        (a.stdin.take(), a.stdout.take(), b.stdin.take())
     else {
         let _ = (a.kill(), b.kill());
         return Err(ShardError::transient("no pipes to the restore tools"));
@@ -391,6 +392,7 @@ pub async fn backup_from_command(
         detail: String::new(),
         absent: false,
         staged: None,
+        repo: None,
     })
 }
 

@@ -134,7 +134,11 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
             conn.prepare_target(client, &db, info, overwrite, &created)?;
             replaying.store(true, Ordering::SeqCst);
             let source = info.database.clone().unwrap_or_else(|| db.clone());
-            replay(conn.restore_command(client, &db), input, (source, db.clone()))
+            replay(
+                conn.restore_command(client, &db),
+                input,
+                (source, db.clone()),
+            )
         })
         .await
     };
@@ -610,7 +614,11 @@ fn replay(
         inner: input,
         bytes: 0,
     };
-    dump::pipe_into(cmd, &mut Retarget::new(&mut counted, &from, &to), last_error)?;
+    dump::pipe_into(
+        cmd,
+        &mut Retarget::new(&mut counted, &from, &to),
+        last_error,
+    )?;
     Ok(counted.bytes)
 }
 
@@ -855,7 +863,8 @@ impl<R: Read> Retarget<R> {
         let mut changed = false;
         'scan: while !rest.is_empty() {
             for pattern in &self.sequence_refs {
-                if rest.len() >= pattern.len() && rest[..pattern.len()].eq_ignore_ascii_case(pattern)
+                if rest.len() >= pattern.len()
+                    && rest[..pattern.len()].eq_ignore_ascii_case(pattern)
                 {
                     // `nextval(` / `lastval(` as written (its case kept).
                     let function = &rest[..b"nextval(".len()];

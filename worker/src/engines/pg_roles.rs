@@ -64,7 +64,10 @@ enum RoleLine {
     /// `CREATE ROLE r;`, `ALTER ROLE r …`, `COMMENT ON ROLE r …`: the role's own definition.
     Own(String),
     /// `GRANT group TO member …`: a membership.
-    Membership { group: String, member: String },
+    Membership {
+        group: String,
+        member: String,
+    },
     Other,
 }
 
@@ -128,7 +131,10 @@ pub fn role_statements(globals: &str, role: &str) -> (Vec<String>, Vec<String>) 
 
 /// A role name as it may appear in pg_restore's output: bare and quoted.
 fn spellings(role: &str) -> [String; 2] {
-    [role.to_owned(), format!("\"{}\"", role.replace('"', "\"\""))]
+    [
+        role.to_owned(),
+        format!("\"{}\"", role.replace('"', "\"\"")),
+    ]
 }
 
 /// Whether an ACL statement of pg_restore's script names one of `missing` as grantee,
@@ -241,7 +247,10 @@ mod tests {
         let kept = globals_for(DUMPALL, &set(&["Reader \"x\"", "app_owner"]));
         assert!(!kept.contains("postgres"), "{kept}");
         assert!(kept.contains("ALTER ROLE app_owner SET work_mem TO '8MB';"));
-        assert!(kept.contains("GRANT app_owner TO \"Reader \"\"x\"\"\";\n"), "{kept}");
+        assert!(
+            kept.contains("GRANT app_owner TO \"Reader \"\"x\"\"\";\n"),
+            "{kept}"
+        );
         let (own, memberships) = role_statements(&kept, "Reader \"x\"");
         assert_eq!(own.len(), 3, "{own:?}");
         assert!(own[0].starts_with("CREATE ROLE \"Reader"));
@@ -295,12 +304,17 @@ mod tests {
             let (out, dropped) = filter(SCRIPT, &["reader", "Mixed"], capacity);
             assert_eq!(dropped, 5, "capacity {capacity}:\n{out}");
             // The rows (between COPY and \.) pass untouched, whatever they look like.
-            assert!(out.contains("FROM stdin;\nGRANT SELECT ON TABLE public.t TO reader;\n-- Name: x; Type: ACL"));
+            assert!(out.contains(
+                "FROM stdin;\nGRANT SELECT ON TABLE public.t TO reader;\n-- Name: x; Type: ACL"
+            ));
             assert!(out.contains("TO present;\nRESET SESSION AUTHORIZATION;\n"));
             assert!(out.contains("GRANT UPDATE ON TABLE public.t TO present;"));
             assert!(!out.contains("FOR ROLE reader"));
             // Outside an ACL entry nothing is judged.
-            assert!(out.ends_with("$$;\nGRANT SELECT ON TABLE public.t TO reader;\n"), "{out}");
+            assert!(
+                out.ends_with("$$;\nGRANT SELECT ON TABLE public.t TO reader;\n"),
+                "{out}"
+            );
         }
         let (out, dropped) = filter(SCRIPT, &[], 64);
         assert_eq!((out.as_str(), dropped), (SCRIPT, 0));
@@ -308,7 +322,11 @@ mod tests {
 
     #[test]
     fn long_lines_stream_through() {
-        let long = format!("COPY public.t (a) FROM stdin;\n{}\n\\.\n{}\n", "x".repeat(300_000), "y".repeat(100_000));
+        let long = format!(
+            "COPY public.t (a) FROM stdin;\n{}\n\\.\n{}\n",
+            "x".repeat(300_000),
+            "y".repeat(100_000)
+        );
         let (out, dropped) = filter(&long, &["reader"], 8192);
         assert_eq!((out, dropped), (long, 0));
     }

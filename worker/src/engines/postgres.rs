@@ -71,12 +71,8 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
     let prepared = Arc::new(Mutex::new(Prepared::default()));
     let notes = Arc::new(Mutex::new(Vec::new()));
     let restored = {
-        let (conn, db, prepared, notes) = (
-            conn.clone(),
-            db.clone(),
-            prepared.clone(),
-            notes.clone(),
-        );
+        let (conn, db, prepared, notes) =
+            (conn.clone(), db.clone(), prepared.clone(), notes.clone());
         dump::restore_with(run, move |info, input| {
             if info.engine != "postgres" {
                 return Err(ShardError::permanent(format!(
@@ -98,7 +94,15 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
             let mut script = Command::new("pg_restore");
             script.args(["--no-owner", "--file=-"]);
             let mut psql = conn.command("psql", &db);
-            psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-"]);
+            psql.args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--single-transaction",
+                "-f",
+                "-",
+            ]);
             let leave_out = missing.clone();
             let (bytes, dropped) = dump::pipe_through(
                 script,
@@ -133,7 +137,11 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
             Ok(ShardOutcome {
                 source_bytes: bytes,
                 tool_version: Some(run.tool_version("pg_restore")).filter(|v| !v.is_empty()),
-                detail: notes.into_iter().chain(refused).collect::<Vec<_>>().join("; "),
+                detail: notes
+                    .into_iter()
+                    .chain(refused)
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 ..Default::default()
             })
         }
@@ -456,9 +464,8 @@ impl Conn {
         options: &Map<String, Value>,
         with_passwords: bool,
     ) -> Result<String, ShardError> {
-        let named: std::collections::BTreeSet<String> = string_list(options.get("roles"))
-            .into_iter()
-            .collect();
+        let named: std::collections::BTreeSet<String> =
+            string_list(options.get("roles")).into_iter().collect();
         if named.is_empty() {
             return Ok(String::new());
         }
@@ -512,7 +519,10 @@ impl Conn {
             // Through stdin: with role_passwords the statements hold password hashes.
             match self.psql_stdin(maintenance_db(db), &own.join("\n")) {
                 Ok(()) => created.push(role.clone()),
-                Err(e) => notes.push(format!("role {role} not created: {}", first_line(&e.message))),
+                Err(e) => notes.push(format!(
+                    "role {role} not created: {}",
+                    first_line(&e.message)
+                )),
             }
         }
         for role in &created {

@@ -45,16 +45,11 @@ pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
             )));
         }
     }
+    if let Some(repo) = run.task.repo.clone() {
+        return backup_into_repository(run, root, repo).await;
+    }
     // The total is only for progress bars: count it beside the backup, not before it.
-    let counters = run.counters.clone();
-    let sizing_root = root.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Ok(total) = ferry_archive::tree_size(&sizing_root) {
-            counters
-                .total
-                .store(total, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
+    count_total(run, &root);
     let counters = run.counters.clone();
     let stage =
         tracing::info_span!("archive", path = %root.display(), bytes = tracing::field::Empty);
@@ -80,6 +75,89 @@ pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
         detail: describe(&stats),
         absent: false,
         staged: None,
+        repo: None,
+    })
+}
+
+/// Counts the tree beside a backup, for the progress total.
+fn count_total(run: &Run, root: &Path) {
+    let counters = run.counters.clone();
+    let root = root.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        if let Ok(total) = ferry_archive::tree_size(&root) {
+            counters
+                .total
+                .store(total, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+}
+
+fn repo_error(e: ferry_repo::RepoError) -> ShardError {
+    use ferry_repo::RepoError as R;
+    match e {
+        R::Archive(e) => archive_error(e),
+        R::Storage(ferry_storage::StorageError::Cancelled) => ShardError::cancelled(),
+        R::Storage(e) => ShardError::transient(format!("storage: {e}")),
+        R::Io { .. } => ShardError::transient(e.to_string()),
+    }
+}
+
+/// The volume into the location's repository (DESIGN §10): only chunks the repository lacks
+/// are uploaded, and files unchanged since the parent backup are not read.
+async fn backup_into_repository(
+    run: &Run,
+    root: PathBuf,
+    repo: ferry_model::task::RepoTask,
+) -> Result<ShardOutcome, ShardError> {
+    count_total(run, &root);
+    let plan = ferry_repo::BackupPlan {
+        pack_prefix: repo.packs_prefix,
+        index_key: run.task.object_key.clone(),
+        packs_key: repo.packs_key,
+        parent_index: repo.parent_index.clone(),
+    };
+    let (store, cancel, counters) = (run.store.clone(), run.cancel.clone(), run.counters.clone());
+    let stage = tracing::info_span!("archive", path = %root.display(), repository = true,
+        bytes = tracing::field::Empty);
+    let stats = tokio::task::spawn_blocking(move || {
+        let _stage = stage.enter();
+        let rt = tokio::runtime::Handle::current();
+        let stats = ferry_repo::backup_tree(&rt, store, &root, &plan, &cancel, &counters.done)
+            .map_err(repo_error)?;
+        stage.record("bytes", stats.archive.bytes as i64);
+        Ok::<_, ShardError>(stats)
+    })
+    .await
+    .map_err(|e| ShardError::transient(format!("repository backup crashed: {e}")))??;
+    if run.cancel.is_cancelled() {
+        return Err(ShardError::cancelled());
+    }
+    let mut detail = describe(&stats.archive);
+    detail.push_str(&format!(
+        "; {} files unchanged since the parent, {} read; {} of {} chunks new ({} stored)",
+        stats.unchanged_files,
+        stats.read_files,
+        stats.new_chunks,
+        stats.chunks,
+        bytesize::ByteSize(stats.new_stored)
+    ));
+    Ok(ShardOutcome {
+        source_bytes: stats.archive.bytes,
+        stored_bytes: stats.index.bytes + stats.new_stored,
+        sha256: stats.index.sha256.clone(),
+        tool_version: Some(format!("ferry-repo {}", env!("CARGO_PKG_VERSION"))),
+        detail,
+        repo: Some(ferry_model::task::RepoOutcome {
+            index_bytes: stats.index.bytes,
+            packs: stats.packs.len() as u64,
+            chunks: stats.chunks,
+            new_chunks: stats.new_chunks,
+            new_stored: stats.new_stored,
+            unchanged_files: stats.unchanged_files,
+            read_files: stats.read_files,
+            parent_index: repo.parent_index.filter(|_| stats.parent_used),
+        }),
+        ..Default::default()
     })
 }
 
@@ -192,24 +270,40 @@ pub async fn stage(run: &Run) -> Result<ShardOutcome, ShardError> {
     let stage =
         tracing::info_span!("restore", path = %root.display(), bytes = tracing::field::Empty);
     let into = staging.clone();
-    let numeric_owner = run.task.numeric_owner;
-    let extracted = download_decompressed(
-        &*run.store,
-        &run.task.object_key,
-        run.task.expected_sha256.clone(),
-        move |input| {
-            let _stage = stage.enter();
-            let options = ferry_archive::ExtractOptions {
-                overwrite: true,
-                numeric_owner,
-            };
-            let stats = ferry_archive::extract_tree(input, &into, &options, &counters.done)
-                .map_err(archive_error)?;
-            stage.record("bytes", (stats.bytes) as i64);
-            Ok(stats)
-        },
-    )
-    .await;
+    let options = ferry_archive::ExtractOptions {
+        overwrite: true,
+        numeric_owner: run.task.numeric_owner,
+    };
+    let extract = move |input: &mut dyn std::io::Read| {
+        let _stage = stage.enter();
+        let stats = ferry_archive::extract_tree(input, &into, &options, &counters.done)
+            .map_err(archive_error)?;
+        stage.record("bytes", (stats.bytes) as i64);
+        Ok::<_, ShardError>(stats)
+    };
+    let key = run.task.object_key.clone();
+    let expected = run.task.expected_sha256.clone();
+    let extracted = match run.task.repo.clone() {
+        Some(repo) => {
+            let store = run.store.clone();
+            tokio::task::spawn_blocking(move || {
+                let rt = tokio::runtime::Handle::current();
+                let mut input =
+                    ferry_repo::open_tar(&rt, store, &repo.packs_prefix, &key, expected.as_deref())
+                        .map_err(repo_error)?;
+                let stats = extract(&mut input)?;
+                // The rest of the stream (the end blocks) is read too: its checks count.
+                std::io::copy(&mut input, &mut std::io::sink())
+                    .map_err(|e| ShardError::permanent(format!("reading {key}: {e}")))?;
+                Ok(stats)
+            })
+            .await
+            .map_err(|e| ShardError::transient(format!("repository restore crashed: {e}")))
+            .and_then(|r| r)
+        }
+        None => download_decompressed(&*run.store, &key, expected, extract).await,
+    };
+
     let stats = match extracted {
         Ok(stats) => stats,
         Err(e) => {
@@ -228,7 +322,11 @@ pub async fn stage(run: &Run) -> Result<ShardOutcome, ShardError> {
     let mut staged = tokio::task::spawn_blocking(move || staged_root(&staging, dir))
         .await
         .map_err(|e| ShardError::transient(format!("reading the staged copy: {e}")))??;
-    staged.warnings = stats.attr_warnings.iter().map(ToString::to_string).collect();
+    staged.warnings = stats
+        .attr_warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     Ok(ShardOutcome {
         source_bytes: stats.bytes,
         detail: describe(&stats),
@@ -324,7 +422,9 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
         if !outcome.detail.is_empty() {
             outcome.detail.push_str("; ");
         }
-        outcome.detail.push_str(&format!("warning: {w} (the volume root)"));
+        outcome
+            .detail
+            .push_str(&format!("warning: {w} (the volume root)"));
     }
     Ok(ShardOutcome {
         staged: None,

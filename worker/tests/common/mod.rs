@@ -36,6 +36,7 @@ pub fn task(op: ShardOp, resource: Resource, storage: &StorageLocation, key: &st
         numeric_owner: false,
         staged: None,
         rewrites: Vec::new(),
+        repo: None,
         missing_ok: false,
         traceparent: None,
     }
