@@ -23,6 +23,7 @@ pub struct GcReport {
     pub bytes: u64,
     pub referenced: u64,
     pub young: u64,
+    pub aborted: u64,
 }
 
 /// Collects the packs of every team in `location` that no committed backup references.
@@ -76,9 +77,10 @@ pub async fn collect_location(
         report.bytes += plan.bytes();
         report.referenced += plan.referenced;
         report.young += plan.young;
+        report.aborted += plan.aborted;
     }
     tracing::info!(storage = %location.name, dry_run, deleted = report.deleted,
-        bytes = report.bytes, referenced = report.referenced, young = report.young,
+        bytes = report.bytes, referenced = report.referenced, young = report.young, aborted = report.aborted,
         "repository packs collected");
     Ok(report)
 }

@@ -2,10 +2,14 @@
 //! unchanged tree reads no file and stores no chunk, a changed file is all a third backup
 //! reads, every backup in the chain restores equal, an export is a self-contained tar.zst that
 //! `zstd` and `tar` open, and deleting a backup frees its packs through `ferry storage gc`.
+//! Safety: a collection forced into the middle of a backup that reuses old chunks, and a
+//! worker killed mid-backup, never leave a backup that cannot be restored.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
-use ferry_integration_tests::{Cluster, write_random_file};
+use ferry_integration_tests::{Cluster, big_volume, wait_for, write_random_file};
 
 fn packs(storage: &Path) -> Vec<String> {
     let dir = storage.join("teams/default/repo/packs");
@@ -30,7 +34,11 @@ fn volume_shard(backup: &serde_json::Value) -> &serde_json::Value {
 }
 
 fn backup(c: &Cluster, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["backup", "create", "shop", "--wait", "-o", "json"];
+    backup_of(c, "shop", extra)
+}
+
+fn backup_of(c: &Cluster, app: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["backup", "create", app, "--wait", "-o", "json"];
     args.extend_from_slice(extra);
     let b = c.ferry(&args).expect_code(0).json();
     assert_eq!(b["state"], "Completed", "{b:#}");
@@ -243,4 +251,186 @@ fn a_chain_of_incremental_backups_restores_exports_and_collects() {
         &copy5,
         "the fifth backup after its parents were collected",
     );
+}
+
+/// The finished packs of the default team, and the unfinished uploads beside them.
+fn packs_and_partials(storage: &Path) -> (BTreeSet<String>, Vec<String>) {
+    let (partial, whole): (Vec<String>, Vec<String>) = packs(storage)
+        .into_iter()
+        .partition(|n| n.contains(".partial-"));
+    (whole.into_iter().collect(), partial)
+}
+
+/// The packs a committed backup's volume references (its packs list), as file names.
+fn referenced(storage: &Path, backup: &serde_json::Value) -> BTreeSet<String> {
+    let index = volume_shard(backup)["object_key"].as_str().unwrap();
+    let list = index.strip_suffix(".idx.zst").unwrap().to_owned() + ".packs";
+    std::fs::read_to_string(storage.join(list))
+        .unwrap()
+        .lines()
+        .map(|name| format!("{name}.pack"))
+        .collect()
+}
+
+fn start(c: &Cluster, app: &str) -> String {
+    c.ferry(&["backup", "create", app, "-o", "json"])
+        .expect_code(0)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_collection_in_the_middle_of_a_backup_never_leaves_an_unrestorable_backup() {
+    let mut c = Cluster::start(&["--gc-grace", "0s", "--no-embedded-worker"]);
+    let worker = c.add_worker("dc-a", "node-1");
+    let storage = c.add_local_storage("archives", "dc-a");
+    let data = c.path().join("srv/gc");
+    ferry_archive::sample::generate(&data, 9).unwrap();
+    write_random_file(&data.join("old.bin"), 8 << 20);
+    c.apply_volume_app("gc", "dc-a", ("web", "data"), &data);
+    let first = backup_of(&c, "gc", &[]);
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let old_bytes = volume_shard(&first)["bytes"].as_u64().unwrap();
+
+    // The second backup reuses every old file's chunks (the first backup's packs) and reads a
+    // large new file. In the middle of that file its worker is stopped, the first backup is
+    // deleted and a collection (grace 0) removes the packs the second one reuses.
+    write_random_file(&data.join("new.bin"), 512 << 20);
+    let second_id = start(&c, "gc");
+    wait_for(
+        Duration::from_secs(60),
+        "the backup in its new file",
+        || {
+            let s = volume_shard(&c.backup(&second_id)).clone();
+            s["state"] == "Running" && s["bytes"].as_u64().unwrap_or(0) > old_bytes + (64 << 20)
+        },
+    );
+    c.workers[worker].signal(libc::SIGSTOP);
+    c.ferry(&["backup", "delete", &first_id]).expect_code(0);
+    let gc = c
+        .ferry(&["storage", "gc", "archives", "-o", "json"])
+        .expect_code(0)
+        .json();
+    let during = c.backup(&second_id)["state"].clone();
+    c.workers[worker].signal(libc::SIGCONT);
+    assert!(gc["packs_deleted"].as_u64().unwrap() >= 1, "{gc:#}");
+    assert!(
+        !["Completed", "Failed", "PartiallyFailed"].contains(&during.as_str().unwrap()),
+        "the collection did not run during the backup: {during}"
+    );
+
+    // Either the backup completes and restores exactly, or it fails saying why.
+    let second = c
+        .ferry(&["backup", "watch", &second_id, "-o", "json"])
+        .json();
+    eprintln!(
+        "backup across the collection: {} {}",
+        second["state"], second["message"]
+    );
+    if second["state"] == "Completed" {
+        let copy = c.path().join("srv/copy-second");
+        restore_into(&c, &second_id, "copy-second", &data, &copy);
+        assert_same(&data, &copy, "the backup completed across the collection");
+    } else {
+        assert_eq!(second["state"], "Failed", "{second:#}");
+        let message = second["message"].to_string() + &volume_shard(&second)["error"].to_string();
+        assert!(
+            message.contains("no longer in storage") && message.contains("back up again"),
+            "{second:#}"
+        );
+    }
+
+    // The next backup completes and restores, and nothing a committed backup references is
+    // gone: every listed pack exists.
+    let third = backup_of(&c, "gc", &[]);
+    let copy = c.path().join("srv/copy-third");
+    restore_into(
+        &c,
+        third["id"].as_str().unwrap(),
+        "copy-third",
+        &data,
+        &copy,
+    );
+    assert_same(&data, &copy, "the backup after the collection");
+    let (present, _) = packs_and_partials(&storage);
+    let mut committed = vec![third];
+    if second["state"] == "Completed" {
+        committed.push(second);
+    }
+    for b in &committed {
+        let missing: Vec<_> = referenced(&storage, b)
+            .difference(&present)
+            .cloned()
+            .collect();
+        assert!(missing.is_empty(), "{} lost {missing:?}", b["id"]);
+        c.ferry(&["backup", "verify", b["id"].as_str().unwrap()])
+            .expect_code(0);
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_backup_leaves_only_unreferenced_packs_which_gc_removes() {
+    let mut c = Cluster::start(&["--gc-grace", "0s", "--no-embedded-worker"]);
+    let mut procs = vec![
+        ("dc-a-node-1-", c.add_worker("dc-a", "node-1")),
+        ("dc-a-node-2-", c.add_worker("dc-a", "node-2")),
+    ];
+    let storage = c.add_local_storage("archives", "dc-a");
+    let data = c.path().join("srv/big");
+    big_volume(&data, 6, 64);
+    c.apply_volume_app("big", "dc-a", ("store", "data"), &data);
+    let id = start(&c, "big");
+    // Killed once it has written a pack of its own.
+    let mut victim = String::new();
+    wait_for(
+        Duration::from_secs(60),
+        "a pack of the first attempt",
+        || {
+            let s = volume_shard(&c.backup(&id)).clone();
+            victim = s["worker"].as_str().unwrap_or("").to_owned();
+            s["state"] == "Running" && !packs_and_partials(&storage).0.is_empty()
+        },
+    );
+    let at = procs
+        .iter()
+        .position(|(prefix, _)| victim.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no process for {victim}"));
+    let (_, index) = procs.remove(at);
+    c.workers[index].kill();
+    let (orphans_before, _) = packs_and_partials(&storage);
+
+    let done = c.ferry(&["backup", "watch", &id, "-o", "json"]).json();
+    assert_eq!(done["state"], "Completed", "{done:#}");
+    let shard = volume_shard(&done);
+    assert!(shard["attempt"].as_u64().unwrap() > 1, "{shard:#}");
+    assert_ne!(shard["worker"], victim.as_str(), "{shard:#}");
+    let used = referenced(&storage, &done);
+    let (present, _) = packs_and_partials(&storage);
+    let orphans: BTreeSet<String> = present.difference(&used).cloned().collect();
+    assert!(
+        !orphans.is_empty() && orphans.is_subset(&orphans_before),
+        "the killed attempt's packs: {orphans:?} (seen when it was killed: {orphans_before:?})"
+    );
+
+    // A dry run names exactly the orphans; a collection removes them, and any unfinished
+    // upload the killed worker left, and nothing else.
+    let dry = c
+        .ferry(&["storage", "gc", "archives", "--dry-run", "-o", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(dry["packs_deleted"], orphans.len() as u64, "{dry:#}");
+    let gc = c
+        .ferry(&["storage", "gc", "archives", "-o", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(gc["packs_deleted"], orphans.len() as u64, "{gc:#}");
+    eprintln!("collection after the kill: {gc}");
+    let (after, partials) = packs_and_partials(&storage);
+    assert_eq!(after, used);
+    assert!(partials.is_empty(), "unfinished uploads left: {partials:?}");
+    let copy = c.path().join("srv/copy");
+    restore_into(&c, &id, "copy", &data, &copy);
+    assert_same(&data, &copy, "the backup whose first attempt was killed");
 }

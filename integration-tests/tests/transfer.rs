@@ -45,11 +45,26 @@ fn export_then_import_into_another_installation_restores_equal() {
         data.display()
     ))
     .expect_code(0);
+    // The exported backup is incremental: a second one, whose volume builds on the first's.
+    a.ferry(&["backup", "create", "app", "--wait"])
+        .expect_code(0);
+    std::fs::write(data.join("changed.txt"), b"after the first backup").unwrap();
     let backup = a
         .ferry(&["backup", "create", "app", "--wait", "-o", "json"])
         .expect_code(0)
         .json();
     let id = backup["id"].as_str().unwrap();
+    let volume = backup["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "volume")
+        .unwrap();
+    let detail = volume["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("unchanged since the parent") && !detail.contains("; 0 files unchanged"),
+        "{volume:#}"
+    );
     let file = a.path().join("app.ferry");
     let file_arg = file.to_str().unwrap();
     a.ferry(&["backup", "export", id, "-f", file_arg])

@@ -22,12 +22,21 @@ pub struct GcPlan {
     pub referenced: u64,
     /// Unreferenced packs kept because they are too young (grace period, running backups).
     pub young: u64,
+    /// Unfinished uploads of packs (a killed writer's) older than the cutoff, aborted by
+    /// [`collect`]; the pure [`plan`] leaves it 0.
+    pub aborted: u64,
 }
 
 impl GcPlan {
     pub fn bytes(&self) -> u64 {
         self.delete.iter().map(|(_, n)| n).sum()
     }
+}
+
+/// What is older than this may go: the grace period before now, and the start of the oldest
+/// running backup.
+fn cutoff_ms(now_ms: i64, grace_ms: i64, oldest_running_ms: Option<i64>) -> i64 {
+    (now_ms - grace_ms).min(oldest_running_ms.unwrap_or(i64::MAX))
 }
 
 /// The pure decision. `packs` are the objects under the pack prefix; objects that are not packs
@@ -41,7 +50,7 @@ pub fn plan(
     oldest_running_ms: Option<i64>,
 ) -> GcPlan {
     let mut out = GcPlan::default();
-    let cutoff = (now_ms - grace_ms).min(oldest_running_ms.unwrap_or(i64::MAX));
+    let cutoff = cutoff_ms(now_ms, grace_ms, oldest_running_ms);
     for object in packs {
         let Some(name) = layout::pack_name_of(pack_prefix, &object.key) else {
             continue;
@@ -117,11 +126,12 @@ pub async fn collect(
     dry_run: bool,
 ) -> Result<GcPlan, StorageError> {
     let packs = store.list(pack_prefix).await?;
-    let plan = plan(
+    let now = layout::now_ms();
+    let mut plan = plan(
         pack_prefix,
         &packs,
         referenced,
-        layout::now_ms(),
+        now,
         grace_ms,
         oldest_running_ms,
     );
@@ -129,6 +139,9 @@ pub async fn collect(
         for (name, _) in &plan.delete {
             store.delete(&layout::pack_key(pack_prefix, name)).await?;
         }
+        let cutoff = cutoff_ms(now, grace_ms, oldest_running_ms).max(0) as u64;
+        let before = std::time::UNIX_EPOCH + std::time::Duration::from_millis(cutoff);
+        plan.aborted = store.abort_stale(pack_prefix, before).await?;
     }
     Ok(plan)
 }

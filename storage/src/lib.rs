@@ -82,6 +82,15 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// writer's leftovers); such an upload can never complete afterwards. Returns how many.
     async fn abort_incomplete(&self, prefix: &str) -> Result<u64, StorageError>;
 
+    /// Like [`ObjectStore::abort_incomplete`], for uploads started (local: last written) before
+    /// `before` only: a writer's leftovers that may be long dead, while a live writer beside
+    /// them keeps going (garbage collection of the repository's packs).
+    async fn abort_stale(
+        &self,
+        prefix: &str,
+        before: std::time::SystemTime,
+    ) -> Result<u64, StorageError>;
+
     /// Writes a small object from memory (manifests).
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
         let body: BoxReader = Box::pin(std::io::Cursor::new(bytes));

@@ -147,14 +147,15 @@ impl ObjectStore for LocalStore {
     }
 
     async fn abort_incomplete(&self, prefix: &str) -> Result<u64, StorageError> {
-        let root = self.root.clone();
-        let prefix = prefix.to_owned();
-        tokio::task::spawn_blocking(move || abort_blocking(&root, &prefix))
-            .await
-            .map_err(|e| StorageError::Io {
-                key: String::new(),
-                source: std::io::Error::other(e),
-            })?
+        self.abort_partials(prefix, None).await
+    }
+
+    async fn abort_stale(
+        &self,
+        prefix: &str,
+        before: std::time::SystemTime,
+    ) -> Result<u64, StorageError> {
+        self.abort_partials(prefix, Some(before)).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
@@ -217,6 +218,24 @@ fn walk_blocking(root: &Path, prefix: &str) -> Result<Vec<(String, u64)>, Storag
     Ok(out)
 }
 
+impl LocalStore {
+    /// Removes partial files under `prefix` (written before `before`, when given).
+    async fn abort_partials(
+        &self,
+        prefix: &str,
+        before: Option<std::time::SystemTime>,
+    ) -> Result<u64, StorageError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || abort_blocking(&root, &prefix, before))
+            .await
+            .map_err(|e| StorageError::Io {
+                key: String::new(),
+                source: std::io::Error::other(e),
+            })?
+    }
+}
+
 fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
     let mut out: Vec<ObjectInfo> = walk_blocking(root, prefix)?
         .into_iter()
@@ -227,10 +246,20 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, StorageEr
     Ok(out)
 }
 
-fn abort_blocking(root: &Path, prefix: &str) -> Result<u64, StorageError> {
+fn abort_blocking(
+    root: &Path,
+    prefix: &str,
+    before: Option<std::time::SystemTime>,
+) -> Result<u64, StorageError> {
     let mut n = 0;
     for (key, _) in walk_blocking(root, prefix)? {
-        if key.contains(PARTIAL_MARK) {
+        let stale = || match before {
+            None => true,
+            Some(before) => std::fs::metadata(root.join(&key))
+                .and_then(|m| m.modified())
+                .is_ok_and(|written| written < before),
+        };
+        if key.contains(PARTIAL_MARK) && stale() {
             match std::fs::remove_file(root.join(&key)) {
                 Ok(()) => n += 1,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -884,7 +884,45 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        // In memory already: one PutObject whatever the size (S3 allows 5 GiB).
+        let full = self.full_key(key)?;
+        if bytes.len() > MAX_PART_SIZE {
+            let body: BoxReader = Box::pin(std::io::Cursor::new(bytes));
+            self.put(key, body, &CancellationToken::new()).await?;
+            return Ok(());
+        }
+        self.put_single(
+            key,
+            &full,
+            BytesMut::from(&bytes[..]),
+            &CancellationToken::new(),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn abort_incomplete(&self, prefix: &str) -> Result<u64, StorageError> {
+        self.abort_uploads(prefix, None).await
+    }
+
+    async fn abort_stale(
+        &self,
+        prefix: &str,
+        before: std::time::SystemTime,
+    ) -> Result<u64, StorageError> {
+        self.abort_uploads(prefix, Some(before)).await
+    }
+}
+
+impl S3Store {
+    /// Aborts the incomplete multipart uploads under `prefix` (initiated before `before`, when
+    /// given; an upload whose start the server does not say is then kept).
+    async fn abort_uploads(
+        &self,
+        prefix: &str,
+        before: Option<std::time::SystemTime>,
+    ) -> Result<u64, StorageError> {
         let full_prefix = self.full_prefix(prefix)?;
         // Collect first, abort after: aborting while paging could shift the markers.
         let mut uploads: Vec<(String, String)> = Vec::new();
@@ -903,6 +941,16 @@ impl ObjectStore for S3Store {
                 .await
                 .map_err(|e| self.sdk_err("ListMultipartUploads", prefix, e))?;
             for u in page.uploads() {
+                let stale = match before {
+                    None => true,
+                    Some(before) => u
+                        .initiated()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                        .is_some_and(|started| started < before),
+                };
+                if !stale {
+                    continue;
+                }
                 if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
                     uploads.push((k.to_owned(), id.to_owned()));
                 }
@@ -924,24 +972,6 @@ impl ObjectStore for S3Store {
             }
         }
         Ok(n)
-    }
-
-    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
-        // In memory already: one PutObject whatever the size (S3 allows 5 GiB).
-        let full = self.full_key(key)?;
-        if bytes.len() > MAX_PART_SIZE {
-            let body: BoxReader = Box::pin(std::io::Cursor::new(bytes));
-            self.put(key, body, &CancellationToken::new()).await?;
-            return Ok(());
-        }
-        self.put_single(
-            key,
-            &full,
-            BytesMut::from(&bytes[..]),
-            &CancellationToken::new(),
-        )
-        .await?;
-        Ok(())
     }
 }
 

@@ -98,16 +98,18 @@ pub async fn run(ctx: &mut Ctx, cmd: StorageCmd) -> CliResult {
             if ctx.json() {
                 print_json(&json!({"storage": name, "dry_run": dry_run,
                     "packs_deleted": r.packs_deleted, "bytes_freed": r.bytes_freed,
-                    "packs_referenced": r.packs_referenced, "packs_young": r.packs_young}));
+                    "packs_referenced": r.packs_referenced, "packs_young": r.packs_young,
+                    "uploads_aborted": r.uploads_aborted}));
             } else {
                 let verb = if dry_run { "would delete" } else { "deleted" };
                 println!(
                     "storage {name}: {verb} {} unreferenced pack(s), {}; kept {} referenced and {} \
-                     too young to collect",
+                     too young to collect; aborted {} unfinished upload(s)",
                     r.packs_deleted,
                     bytesize::ByteSize(r.bytes_freed),
                     r.packs_referenced,
-                    r.packs_young
+                    r.packs_young,
+                    r.uploads_aborted
                 );
             }
             Ok(())

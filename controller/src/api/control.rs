@@ -129,6 +129,7 @@ impl ControlService for ControlApi {
             bytes_freed: r.bytes,
             packs_referenced: r.referenced,
             packs_young: r.young,
+            uploads_aborted: r.aborted,
         }))
     }
 

@@ -167,7 +167,7 @@ pub async fn commit(
             tracing::warn!(job = %job.id, shard = %s.id, key = %s.object_key, %why, "archive check at commit failed");
             *s = crate::shards::skip(
                 s,
-                &format!("its archive {} {why} at commit", s.object_key),
+                &format!("at commit, its archive {} {why}", s.object_key),
                 now_ms(),
             );
         }
