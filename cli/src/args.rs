@@ -344,6 +344,10 @@ pub enum BackupCmd {
     #[command(after_help = "Example:\n  ferry backup verify shop-20261121-103500-3fa2")]
     Verify {
         id: String,
+        /// Incremental volumes: read every chunk they reference and check its hash (slow: reads
+        /// the whole backup), instead of checking that every pack exists.
+        #[arg(long)]
+        read_data: bool,
         /// Return at once with the verify job instead of waiting for its verdict.
         #[arg(long)]
         no_wait: bool,

@@ -187,7 +187,7 @@ rpcs! {
     get_backup(v1::GetJobRequest) -> v1::Job;
     cancel_backup(v1::GetJobRequest) -> v1::Job;
     delete_backup(v1::GetJobRequest) -> v1::DeleteBackupResponse;
-    verify_backup(v1::GetJobRequest) -> v1::Job;
+    verify_backup(v1::VerifyBackupRequest) -> v1::Job;
     cancel_restore(v1::GetJobRequest) -> v1::Job;
     create_restore(v1::CreateRestoreRequest) -> v1::Job;
     list_restores(v1::ListRestoresRequest) -> v1::ListJobsResponse;

@@ -69,6 +69,10 @@ scoped! {
     v1::CreateBackupRequest => |m| format!("app {}", m.app);
     v1::ListBackupsRequest => |_m| String::new();
     v1::GetJobRequest => |m| format!("job {}", m.id);
+    v1::VerifyBackupRequest => |m| {
+        let how = if m.read_data { " (reading every chunk)" } else { "" };
+        format!("backup {}{how}", m.id)
+    };
     v1::CreateRestoreRequest => |m| {
         let into = if m.to_app.is_empty() { "its app".to_owned() } else { format!("app {}", m.to_app) };
         let how = if m.overwrite { " (overwrite)" } else { "" };

@@ -136,11 +136,13 @@ pub fn shards_from_manifest(
                 .get(&m.slot)
                 .ok_or_else(|| Error::FailedPrecondition(missing(m)))?;
             // A restore checks a volume's archive while staging it (one read, not two).
-            let staged_later = step != FirstStep::Verify
+            let verify_job = matches!(step, FirstStep::Verify | FirstStep::VerifyData);
+            let staged_later = !verify_job
                 && matches!(planned.resource, ferry_model::task::Resource::Volume { .. });
             let op = ShardOp::Verify {
                 check_target: step == FirstStep::Restore,
                 archive: !staged_later,
+                read_data: step == FirstStep::VerifyData,
             };
             let mut shard = new_shard(job_id, planned, op);
             shard.id = m.id.clone();
@@ -154,8 +156,10 @@ pub fn shards_from_manifest(
 /// What the first step of a job reading a backup checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstStep {
-    /// A verify job: every archive.
+    /// A verify job: every archive (a repository volume: its index, and that its packs exist).
     Verify,
+    /// A verify job that also reads every chunk a repository volume references.
+    VerifyData,
     /// A restore: every target empty; archives of databases, config and exec (volumes' are
     /// checked while staged).
     Restore,

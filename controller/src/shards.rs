@@ -287,6 +287,7 @@ pub mod tests {
         verified.op = ShardOp::Verify {
             check_target: true,
             archive: true,
+            read_data: false,
         };
         let r = to_restore(&verified);
         assert_eq!(
@@ -306,6 +307,7 @@ pub mod tests {
         checked.op = ShardOp::Verify {
             check_target: true,
             archive: false,
+            read_data: false,
         };
         let staging = to_stage(&checked);
         assert_eq!(

@@ -251,6 +251,28 @@ fn a_chain_of_incremental_backups_restores_exports_and_collects() {
         &copy5,
         "the fifth backup after its parents were collected",
     );
+
+    // One flipped byte inside a pack the fifth backup references: the default verify (every
+    // pack exists) cannot see it, `--read-data` (every chunk's hash) names it.
+    let fifth_id = fifth["id"].as_str().unwrap();
+    c.ferry(&["backup", "verify", fifth_id, "--read-data"])
+        .expect_code(0);
+    // The newest pack it references is its own: the replaced file, every byte of it in use.
+    let pack = storage.join("teams/default/repo/packs").join(
+        referenced(&storage, &fifth)
+            .into_iter()
+            .next_back()
+            .unwrap(),
+    );
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&pack, bytes).unwrap();
+    c.ferry(&["backup", "verify", fifth_id]).expect_code(0);
+    let damaged = c
+        .ferry(&["backup", "verify", fifth_id, "--read-data", "-o", "json"])
+        .expect_code(1);
+    assert!(damaged.stdout.contains("damaged"), "{}", damaged.stdout);
 }
 
 /// The finished packs of the default team, and the unfinished uploads beside them.

@@ -243,6 +243,10 @@ pub enum ShardOp {
         check_target: bool,
         #[serde(default = "yes")]
         archive: bool,
+        /// A volume in the repository: read every chunk it references and check its hash (and
+        /// the whole tar stream's), not only that every pack exists (`verify --read-data`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        read_data: bool,
     },
     /// A volume's restore, first half: extract the archive into a staging directory inside the
     /// target, checking its SHA-256 on the way; nothing of it is visible yet.

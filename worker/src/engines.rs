@@ -99,8 +99,9 @@ pub async fn run(run: Run) -> Result<ShardOutcome, ShardError> {
             ShardOp::Verify {
                 check_target,
                 archive,
+                read_data,
             },
-        ) => verify(&run, check_target, archive).await,
+        ) => verify(&run, check_target, archive, read_data).await,
         (Resource::Volume { .. }, ShardOp::Stage) => volume::stage(&run).await,
         (_, ShardOp::Stage) => Err(ShardError::permanent("only a volume is staged")),
         (Resource::Volume { .. }, ShardOp::Backup) => volume::backup(&run).await,
@@ -140,7 +141,12 @@ async fn holds_nothing(run: &Run) -> bool {
 
 /// Re-reads the archive and checks its checksum; for a restore's first step, also checks that
 /// the target holds nothing that would be overwritten.
-async fn verify(run: &Run, check_target: bool, archive: bool) -> Result<ShardOutcome, ShardError> {
+async fn verify(
+    run: &Run,
+    check_target: bool,
+    archive: bool,
+    read_data: bool,
+) -> Result<ShardOutcome, ShardError> {
     let expected =
         run.task.expected_sha256.as_deref().ok_or_else(|| {
             ShardError::permanent("the manifest records no checksum for this shard")
@@ -179,6 +185,9 @@ async fn verify(run: &Run, check_target: bool, archive: bool) -> Result<ShardOut
                 missing.len(),
                 run.task.object_key
             )));
+        }
+        if read_data {
+            volume::read_repository_data(run, repo, expected).await?;
         }
     }
     Ok(ShardOutcome {

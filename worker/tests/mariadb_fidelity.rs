@@ -818,6 +818,7 @@ async fn restore_archive(
         ShardOp::Verify {
             check_target: !overwrite,
             archive: true,
+            read_data: false,
         },
         target.clone(),
         &storage,
@@ -1144,6 +1145,7 @@ async fn a_wrong_password_is_refused_without_leaking_it() {
         ShardOp::Verify {
             check_target: true,
             archive: true,
+            read_data: false,
         },
         resource_with(as_user.clone(), &target),
         &storage,
@@ -1269,6 +1271,7 @@ async fn an_unreachable_server_is_a_clear_transient_error() {
         ShardOp::Verify {
             check_target: true,
             archive: true,
+            read_data: false,
         },
         resource_with(unreachable, "ferry_t_nowhere"),
         &storage,

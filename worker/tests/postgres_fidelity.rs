@@ -220,6 +220,7 @@ async fn verify_target(
         ShardOp::Verify {
             check_target: true,
             archive: true,
+            read_data: false,
         },
         resource(db),
         &storage,
@@ -1389,6 +1390,7 @@ async fn an_unreachable_server_fails_clearly_and_never_shows_the_password() {
         ShardOp::Verify {
             check_target: true,
             archive: true,
+            read_data: false,
         },
         resource_with(unreachable.clone(), "shop"),
         &storage,

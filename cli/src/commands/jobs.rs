@@ -93,10 +93,15 @@ pub async fn backup(ctx: &mut Ctx, cmd: BackupCmd) -> CliResult {
             let job = ctx.client.cancel_backup(req).await?.into_inner();
             cancelled(ctx, job, wait).await
         }
-        BackupCmd::Verify { id, no_wait } => {
-            let req = v1::GetJobRequest {
+        BackupCmd::Verify {
+            id,
+            read_data,
+            no_wait,
+        } => {
+            let req = v1::VerifyBackupRequest {
                 team: ctx.team.clone(),
                 id,
+                read_data,
             };
             let job = ctx.client.verify_backup(req).await?.into_inner();
             finish_create(ctx, job, !no_wait).await

@@ -285,11 +285,17 @@ impl ControlService for ControlApi {
 
     async fn verify_backup(
         &self,
-        req: Request<v1::GetJobRequest>,
+        req: Request<v1::VerifyBackupRequest>,
     ) -> Result<Response<v1::Job>, Status> {
         self.ctx.require_leader()?;
-        let JobRef { team, id } = scoped(req)?.1.try_into()?;
-        let job = jobs::create_verify(&self.ctx, &team, &id).await?;
+        let (_, msg) = scoped(req)?;
+        let read_data = msg.read_data;
+        let JobRef { team, id } = v1::GetJobRequest {
+            team: msg.team,
+            id: msg.id,
+        }
+        .try_into()?;
+        let job = jobs::create_verify(&self.ctx, &team, &id, read_data).await?;
         let view = jobs::view(&self.ctx, &job.team, &job.id).await?;
         Ok(Response::new(convert::job(&self.ctx, &view)))
     }

@@ -482,6 +482,7 @@ mod tests {
             op: ShardOp::Verify {
                 check_target: true,
                 archive: true,
+                read_data: false,
             },
             ..s
         }

@@ -11,7 +11,12 @@ use crate::records::{JobKind, JobRecord, JobState, RestorePlan};
 
 /// Starts a verify job: every archive of the backup is re-read from storage and its SHA-256
 /// checked against the manifest, by a worker of the backup's cluster. Nothing is written.
-pub async fn create_verify(ctx: &Context, team: &str, backup_id: &str) -> Result<JobRecord> {
+pub async fn create_verify(
+    ctx: &Context,
+    team: &str,
+    backup_id: &str,
+    read_data: bool,
+) -> Result<JobRecord> {
     let backup = get_job(ctx, team, backup_id).await?;
     if backup.kind != JobKind::Backup {
         return Err(Error::InvalidArgument(format!(
@@ -33,7 +38,11 @@ pub async fn create_verify(ctx: &Context, team: &str, backup_id: &str) -> Result
         &id,
         &manifest,
         &manifest.app_spec,
-        FirstStep::Verify,
+        if read_data {
+            FirstStep::VerifyData
+        } else {
+            FirstStep::Verify
+        },
         |m| {
             format!(
                 "manifest of {backup_id} is inconsistent: shard {} has no place ({}) in its app spec",

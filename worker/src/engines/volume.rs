@@ -1,8 +1,10 @@
 //! Volumes: a directory tree as a tar stream (ferry-archive), compressed and uploaded while it is
 //! being read; restored by streaming the archive back into an empty (or `--overwrite`) directory.
 
+use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use ferry_model::task::{Resource, ShardOutcome, Staged};
 
@@ -159,6 +161,44 @@ async fn backup_into_repository(
         }),
         ..Default::default()
     })
+}
+
+/// `verify --read-data` of a repository volume: reads the whole tar stream its index describes
+/// — every chunk's hash, the stream's length and SHA-256 checked on the way — writing nothing.
+pub async fn read_repository_data(
+    run: &Run,
+    repo: &ferry_model::task::RepoTask,
+    expected: &str,
+) -> Result<(), ShardError> {
+    let (store, counters, cancel) = (run.store.clone(), run.counters.clone(), run.cancel.clone());
+    let (key, prefix, expected) = (
+        run.task.object_key.clone(),
+        repo.packs_prefix.clone(),
+        expected.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Handle::current();
+        let mut input =
+            ferry_repo::open_tar(&rt, store, &prefix, &key, Some(&expected)).map_err(repo_error)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            if cancel.is_cancelled() {
+                return Err(ShardError::cancelled());
+            }
+            match input.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    counters.done.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(ShardError::permanent(format!("{key} is damaged: {e}")));
+                }
+                Err(e) => return Err(ShardError::transient(format!("reading {key}: {e}"))),
+            }
+        }
+    })
+    .await
+    .map_err(|e| ShardError::transient(format!("repository read crashed: {e}")))?
 }
 
 fn describe(s: &ferry_archive::ArchiveStats) -> String {

@@ -72,6 +72,7 @@ pub async fn round_trip(
         ShardOp::Verify {
             check_target: !overwrite,
             archive: true,
+            read_data: false,
         },
         target.clone(),
         &storage,
