@@ -4,6 +4,7 @@
 
 mod control_plane;
 mod data;
+mod incremental;
 mod postgres;
 mod procs;
 mod report;
@@ -22,6 +23,7 @@ use crate::report::Row;
 enum Which {
     All,
     Volume,
+    Incremental,
     Postgres,
     Rss,
     ControlPlane,
@@ -32,8 +34,9 @@ enum Which {
 type Measure = fn(&Config, &mut Vec<String>) -> anyhow::Result<Vec<Row>>;
 
 /// Every measure, in the order they run.
-const MEASURES: [(Which, &str, Measure); 5] = [
+const MEASURES: [(Which, &str, Measure); 6] = [
     (Which::Volume, "volume", volume::run),
+    (Which::Incremental, "incremental", incremental::run),
     (Which::Postgres, "postgres", postgres::run),
     (Which::Rss, "worker RSS", volume::run_rss),
     (Which::ControlPlane, "control plane", control_plane::run),

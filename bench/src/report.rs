@@ -245,6 +245,11 @@ impl Samples {
         median(&self.secs)
     }
 
+    /// The latest run's wall seconds (0 before any).
+    pub fn last(&self) -> f64 {
+        self.secs.last().copied().unwrap_or(0.0)
+    }
+
     /// `W s wall, C s CPU` (medians).
     pub fn describe(&self) -> String {
         format!(

@@ -221,8 +221,9 @@ struct Peak {
     samples: Vec<f64>,
 }
 
-/// Backs up `set` with a fresh worker process and reads the worker's peak RSS.
-fn worker_peak(cfg: &Config, set: &Dataset, label: &str) -> anyhow::Result<Peak> {
+/// Backs up `set` with a fresh worker process (`extra`: `--full` or nothing, an incremental
+/// backup into an empty repository) and reads the worker's peak RSS.
+fn worker_peak(cfg: &Config, set: &Dataset, label: &str, extra: &[&str]) -> anyhow::Result<Peak> {
     let dir = tempfile::Builder::new()
         .prefix("rss-")
         .tempdir_in(&cfg.work_dir)?;
@@ -231,7 +232,7 @@ fn worker_peak(cfg: &Config, set: &Dataset, label: &str) -> anyhow::Result<Peak>
     ferry.add_local_storage("archives", CLUSTER)?;
     ferry.apply("rss", &volume_app("rss", &set.root, NODE))?;
     let sampler = procs::RssSampler::start(ferry.workers[0].pid());
-    let backup = ferry.backup("rss", &["--full"]);
+    let backup = ferry.backup("rss", extra);
     let samples = sampler.finish();
     let (secs, _, job) = backup?;
     let source = job["bytes"].as_u64().unwrap_or(0);
@@ -294,7 +295,7 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
     let mut small_secs = Vec::new();
     let mut small_samples = Vec::new();
     for _ in 0..cfg.rounds {
-        let p = worker_peak(cfg, &small, "small")?;
+        let p = worker_peak(cfg, &small, "small", &["--full"])?;
         small_peaks.push(p.peak);
         small_secs.push(p.secs);
         small_samples = p.samples;
@@ -305,10 +306,13 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
         .tempdir_in(&cfg.work_dir)?;
     let zstd_peak = baseline_peak(&small, scratch.path())?;
     let big_set = data::big_volume(&cfg.work_dir, cfg.big_size, cfg.seed)?;
-    let result = worker_peak(cfg, &big_set, "large");
+    let result = worker_peak(cfg, &big_set, "large", &["--full"]).and_then(|full| {
+        let incremental = worker_peak(cfg, &big_set, "large, incremental", &[])?;
+        Ok((full, incremental))
+    });
     // The large volume is not worth keeping on disk between runs.
     data::remove(&big_set);
-    let big = result?;
+    let (big, big_incremental) = result?;
     let small_label = format!("{:.0} MiB", mib(small.stats.bytes));
     let big_label = format!("{:.0} MiB", mib(big_set.stats.bytes));
     notes.push(format!(
@@ -317,7 +321,10 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
          VmRSS sampled every 100 ms, highest per quarter of the last run {}; {big_label}: one \
          run, {:.1} s, VmRSS highest per quarter {}; the data are files made of a 64 MiB block \
          (half random, half log text) repeated; the small row's baseline is the peak RSS of \
-         `tar | zstd -3 -T2` on the same data (GNU time), the large row's is the small row",
+         `tar | zstd -3 -T2` on the same data (GNU time), the large row's is the small row; \
+         the small and large rows back up with --full (one self-contained archive), the \
+         incremental row backs the large volume up into an empty repository with a fresh \
+         worker: {:.1} s, VmRSS highest per quarter {} (its baseline is the --full run)",
         small_peaks.len(),
         small_peaks
             .iter()
@@ -328,6 +335,8 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
         procs::by_quarter(&small_samples),
         big.secs,
         procs::by_quarter(&big.samples),
+        big_incremental.secs,
+        procs::by_quarter(&big_incremental.samples),
     ));
     Ok(vec![
         Row {
@@ -348,6 +357,15 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
             baseline: Some(small_peak),
             unit: Unit::MiB,
             target: Some(Target::AtMostAndFlat(64.0, 1.10)),
+            timing: false,
+            error: None,
+        },
+        Row {
+            measure: format!("worker peak RSS, {big_label} incremental backup"),
+            ferry: Some(big_incremental.peak),
+            baseline: Some(big.peak),
+            unit: Unit::MiB,
+            target: Some(Target::AtMost(64.0)),
             timing: false,
             error: None,
         },
