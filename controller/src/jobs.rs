@@ -430,6 +430,7 @@ pub async fn delete_backup(ctx: &Context, team: &str, id: &str) -> Result<u64> {
     }
     let deleted = delete_objects(ctx, &job).await?;
     persist::remove(&*ctx.store, id).await?;
+    backup::forget_heads_of(ctx, &job).await?;
     tracing::info!(job = %id, objects = deleted, "backup deleted");
     ctx.notify();
     Ok(deleted)

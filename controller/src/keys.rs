@@ -54,6 +54,13 @@ pub fn jobs() -> String {
     format!("{ROOT}jobs/")
 }
 
+/// `/ferry/v1/repo-heads/TEAM/APP/STORAGE`: for each volume slot of an app, its newest index in
+/// a location (the parent of the next incremental backup), so planning a backup reads one key
+/// instead of the job history.
+pub fn repo_heads(team: &str, app: &str, storage: &str) -> String {
+    format!("{ROOT}repo-heads/{team}/{app}/{storage}")
+}
+
 /// `/ferry/v1/active/ID`
 pub fn active_job(id: &str) -> String {
     format!("{ROOT}active/{id}")

@@ -14,7 +14,9 @@ use super::{new_shard, persist, refuse_if_busy};
 use crate::apps;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::keys;
 use crate::records::{JobKind, JobRecord, JobState, ShardRecord, ShardState};
+use crate::store::get_json;
 
 /// Starts a backup of an app.
 pub async fn create_backup(ctx: &Context, req: CreateBackup) -> Result<JobRecord> {
@@ -72,13 +74,76 @@ pub async fn new_backup(
     Ok((job, shards))
 }
 
+/// Each volume slot's newest index: what `repo_heads` holds.
+type Heads = std::collections::BTreeMap<String, String>;
+
 /// The parents of a repository backup's volumes: for each slot, its index in the newest
 /// completed backup of the same app in the same location that holds one (a `--full` backup in
-/// between does not break the chain). A volume no earlier backup holds starts without a parent.
-async fn parent_indexes(
-    ctx: &Context,
-    job: &JobRecord,
-) -> Result<std::collections::HashMap<String, String>> {
+/// between does not break the chain), read from the app's heads (one key, whatever the job
+/// history). A volume no earlier backup holds starts without a parent.
+async fn parent_indexes(ctx: &Context, job: &JobRecord) -> Result<Heads> {
+    if !job.spec.components.iter().any(|c| !c.volumes.is_empty()) {
+        return Ok(Heads::new());
+    }
+    let key = keys::repo_heads(&job.team, &job.app, &job.storage);
+    Ok(get_json::<Heads>(&*ctx.store, &key)
+        .await?
+        .map(|(heads, _)| heads)
+        .unwrap_or_default())
+}
+
+/// After `deleted` left the catalog: heads that named its indexes are found again among the
+/// remaining backups (deleting the newest backup; retention deletes the oldest, which are no
+/// heads, and costs nothing here).
+pub async fn forget_heads_of(ctx: &Context, deleted: &JobRecord) -> Result<()> {
+    let key = keys::repo_heads(&deleted.team, &deleted.app, &deleted.storage);
+    let Some((heads, _)) = get_json::<Heads>(&*ctx.store, &key).await? else {
+        return Ok(());
+    };
+    let dir = layout::backup_dir(&deleted.team, &deleted.app, &deleted.id);
+    if !heads.values().any(|index| index.starts_with(&dir)) {
+        return Ok(());
+    }
+    let found = scan_parents(ctx, deleted).await?;
+    let heads: Heads = heads
+        .into_iter()
+        .filter_map(|(slot, index)| {
+            if index.starts_with(&dir) {
+                found.get(&slot).map(|i| (slot, i.clone()))
+            } else {
+                Some((slot, index))
+            }
+        })
+        .collect();
+    ctx.store.put(&key, heads_json(&heads)).await?;
+    Ok(())
+}
+
+/// A map of strings always serializes.
+fn heads_json(heads: &Heads) -> Vec<u8> {
+    serde_json::to_vec(heads).expect("a map of strings serializes")
+}
+
+/// Records the indexes a committed backup wrote as its app's heads.
+async fn advance_heads(ctx: &Context, job: &JobRecord, ok: &[&ShardRecord]) -> Result<()> {
+    let key = keys::repo_heads(&job.team, &job.app, &job.storage);
+    let mut heads: Heads = get_json(&*ctx.store, &key)
+        .await?
+        .map(|(heads, _)| heads)
+        .unwrap_or_default();
+    let before = heads.clone();
+    for s in ok.iter().filter(|s| layout::is_index_key(&s.object_key)) {
+        heads.insert(s.slot.clone(), s.object_key.clone());
+    }
+    if heads != before {
+        ctx.store.put(&key, heads_json(&heads)).await?;
+    }
+    Ok(())
+}
+
+/// The heads of `job`'s app found by reading the job history: every slot's index in the
+/// newest completed backup (other than `job`) that holds one.
+async fn scan_parents(ctx: &Context, job: &JobRecord) -> Result<Heads> {
     /// Backups looked at, newest first: enough to step over a few `--full` ones.
     const LOOK_BACK: usize = 16;
     let mut candidates: Vec<JobRecord> = crate::jobs::list_jobs(ctx)
@@ -89,6 +154,7 @@ async fn parent_indexes(
                 && j.team == job.team
                 && j.app == job.app
                 && j.storage == job.storage
+                && j.id != job.id
                 && matches!(j.state, JobState::Completed | JobState::PartiallyFailed)
         })
         .collect();
@@ -99,7 +165,7 @@ async fn parent_indexes(
         .iter()
         .map(|c| c.volumes.len())
         .sum::<usize>();
-    let mut parents = std::collections::HashMap::new();
+    let mut parents = Heads::new();
     for candidate in candidates.iter().take(LOOK_BACK) {
         for s in crate::jobs::shards_of(ctx, &candidate.id).await? {
             if s.state == ShardState::Succeeded && layout::is_index_key(&s.object_key) {
@@ -193,6 +259,7 @@ pub async fn commit(
         manifest.installation = ctx.installation().to_owned();
         let key = layout::manifest_key(&job.team, &job.app, &job.id);
         store.put_bytes(&key, manifest.to_json()).await?;
+        advance_heads(ctx, &job, &ok).await?;
     }
     let keep: Vec<String> = ok
         .iter()
