@@ -2,7 +2,9 @@
 //!
 //! [`TarStream`] is a [`Read`] (for ferry-archive's extractor, or for an export). It reads the
 //! index in order, and fetches runs of chunks that lie next to each other in one pack with a
-//! single ranged read, several runs at once ahead of the reader (prefetch over several packs).
+//! single ranged read — across the tar headers between them, so a directory of small files,
+//! one chunk each, is one read — several runs at once ahead of the reader (prefetch over
+//! several packs).
 //! Each chunk is decompressed and its SHA-256 checked against its id on the runtime's blocking
 //! threads; a chunk that does not match fails the read, so a restore never writes what the
 //! backup did not hold. Memory: at most [`AHEAD`] runs of at most [`RUN`] bytes.
@@ -24,11 +26,18 @@ use crate::{RepoError, layout};
 pub const RUN: u64 = 4 << 20;
 /// Runs fetched ahead of the reader.
 pub const AHEAD: usize = 6;
+/// Pieces (tar headers, chunk places) queued ahead of the reader at most.
+const QUEUED: usize = 8192;
 
+/// A piece of the tar stream, in order.
 enum Piece {
     Inline(Vec<u8>),
-    Fetch(JoinHandle<io::Result<Vec<u8>>>),
+    /// The next chunk of the oldest run in flight (runs are served in order).
+    Chunk,
 }
+
+/// A run's chunks, decompressed and checked, one buffer each.
+type Fetch = JoinHandle<io::Result<VecDeque<Vec<u8>>>>;
 
 type IndexIn = IndexReader<Box<dyn Read + Send>>;
 
@@ -38,8 +47,13 @@ pub struct TarStream {
     store: Arc<dyn ObjectStore>,
     pack_prefix: String,
     index: IndexIn,
-    peeked: Option<Record>,
     queue: VecDeque<Piece>,
+    /// The run being gathered: its chunks are queued, its fetch not started yet.
+    open: Vec<ChunkRef>,
+    /// Runs in flight, oldest first.
+    fetches: VecDeque<Fetch>,
+    /// The chunks of the oldest run not served yet.
+    fetched: VecDeque<Vec<u8>>,
     current: Vec<u8>,
     at: usize,
     served: u64,
@@ -99,8 +113,10 @@ pub fn open_tar(
         store,
         pack_prefix: pack_prefix.to_owned(),
         index,
-        peeked: None,
         queue: VecDeque::new(),
+        open: Vec::new(),
+        fetches: VecDeque::new(),
+        fetched: VecDeque::new(),
         current: Vec::new(),
         at: 0,
         served: 0,
@@ -113,68 +129,52 @@ pub fn open_tar(
 }
 
 impl TarStream {
-    fn next_record(&mut self) -> io::Result<Option<Record>> {
-        match self.peeked.take() {
-            Some(r) => Ok(Some(r)),
-            None => self.index.next_record(),
-        }
-    }
-
-    /// Queues pieces until [`AHEAD`] fetches are in flight or the index ends.
+    /// Queues pieces until [`AHEAD`] runs are in flight or the index ends. Inline pieces are
+    /// small: at most [`QUEUED`] wait.
     fn fill(&mut self) -> io::Result<()> {
-        while self.end.is_none()
-            && self
-                .queue
-                .iter()
-                .filter(|p| matches!(p, Piece::Fetch(_)))
-                .count()
-                < AHEAD
-        {
-            match self.next_record()? {
+        while self.end.is_none() && self.fetches.len() < AHEAD && self.queue.len() < QUEUED {
+            match self.index.next_record()? {
                 Some(Record::Inline(bytes)) => self.queue.push_back(Piece::Inline(bytes)),
-                Some(Record::Chunk(first)) => {
-                    let run = self.run_from(first)?;
-                    self.chunks += run.len() as u64;
-                    self.queue.push_back(Piece::Fetch(self.fetch(run)));
+                Some(Record::Chunk(c)) => {
+                    if !self.continues_open(&c) {
+                        self.start_open();
+                    }
+                    self.open.push(c);
+                    self.chunks += 1;
+                    self.queue.push_back(Piece::Chunk);
                 }
-                Some(Record::End { tar_bytes, chunks }) => self.end = Some((tar_bytes, chunks)),
+                Some(Record::End { tar_bytes, chunks }) => {
+                    self.start_open();
+                    self.end = Some((tar_bytes, chunks));
+                }
                 Some(Record::File(_) | Record::FileEnd) => {}
                 None => return Err(corrupt("the index ends without its end record")),
-            }
-            // Inline pieces are small and cheap: stop queueing them once enough is waiting.
-            if self.queue.len() > 4 * AHEAD {
-                break;
             }
         }
         Ok(())
     }
 
-    /// `first` and the chunks after it that continue it in the same pack, up to [`RUN`] bytes.
-    fn run_from(&mut self, first: ChunkRef) -> io::Result<Vec<ChunkRef>> {
-        let mut run = vec![first];
-        loop {
-            let last = run.last().expect("a chunk");
-            let total = last.offset + u64::from(last.stored) - run[0].offset;
-            match self.next_record()? {
-                Some(Record::Chunk(c))
-                    if c.pack == last.pack
-                        && c.offset == last.offset + u64::from(last.stored)
-                        && total + u64::from(c.stored) <= RUN =>
-                {
-                    run.push(c);
-                }
-                other => {
-                    self.peeked = other;
-                    return Ok(run);
-                }
+    /// Whether `c` lies right after the open run in the same pack, within [`RUN`].
+    fn continues_open(&self, c: &ChunkRef) -> bool {
+        match (self.open.first(), self.open.last()) {
+            (Some(first), Some(last)) => {
+                c.pack == last.pack
+                    && c.offset == last.offset + u64::from(last.stored)
+                    && c.offset + u64::from(c.stored) - first.offset <= RUN
             }
+            _ => true,
         }
     }
 
-    fn fetch(&self, run: Vec<ChunkRef>) -> JoinHandle<io::Result<Vec<u8>>> {
+    /// Starts the fetch of the open run, if any.
+    fn start_open(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        let run = std::mem::take(&mut self.open);
         let store = self.store.clone();
         let key = layout::pack_key(&self.pack_prefix, &run[0].pack);
-        self.rt.spawn(async move {
+        self.fetches.push_back(self.rt.spawn(async move {
             let last = run.last().expect("a chunk");
             let len = last.offset + u64::from(last.stored) - run[0].offset;
             let data = store
@@ -185,7 +185,28 @@ impl TarStream {
             tokio::task::spawn_blocking(move || decode(&key, &data, &run))
                 .await
                 .map_err(|e| io::Error::other(format!("decoding {what}: {e}")))?
-        })
+        }));
+    }
+
+    /// The next chunk of the stream: from the oldest run in flight (started now if it is the
+    /// open one).
+    fn next_chunk(&mut self) -> io::Result<Vec<u8>> {
+        if self.fetched.is_empty() {
+            if self.fetches.is_empty() {
+                self.start_open();
+            }
+            let fetch = self
+                .fetches
+                .pop_front()
+                .ok_or_else(|| corrupt("a chunk without a run"))?;
+            self.fetched = self
+                .rt
+                .block_on(fetch)
+                .map_err(|e| io::Error::other(format!("a chunk fetch failed: {e}")))??;
+        }
+        self.fetched
+            .pop_front()
+            .ok_or_else(|| corrupt("a run ended early"))
     }
 
     fn finished(&mut self) -> io::Result<()> {
@@ -217,9 +238,8 @@ impl TarStream {
 }
 
 /// Decompresses a run of chunks and checks each against its id.
-fn decode(key: &str, data: &[u8], run: &[ChunkRef]) -> io::Result<Vec<u8>> {
-    let total: usize = run.iter().map(|c| c.raw as usize).sum();
-    let mut out = Vec::with_capacity(total);
+fn decode(key: &str, data: &[u8], run: &[ChunkRef]) -> io::Result<VecDeque<Vec<u8>>> {
+    let mut out = VecDeque::with_capacity(run.len());
     let mut decompressor = zstd::bulk::Decompressor::new()?;
     let base = run[0].offset;
     for c in run {
@@ -235,7 +255,7 @@ fn decode(key: &str, data: &[u8], run: &[ChunkRef]) -> io::Result<Vec<u8>> {
                 c.offset
             )));
         }
-        out.extend_from_slice(&raw);
+        out.push_back(raw);
     }
     Ok(out)
 }
@@ -247,17 +267,10 @@ fn corrupt(what: &str) -> io::Error {
 impl Read for TarStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at == self.current.len() {
-            if self.queue.len() < AHEAD {
-                self.fill()?;
-            }
+            self.fill()?;
             match self.queue.pop_front() {
                 Some(Piece::Inline(bytes)) => self.current = bytes,
-                Some(Piece::Fetch(handle)) => {
-                    self.current = self
-                        .rt
-                        .block_on(handle)
-                        .map_err(|e| io::Error::other(format!("a chunk fetch failed: {e}")))??;
-                }
+                Some(Piece::Chunk) => self.current = self.next_chunk()?,
                 None => {
                     self.finished()?;
                     return Ok(0);
@@ -275,10 +288,8 @@ impl Read for TarStream {
 
 impl Drop for TarStream {
     fn drop(&mut self) {
-        for piece in self.queue.drain(..) {
-            if let Piece::Fetch(handle) = piece {
-                handle.abort();
-            }
+        for fetch in self.fetches.drain(..) {
+            fetch.abort();
         }
     }
 }
