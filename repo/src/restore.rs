@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::index::{ChunkRef, IndexReader, Record};
 use crate::{RepoError, layout};
 
-/// Largest ranged read (compressed bytes of adjacent chunks).
+/// Largest run: compressed bytes of adjacent chunks read at once, and their decompressed size.
 pub const RUN: u64 = 4 << 20;
 /// Runs fetched ahead of the reader.
 pub const AHEAD: usize = 6;
@@ -154,13 +154,16 @@ impl TarStream {
         Ok(())
     }
 
-    /// Whether `c` lies right after the open run in the same pack, within [`RUN`].
+    /// Whether `c` lies right after the open run in the same pack, the run staying within
+    /// [`RUN`] bytes both stored and decompressed (what it holds in memory once fetched).
     fn continues_open(&self, c: &ChunkRef) -> bool {
         match (self.open.first(), self.open.last()) {
             (Some(first), Some(last)) => {
+                let raw: u64 = self.open.iter().map(|r| u64::from(r.raw)).sum();
                 c.pack == last.pack
                     && c.offset == last.offset + u64::from(last.stored)
                     && c.offset + u64::from(c.stored) - first.offset <= RUN
+                    && raw + u64::from(c.raw) <= RUN
             }
             _ => true,
         }
