@@ -71,6 +71,22 @@ fn migrate_moves_an_app_between_clusters_and_teams_with_rewrites() {
     );
 
     c.add_s3_storage("offsite", &s3, "ferry");
+    // An earlier backup into the same s3 location: the migration's backup builds on it and
+    // uploads no chunk of the unchanged volume again.
+    let earlier = c
+        .ferry(&[
+            "backup",
+            "create",
+            "shop",
+            "--storage",
+            "offsite",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    assert_eq!(earlier["state"], "Completed", "{earlier:#}");
     let src_path = src.display().to_string();
     let dst_path = dst.display().to_string();
     let out = c
@@ -99,6 +115,17 @@ fn migrate_moves_an_app_between_clusters_and_teams_with_rewrites() {
     assert_eq!(backup["state"], "Completed", "{backup:#}");
     assert_eq!(restore["state"], "Completed", "{restore:#}");
     assert_eq!(backup["storage"], "offsite");
+    let volume = backup["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "volume")
+        .unwrap();
+    let detail = volume["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(", 0 read;") && detail.contains(" 0 of "),
+        "the migration re-read or re-uploaded the volume: {detail}"
+    );
 
     // Each half ran on its own cluster's workers.
     for w in workers_of(backup) {
