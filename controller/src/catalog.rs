@@ -289,9 +289,7 @@ pub fn record_from_manifest(
 
 /// `shards/FILE` for an archive key inside `shards_dir`, or None when the key lies elsewhere.
 fn archive_name(key: &str, shards_dir: &str) -> Option<String> {
-    let file = key.strip_prefix(shards_dir)?;
-    let plain = !file.is_empty() && !file.contains(['/', '\\']) && !file.starts_with('.');
-    plain.then(|| format!("shards/{file}"))
+    layout::names_shard_in(key, shards_dir).then(|| format!("shards/{}", &key[shards_dir.len()..]))
 }
 
 /// Streams a finished backup as the parts of one `.ferry` file: its manifest, then each archive

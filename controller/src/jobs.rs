@@ -111,7 +111,15 @@ pub async fn read_manifest(ctx: &Context, backup: &JobRecord) -> Result<BackupMa
             )),
             other => other.into(),
         })?;
-    Ok(BackupManifest::from_json(&bytes)?)
+    let manifest = BackupManifest::from_json(&bytes)?;
+    // The manifest found under a backup's key must be that backup's.
+    if (&manifest.team, &manifest.app, &manifest.id) != (&backup.team, &backup.app, &backup.id) {
+        return Err(Error::FailedPrecondition(format!(
+            "the manifest stored for backup {} names backup {} of app {} in team {}; refusing it",
+            backup.id, manifest.id, manifest.app, manifest.team
+        )));
+    }
+    Ok(manifest)
 }
 
 /// The verify-step shards of a job reading a backup: each good shard of the manifest, paired by
@@ -127,11 +135,24 @@ pub fn shards_from_manifest(
         .into_iter()
         .map(|p| (p.slot.clone(), p))
         .collect();
+    let own_dir = format!(
+        "{}shards/",
+        layout::backup_dir(&manifest.team, &manifest.app, &manifest.id)
+    );
     manifest
         .shards
         .iter()
         .filter(|m| m.error.is_empty())
         .map(|m| {
+            // Whoever can write the bucket can edit a manifest: it may only name archives of
+            // its own backup (not another team's, not a path that climbs out).
+            if !layout::names_shard_in(&m.object_key, &own_dir) {
+                return Err(Error::FailedPrecondition(format!(
+                    "manifest of {}: archive {:?} of shard {} is not in the backup's directory; \
+                     refusing to read it",
+                    manifest.id, m.object_key, m.id
+                )));
+            }
             let planned = targets
                 .get(&m.slot)
                 .ok_or_else(|| Error::FailedPrecondition(missing(m)))?;

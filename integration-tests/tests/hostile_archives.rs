@@ -182,3 +182,74 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
         );
     }
 }
+
+/// A manifest edited in the bucket to read another team's archive (or anything outside its own
+/// backup) is refused by restore and verify before any shard runs.
+#[test]
+fn a_manifest_pointing_outside_its_backup_is_refused() {
+    let c = Cluster::start(&[]);
+    let storage = c.add_local_storage("archives", "local");
+    let data = c.path().join("srv/shop/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), b"hello").unwrap();
+    c.apply(&format!(
+        "name: shop\ncomponents:\n  - name: api\n    volumes:\n      - {{name: data, path: {}}}\n",
+        data.display()
+    ))
+    .expect_code(0);
+    let backup = c
+        .ferry(&[
+            "backup",
+            "create",
+            "shop",
+            "--storage",
+            "archives",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    let id = backup["id"].as_str().unwrap();
+    let manifest_path = storage.join(format!(
+        "teams/default/apps/shop/backups/{id}/manifest.json"
+    ));
+    let original = std::fs::read(&manifest_path).unwrap();
+    for foreign in [
+        "teams/other/apps/payroll/backups/payroll-1/shards/db.database.main.1.tar.zst".to_owned(),
+        format!("teams/default/apps/shop/backups/{id}/shards/../../../../../other/x.tar.zst"),
+    ] {
+        let mut manifest: serde_json::Value = serde_json::from_slice(&original).unwrap();
+        for shard in manifest["shards"].as_array_mut().unwrap() {
+            if shard["kind"] == "volume" {
+                shard["object_key"] = foreign.clone().into();
+            }
+        }
+        std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+        let target = c.path().join("srv/copy");
+        let restore = c
+            .ferry(&[
+                "restore",
+                "create",
+                id,
+                "--to-app",
+                "copy",
+                "--rewrite",
+                &format!("{}={}", data.display(), target.display()),
+                "--wait",
+            ])
+            .expect_code(2);
+        assert!(
+            restore.stderr.contains("not in the backup's directory"),
+            "{foreign}: {}",
+            restore.stderr
+        );
+        assert!(!target.exists(), "{foreign}: the restore wrote its target");
+        let verify = c.ferry(&["backup", "verify", id]).expect_code(2);
+        assert!(
+            verify.stderr.contains("not in the backup's directory"),
+            "{}",
+            verify.stderr
+        );
+    }
+}

@@ -69,6 +69,14 @@ pub fn packs_prefix_of(index_key: &str) -> Option<String> {
     }
 }
 
+/// Whether `key` is an archive directly inside `shards_dir` (a backup's `…/shards/`): a plain
+/// file name, no further `/`, no leading dot (so no `..`).
+pub fn names_shard_in(key: &str, shards_dir: &str) -> bool {
+    key.strip_prefix(shards_dir).is_some_and(|file| {
+        !file.is_empty() && !file.contains(['/', '\\']) && !file.starts_with('.')
+    })
+}
+
 /// Parses a manifest key back into (team, app, id).
 pub fn parse_manifest_key(key: &str) -> Option<(String, String, String)> {
     let parts: Vec<&str> = key.split('/').collect();
@@ -116,5 +124,17 @@ mod tests {
             Some("teams/t/repo/packs/")
         );
         assert_eq!(packs_prefix_of("teams/../apps/x"), None);
+        let dir = "teams/t/apps/a/backups/i/shards/";
+        assert!(names_shard_in(&index, dir));
+        assert!(!names_shard_in(
+            "teams/u/apps/a/backups/i/shards/x.tar.zst",
+            dir
+        ));
+        assert!(!names_shard_in(
+            &format!("{dir}../../j/shards/x.tar.zst"),
+            dir
+        ));
+        assert!(!names_shard_in(&format!("{dir}sub/x.tar.zst"), dir));
+        assert!(!names_shard_in(dir, dir));
     }
 }
