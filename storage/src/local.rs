@@ -49,7 +49,11 @@ impl ObjectStore for LocalStore {
     ) -> Result<u64, StorageError> {
         let path = self.path(key)?;
         if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
+            // Backups hold every secret an application has: directories 0700, files 0600.
+            tokio::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
                 .await
                 .map_err(io_err(key))?;
         }
@@ -59,7 +63,13 @@ impl ObjectStore for LocalStore {
             uuid::Uuid::new_v4().simple()
         ));
         let write = async {
-            let file = tokio::fs::File::create(&partial).await?;
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&partial)
+                .await?;
             let mut out = tokio::io::BufWriter::with_capacity(COPY_BUFFER, file);
             let n = tokio::io::copy(&mut body, &mut out).await?;
             out.flush().await?;

@@ -201,6 +201,23 @@ async fn local_store_conforms() {
 }
 
 #[tokio::test]
+async fn local_objects_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path().join("root"));
+    store
+        .put_bytes("teams/t/apps/a/manifest.json", b"{}".to_vec())
+        .await
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let root = dir.path().join("root");
+    assert_eq!(mode(&root.join("teams/t/apps/a/manifest.json")), 0o600);
+    for d in ["teams", "teams/t", "teams/t/apps", "teams/t/apps/a"] {
+        assert_eq!(mode(&root.join(d)), 0o700, "{d}");
+    }
+}
+
+#[tokio::test]
 async fn s3_store_conforms() {
     let server = S3Server::start();
     server.create_bucket("conformance").await;
