@@ -253,3 +253,60 @@ fn a_manifest_pointing_outside_its_backup_is_refused() {
         );
     }
 }
+
+/// A restore target that is a symbolic link is refused: nothing is written where it points.
+#[test]
+fn a_restore_target_that_is_a_symlink_is_refused() {
+    let c = Cluster::start(&[]);
+    c.add_local_storage("archives", "local");
+    let data = c.path().join("srv/shop/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), b"hello").unwrap();
+    c.apply(&format!(
+        "name: shop\ncomponents:\n  - name: api\n    volumes:\n      - {{name: data, path: {}}}\n",
+        data.display()
+    ))
+    .expect_code(0);
+    let backup = c
+        .ferry(&[
+            "backup",
+            "create",
+            "shop",
+            "--storage",
+            "archives",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    let id = backup["id"].as_str().unwrap();
+    let elsewhere = c.path().join("srv/elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let link = c.path().join("srv/copy");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let restore = c
+        .ferry(&[
+            "restore",
+            "create",
+            id,
+            "--to-app",
+            "copy",
+            "--rewrite",
+            &format!("{}={}", data.display(), link.display()),
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(1)
+        .json();
+    assert_eq!(restore["state"], "Failed", "{restore:#}");
+    assert!(
+        restore["message"]
+            .as_str()
+            .unwrap()
+            .contains("is a symbolic link"),
+        "{restore:#}"
+    );
+    assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
+}

@@ -218,6 +218,9 @@ const STAGING_PREFIX: &str = ".ferry-restore-";
 /// Refuses a target directory that exists and is not empty (leftovers of an earlier restore's
 /// staging do not count: the next restore removes them).
 pub async fn check_empty(path: &str) -> Result<(), ShardError> {
+    if let Ok(m) = tokio::fs::symlink_metadata(path).await {
+        refuse_symlink(Path::new(path), &m)?;
+    }
     let mut entries = match tokio::fs::read_dir(path).await {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -261,7 +264,22 @@ fn io_error(root: &Path, what: &str, e: std::io::Error) -> ShardError {
 
 /// Creates the target (true when it did not exist) and a fresh staging directory in it; staging
 /// left by an earlier attempt (or an earlier restore that failed) goes first.
+/// A restore target that is a symbolic link would send every write wherever it points.
+fn refuse_symlink(path: &Path, m: &std::fs::Metadata) -> Result<(), ShardError> {
+    if m.file_type().is_symlink() {
+        return Err(ShardError::permanent(format!(
+            "restore target {} is a symbolic link; refusing to write through it (restore into \
+             the directory it points to by naming that directory)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 fn prepare_staging(root: &Path, staging: &Path) -> Result<bool, ShardError> {
+    if let Ok(m) = std::fs::symlink_metadata(root) {
+        refuse_symlink(root, &m)?;
+    }
     let created = !root.exists();
     std::fs::create_dir_all(root)
         .map_err(|e| ShardError::permanent(format!("cannot create {}: {e}", root.display())))?;
