@@ -24,6 +24,12 @@ fn path_of(run: &Run) -> Result<PathBuf, ShardError> {
 fn archive_error(e: ferry_archive::ArchiveError) -> ShardError {
     use ferry_archive::ArchiveError as A;
     match e {
+        // A name the target file system cannot hold fails the same way on every retry.
+        A::Io { ref source, .. } if source.kind() == std::io::ErrorKind::InvalidFilename => {
+            ShardError::permanent(format!(
+                "{e} (the name is too long or invalid for the target's file system)"
+            ))
+        }
         A::Io { .. } => ShardError::transient(e.to_string()),
         _ => ShardError::permanent(e.to_string()),
     }
@@ -504,6 +510,20 @@ mod tests {
             mtime_ns: 123,
             warnings: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_name_the_file_system_cannot_hold_is_permanent() {
+        let long = PathBuf::from("x".repeat(300));
+        let source = std::fs::File::create(&long).unwrap_err();
+        let e = archive_error(ferry_archive::ArchiveError::Io { path: long, source });
+        assert!(e.permanent, "{}", e.message);
+        assert!(e.message.contains("too long"), "{}", e.message);
+        let e = archive_error(ferry_archive::ArchiveError::Io {
+            path: "a".into(),
+            source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+        });
+        assert!(!e.permanent);
     }
 
     #[test]
