@@ -9,8 +9,11 @@
 //! says. The crate reads a member's headers before handing the member out and nothing beyond
 //! them, so when an entry arrives [`Tap::current`] holds its PAX data.
 //!
-//! Memory is bounded: at most [`MAX_PAX`] bytes of one header are kept (more marks the member
-//! as hostile); everything else only passes through.
+//! Memory is bounded: at most [`MAX_PAX`] bytes of one header are kept; everything else only
+//! passes through. The crate itself reads PAX headers and GNU long names whole into memory, so
+//! a header that declares more than [`MAX_PAX`] (PAX) or [`MAX_LONG_NAME`] (GNU long name or
+//! link) bytes fails the read at once: a 1 KiB archive cannot make a restore allocate
+//! gigabytes.
 
 use std::cell::RefCell;
 use std::io::{self, Read};
@@ -19,6 +22,9 @@ use std::rc::Rc;
 const BLOCK: usize = 512;
 /// Most bytes of one member's PAX data kept: attributes (1 MiB) plus the usual records.
 pub(crate) const MAX_PAX: usize = crate::xattrs::MAX_ENTRY_BYTES + (64 << 10);
+
+/// Most bytes of a GNU long name or link target (Linux's `PATH_MAX` is 4 KiB).
+pub(crate) const MAX_LONG_NAME: u64 = 64 << 10;
 
 /// The PAX data of the member the crate handed out last.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,13 +106,13 @@ impl<R: Read> Tap<R> {
 impl<R: Read> Read for Tap<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.state.borrow_mut().feed(&buf[..n]);
+        self.state.borrow_mut().feed(&buf[..n])?;
         Ok(n)
     }
 }
 
 impl State {
-    fn feed(&mut self, mut bytes: &[u8]) {
+    fn feed(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
             match self.phase {
                 Phase::Header | Phase::Extension { .. } => {
@@ -115,7 +121,7 @@ impl State {
                     bytes = &bytes[take..];
                     if self.block.len() == BLOCK {
                         let block = std::mem::take(&mut self.block);
-                        self.block_done(&block);
+                        self.block_done(&block)?;
                         self.block = block;
                         self.block.clear();
                     }
@@ -158,9 +164,10 @@ impl State {
                 }
             }
         }
+        Ok(())
     }
 
-    fn block_done(&mut self, block: &[u8]) {
+    fn block_done(&mut self, block: &[u8]) -> io::Result<()> {
         if let Phase::Extension { data } = self.phase {
             // `isextended` of a GNU sparse extension block: another one follows.
             self.phase = if block[504] != 0 {
@@ -168,13 +175,28 @@ impl State {
             } else {
                 Phase::data(data, Kind::Other)
             };
-            return;
+            return Ok(());
         }
         if block.iter().all(|&b| b == 0) {
             // End-of-archive blocks.
-            return;
+            return Ok(());
         }
         let size = parse_size(&block[124..136]).unwrap_or(0);
+        let limit = match block[156] {
+            b'x' | b'X' | b'g' => Some(MAX_PAX as u64),
+            b'L' | b'K' => Some(MAX_LONG_NAME),
+            _ => None,
+        };
+        if let Some(limit) = limit.filter(|&limit| size > limit) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a '{}' header declares {size} bytes of names or attributes (at most \
+                     {limit}); refused as hostile",
+                    block[156] as char
+                ),
+            ));
+        }
         match block[156] {
             b'x' | b'X' => self.phase = Phase::data(size, Kind::Pax),
             // Global records, GNU long names and link targets describe the next member.
@@ -198,6 +220,7 @@ impl State {
                 };
             }
         }
+        Ok(())
     }
 }
 

@@ -337,3 +337,33 @@ fn missing_parents_are_created_inside_the_target() {
     extract(&data[..], &target, true).unwrap();
     assert_eq!(fs::read(target.join("a/b/c.txt")).unwrap(), b"c");
 }
+
+/// A tiny stream whose PAX header or GNU long name declares gigabytes fails at that header,
+/// before anything reads (and allocates) its data.
+#[test]
+fn huge_metadata_headers_fail_fast() {
+    for (kind, size) in [
+        (EntryType::XHeader, 4u64 << 30),
+        (EntryType::XGlobalHeader, 4u64 << 30),
+        (EntryType::GNULongName, 1u64 << 30),
+        (EntryType::GNULongLink, 1u64 << 30),
+    ] {
+        let (_tmp, target, _outside) = setup();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("x").unwrap();
+        header.set_entry_type(kind);
+        header.set_size(size);
+        header.set_cksum();
+        let mut data = header.as_bytes().to_vec();
+        data.extend_from_slice(&[b'a'; 512]);
+        assert!(data.len() <= 1024);
+        // Refused at the header itself (without the cap, the crate would try to read the
+        // declared gigabytes and fail later on the short stream, or allocate them).
+        let err = extract(&data[..], &target, false).unwrap_err();
+        assert!(
+            err.to_string().contains("refused as hostile"),
+            "{kind:?}: {err}"
+        );
+        assert!(listing(&target).is_empty());
+    }
+}
