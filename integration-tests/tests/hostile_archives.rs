@@ -310,3 +310,89 @@ fn a_restore_target_that_is_a_symlink_is_refused() {
     );
     assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
 }
+
+/// One shard's hostile archive stops the whole restore before anything is written: the other
+/// component's exec restore command never runs.
+#[test]
+fn a_hostile_archive_in_one_shard_stops_every_shard() {
+    let c = Cluster::start(&["--worker-allow-exec", "sh"]);
+    let storage = c.add_local_storage("archives", "local");
+    let data = c.path().join("srv/shop/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), b"hello").unwrap();
+    let marker = c.path().join("exec-restore-ran");
+    c.apply(&format!(
+        "name: shop\ncomponents:\n  - name: tool\n    exec: {{backup: [sh, -c, 'echo state'], restore: [sh, -c, 'cat > {}']}}\n  - name: api\n    volumes:\n      - {{name: data, path: {}}}\n",
+        marker.display(),
+        data.display()
+    ))
+    .expect_code(0);
+    let backup = c
+        .ferry(&[
+            "backup",
+            "create",
+            "shop",
+            "--storage",
+            "archives",
+            "--full",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    let id = backup["id"].as_str().unwrap();
+    tamper(
+        &storage,
+        id,
+        &hostile_tar(&[(b"../escape.txt", tar::EntryType::Regular, b"pwned")]),
+    );
+    let target = c.path().join("srv/copy");
+    let restore = c
+        .ferry(&[
+            "restore",
+            "create",
+            id,
+            "--to-app",
+            "copy",
+            "--rewrite",
+            &format!("{}={}", data.display(), target.display()),
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(1)
+        .json();
+    assert_eq!(restore["state"], "Failed", "{restore:#}");
+    assert!(!marker.exists(), "the exec restore ran: {restore:#}");
+    assert!(!c.path().join("srv/escape.txt").exists());
+    assert!(listing(&target).is_empty(), "{:?}", listing(&target));
+
+    // The control: an untampered backup's restore does run the exec command.
+    let good = c
+        .ferry(&[
+            "backup",
+            "create",
+            "shop",
+            "--storage",
+            "archives",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    let good_target = c.path().join("srv/copy2");
+    c.ferry(&[
+        "restore",
+        "create",
+        good["id"].as_str().unwrap(),
+        "--to-app",
+        "copy2",
+        "--rewrite",
+        &format!("{}={}", data.display(), good_target.display()),
+        "--wait",
+    ])
+    .expect_code(0);
+    assert_eq!(std::fs::read(&marker).unwrap(), b"state\n");
+}
