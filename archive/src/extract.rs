@@ -87,6 +87,7 @@ pub fn extract_tree<R: Read>(
         checked_parent: None,
         last: Vec::new(),
         seen,
+        max_bytes: options.max_bytes,
     };
     {
         let mut entries = archive
@@ -309,6 +310,8 @@ struct Extractor<'a> {
     last: Vec<u8>,
     /// Each member's PAX data, read whole (see `tap.rs`).
     seen: Seen,
+    /// Most bytes of file data the archive may hold (`ExtractOptions::max_bytes`).
+    max_bytes: Option<u64>,
 }
 
 impl Extractor<'_> {
@@ -510,6 +513,19 @@ impl Extractor<'_> {
         meta: EntryMeta,
         sparse: bool,
     ) -> Result<(), ArchiveError> {
+        // For sparse entries the crate reports the real (logical) size and
+        // yields zeros for the holes.
+        let size = entry.size();
+        if let Some(max) = self.max_bytes
+            && self.stats.bytes.saturating_add(size) > max
+        {
+            return Err(unsafe_err(
+                raw,
+                format!(
+                    "the archive holds more file data than the {max} bytes its backup recorded"
+                ),
+            ));
+        }
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -517,9 +533,6 @@ impl Extractor<'_> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| exists_or_io(e, path, raw))?;
-        // For sparse entries the crate reports the real (logical) size and
-        // yields zeros for the holes.
-        let size = entry.size();
         let mut written = 0u64;
         let mut out = &file;
         loop {

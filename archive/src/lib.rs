@@ -88,6 +88,9 @@ pub struct ExtractOptions {
     /// name exists here under another id (GNU tar's `--numeric-owner`). By
     /// default a name that exists on this host wins, as with GNU tar.
     pub numeric_owner: bool,
+    /// Refuse an archive whose regular files hold more bytes than this (what the backup
+    /// recorded): a tampered or hostile archive cannot fill the target's disk.
+    pub max_bytes: Option<u64>,
 }
 
 /// Why archiving or extracting failed.

@@ -275,6 +275,7 @@ pub fn task_for(job: &JobRecord, shard: &ShardRecord, storage: StorageLocation) 
         storage,
         object_key: shard.object_key.clone(),
         expected_sha256: shard.expected_sha256.clone(),
+        expected_bytes: shard.expected_bytes,
         overwrite,
         numeric_owner,
         staged: shard.staged.clone(),

@@ -58,6 +58,7 @@ pub fn new_shard(job_id: &str, planned: &PlannedShard, op: ShardOp) -> ShardReco
         waiting_since_ms: 0,
         object_key: String::new(),
         expected_sha256: None,
+        expected_bytes: None,
         outcome: None,
         error: String::new(),
         started_at_ms: 0,
@@ -169,6 +170,7 @@ pub fn shards_from_manifest(
             shard.id = m.id.clone();
             shard.object_key = m.object_key.clone();
             shard.expected_sha256 = Some(m.sha256.clone());
+            shard.expected_bytes = Some(m.source_bytes);
             Ok(shard)
         })
         .collect()

@@ -231,6 +231,9 @@ pub struct ShardRecord {
     pub object_key: String,
     #[serde(default)]
     pub expected_sha256: Option<String>,
+    /// What the manifest recorded as read by the backup (restores refuse more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_bytes: Option<u64>,
     #[serde(default)]
     pub outcome: Option<ShardOutcome>,
     #[serde(default)]

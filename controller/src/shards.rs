@@ -202,6 +202,7 @@ pub mod tests {
             waiting_since_ms: 0,
             object_key: String::new(),
             expected_sha256: None,
+            expected_bytes: None,
             parent_index: None,
             outcome: None,
             error: String::new(),

@@ -113,6 +113,15 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
             ]),
         ),
     ];
+    // More file data than the backup recorded (it read the 5 bytes of a.txt).
+    let oversized = vec![0u8; 64 << 10];
+    let cases: Vec<(&str, Vec<u8>)> = cases
+        .into_iter()
+        .chain([(
+            "oversized",
+            hostile_tar(&[(b"big.bin", tar::EntryType::Regular, &oversized)]),
+        )])
+        .collect();
     let parent_before = listing(c.path().join("srv").as_path());
     for (name, tar) in cases {
         let backup = c
@@ -155,6 +164,9 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
             "{name}: unclear error: {message}"
         );
         eprintln!("{name}: {message}");
+        if name == "oversized" {
+            assert!(message.contains("more file data than"), "{message}");
+        }
         assert!(
             listing(&outside).is_empty(),
             "{name}: wrote outside: {:?}",

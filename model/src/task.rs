@@ -286,6 +286,10 @@ pub struct ShardTask {
     /// The checksum the archive must have (verify, restore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_sha256: Option<String>,
+    /// The bytes the backup read (a volume: file data), as its manifest recorded: a restore
+    /// refuses an archive that holds more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_bytes: Option<u64>,
     /// Restore into a non-empty resource, replacing what is there.
     #[serde(default)]
     pub overwrite: bool,

@@ -337,6 +337,7 @@ pub async fn stage(run: &Run) -> Result<ShardOutcome, ShardError> {
     let options = ferry_archive::ExtractOptions {
         overwrite: true,
         numeric_owner: run.task.numeric_owner,
+        max_bytes: run.task.expected_bytes,
     };
     let extract = move |input: &mut dyn std::io::Read| {
         let _stage = stage.enter();

@@ -32,6 +32,7 @@ pub fn task(op: ShardOp, resource: Resource, storage: &StorageLocation, key: &st
         storage: storage.clone(),
         object_key: key.into(),
         expected_sha256: None,
+        expected_bytes: None,
         overwrite: false,
         numeric_owner: false,
         staged: None,
