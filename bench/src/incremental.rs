@@ -13,6 +13,7 @@ use crate::Config;
 use crate::data::{self, Dataset, Rng};
 use crate::procs::{self, Ferry, require_tools};
 use crate::report::{Row, Samples, Target, Unit, median};
+use crate::volume::mib;
 
 const CLUSTER: &str = "bench";
 const NODE: &str = "bench-1";
@@ -21,10 +22,6 @@ const APP: &str = "inc";
 const CHAIN: usize = 10;
 /// One file in this many changes between two backups of the chain.
 const CHANGE_EVERY: usize = 100;
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
-}
 
 #[derive(Debug, Default)]
 struct Runs {

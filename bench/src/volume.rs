@@ -22,7 +22,8 @@ fn volume_app(name: &str, path: &Path, node: &str) -> String {
     )
 }
 
-fn mib(bytes: u64) -> f64 {
+/// Bytes in MiB, for notes and rows.
+pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 

@@ -456,6 +456,33 @@ impl Cluster {
         self.ferry(&["app", "apply", "-f", path.to_str().expect("utf-8 path")])
     }
 
+    /// `backup create APP --wait -o json EXTRA…`; fails the test unless the backup completed.
+    pub fn backup_completed(&self, app: &str, extra: &[&str]) -> Value {
+        let mut args = vec!["backup", "create", app, "--wait", "-o", "json"];
+        args.extend_from_slice(extra);
+        let backup = self.ferry(&args).expect_code(0).json();
+        assert_eq!(backup["state"], "Completed", "{backup:#}");
+        backup
+    }
+
+    /// `restore create ID --to-app TO_APP --rewrite FROM=TO --wait -o json`, expecting exit
+    /// `code` (0: completed, 1: the job failed, 2: refused).
+    pub fn restore_copy(&self, id: &str, to_app: &str, from: &Path, to: &Path, code: i32) -> Run {
+        self.ferry(&[
+            "restore",
+            "create",
+            id,
+            "--to-app",
+            to_app,
+            "--rewrite",
+            &format!("{}={}", from.display(), to.display()),
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(code)
+    }
+
     /// `backup get ID -o json`.
     pub fn backup(&self, id: &str) -> Value {
         self.ferry(&["backup", "get", id, "-o", "json"])

@@ -4,7 +4,7 @@
 //! its target.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ferry_integration_tests::{Cluster, listing};
 use sha2::Digest;
@@ -64,9 +64,9 @@ fn tamper(storage: &Path, id: &str, tar: &[u8]) {
     .unwrap();
 }
 
-#[test]
-fn hostile_archives_are_refused_and_write_nothing_outside() {
-    let c = Cluster::start(&[]);
+/// Storage "archives" and the app "shop" with one volume holding `a.txt` ("hello"); returns
+/// the storage directory and the volume.
+fn shop(c: &Cluster) -> (PathBuf, PathBuf) {
     let storage = c.add_local_storage("archives", "local");
     let data = c.path().join("srv/shop/data");
     std::fs::create_dir_all(&data).unwrap();
@@ -76,6 +76,13 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
         data.display()
     ))
     .expect_code(0);
+    (storage, data)
+}
+
+#[test]
+fn hostile_archives_are_refused_and_write_nothing_outside() {
+    let c = Cluster::start(&[]);
+    let (storage, data) = shop(&c);
 
     let outside = c.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
@@ -200,28 +207,8 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
 #[test]
 fn a_manifest_pointing_outside_its_backup_is_refused() {
     let c = Cluster::start(&[]);
-    let storage = c.add_local_storage("archives", "local");
-    let data = c.path().join("srv/shop/data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("a.txt"), b"hello").unwrap();
-    c.apply(&format!(
-        "name: shop\ncomponents:\n  - name: api\n    volumes:\n      - {{name: data, path: {}}}\n",
-        data.display()
-    ))
-    .expect_code(0);
-    let backup = c
-        .ferry(&[
-            "backup",
-            "create",
-            "shop",
-            "--storage",
-            "archives",
-            "--wait",
-            "-o",
-            "json",
-        ])
-        .expect_code(0)
-        .json();
+    let (storage, data) = shop(&c);
+    let backup = c.backup_completed("shop", &["--storage", "archives"]);
     let id = backup["id"].as_str().unwrap();
     let manifest_path = storage.join(format!(
         "teams/default/apps/shop/backups/{id}/manifest.json"
@@ -239,18 +226,7 @@ fn a_manifest_pointing_outside_its_backup_is_refused() {
         }
         std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
         let target = c.path().join("srv/copy");
-        let restore = c
-            .ferry(&[
-                "restore",
-                "create",
-                id,
-                "--to-app",
-                "copy",
-                "--rewrite",
-                &format!("{}={}", data.display(), target.display()),
-                "--wait",
-            ])
-            .expect_code(2);
+        let restore = c.restore_copy(id, "copy", &data, &target, 2);
         assert!(
             restore.stderr.contains("not in the backup's directory"),
             "{foreign}: {}",
@@ -270,48 +246,14 @@ fn a_manifest_pointing_outside_its_backup_is_refused() {
 #[test]
 fn a_restore_target_that_is_a_symlink_is_refused() {
     let c = Cluster::start(&[]);
-    c.add_local_storage("archives", "local");
-    let data = c.path().join("srv/shop/data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("a.txt"), b"hello").unwrap();
-    c.apply(&format!(
-        "name: shop\ncomponents:\n  - name: api\n    volumes:\n      - {{name: data, path: {}}}\n",
-        data.display()
-    ))
-    .expect_code(0);
-    let backup = c
-        .ferry(&[
-            "backup",
-            "create",
-            "shop",
-            "--storage",
-            "archives",
-            "--wait",
-            "-o",
-            "json",
-        ])
-        .expect_code(0)
-        .json();
+    let (_, data) = shop(&c);
+    let backup = c.backup_completed("shop", &["--storage", "archives"]);
     let id = backup["id"].as_str().unwrap();
     let elsewhere = c.path().join("srv/elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
     let link = c.path().join("srv/copy");
     std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
-    let restore = c
-        .ferry(&[
-            "restore",
-            "create",
-            id,
-            "--to-app",
-            "copy",
-            "--rewrite",
-            &format!("{}={}", data.display(), link.display()),
-            "--wait",
-            "-o",
-            "json",
-        ])
-        .expect_code(1)
-        .json();
+    let restore = c.restore_copy(id, "copy", &data, &link, 1).json();
     assert_eq!(restore["state"], "Failed", "{restore:#}");
     assert!(
         restore["message"]
@@ -339,20 +281,7 @@ fn a_hostile_archive_in_one_shard_stops_every_shard() {
         data.display()
     ))
     .expect_code(0);
-    let backup = c
-        .ferry(&[
-            "backup",
-            "create",
-            "shop",
-            "--storage",
-            "archives",
-            "--full",
-            "--wait",
-            "-o",
-            "json",
-        ])
-        .expect_code(0)
-        .json();
+    let backup = c.backup_completed("shop", &["--storage", "archives", "--full"]);
     let id = backup["id"].as_str().unwrap();
     tamper(
         &storage,
@@ -360,51 +289,21 @@ fn a_hostile_archive_in_one_shard_stops_every_shard() {
         &hostile_tar(&[(b"../escape.txt", tar::EntryType::Regular, b"pwned")]),
     );
     let target = c.path().join("srv/copy");
-    let restore = c
-        .ferry(&[
-            "restore",
-            "create",
-            id,
-            "--to-app",
-            "copy",
-            "--rewrite",
-            &format!("{}={}", data.display(), target.display()),
-            "--wait",
-            "-o",
-            "json",
-        ])
-        .expect_code(1)
-        .json();
+    let restore = c.restore_copy(id, "copy", &data, &target, 1).json();
     assert_eq!(restore["state"], "Failed", "{restore:#}");
     assert!(!marker.exists(), "the exec restore ran: {restore:#}");
     assert!(!c.path().join("srv/escape.txt").exists());
     assert!(listing(&target).is_empty(), "{:?}", listing(&target));
 
     // The control: an untampered backup's restore does run the exec command.
-    let good = c
-        .ferry(&[
-            "backup",
-            "create",
-            "shop",
-            "--storage",
-            "archives",
-            "--wait",
-            "-o",
-            "json",
-        ])
-        .expect_code(0)
-        .json();
+    let good = c.backup_completed("shop", &["--storage", "archives"]);
     let good_target = c.path().join("srv/copy2");
-    c.ferry(&[
-        "restore",
-        "create",
+    c.restore_copy(
         good["id"].as_str().unwrap(),
-        "--to-app",
         "copy2",
-        "--rewrite",
-        &format!("{}={}", data.display(), good_target.display()),
-        "--wait",
-    ])
-    .expect_code(0);
+        &data,
+        &good_target,
+        0,
+    );
     assert_eq!(std::fs::read(&marker).unwrap(), b"state\n");
 }

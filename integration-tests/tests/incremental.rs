@@ -34,33 +34,11 @@ fn volume_shard(backup: &serde_json::Value) -> &serde_json::Value {
 }
 
 fn backup(c: &Cluster, extra: &[&str]) -> serde_json::Value {
-    backup_of(c, "shop", extra)
-}
-
-fn backup_of(c: &Cluster, app: &str, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["backup", "create", app, "--wait", "-o", "json"];
-    args.extend_from_slice(extra);
-    let b = c.ferry(&args).expect_code(0).json();
-    assert_eq!(b["state"], "Completed", "{b:#}");
-    b
+    c.backup_completed("shop", extra)
 }
 
 fn restore_into(c: &Cluster, id: &str, copy: &str, from: &Path, to: &Path) {
-    let r = c
-        .ferry(&[
-            "restore",
-            "create",
-            id,
-            "--to-app",
-            copy,
-            "--rewrite",
-            &format!("{}={}", from.display(), to.display()),
-            "--wait",
-            "-o",
-            "json",
-        ])
-        .expect_code(0)
-        .json();
+    let r = c.restore_copy(id, copy, from, to, 0).json();
     assert_eq!(r["state"], "Completed", "{r:#}");
 }
 
@@ -312,7 +290,7 @@ fn a_collection_in_the_middle_of_a_backup_never_leaves_an_unrestorable_backup() 
     ferry_archive::sample::generate(&data, 9).unwrap();
     write_random_file(&data.join("old.bin"), 8 << 20);
     c.apply_volume_app("gc", "dc-a", ("web", "data"), &data);
-    let first = backup_of(&c, "gc", &[]);
+    let first = c.backup_completed("gc", &[]);
     let first_id = first["id"].as_str().unwrap().to_owned();
     let old_bytes = volume_shard(&first)["bytes"].as_u64().unwrap();
 
@@ -366,7 +344,7 @@ fn a_collection_in_the_middle_of_a_backup_never_leaves_an_unrestorable_backup() 
 
     // The next backup completes and restores, and nothing a committed backup references is
     // gone: every listed pack exists.
-    let third = backup_of(&c, "gc", &[]);
+    let third = c.backup_completed("gc", &[]);
     let copy = c.path().join("srv/copy-third");
     restore_into(
         &c,
