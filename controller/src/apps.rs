@@ -56,6 +56,10 @@ pub async fn delete(store: &dyn Store, team: &str, name: &str) -> Result<()> {
 /// Adds a storage location. Adding the same location twice is fine; a different one under an
 /// existing name is refused.
 pub async fn add_storage(store: &dyn Store, location: StorageLocation) -> Result<StorageLocation> {
+    if !location.encrypt_to.is_empty() {
+        ferry_crypto::seal::check_recipients(&location.encrypt_to)
+            .map_err(|e| Error::InvalidArgument(format!("storage {:?}: {e}", location.name)))?;
+    }
     if let Some(existing) = find_storage(store, &location.name).await? {
         if existing == location {
             return Ok(existing);

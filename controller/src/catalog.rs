@@ -127,13 +127,23 @@ async fn sync_inner(ctx: &Context, location: &StorageLocation) -> Result<SyncRep
                     manifest.id, manifest.team, manifest.app
                 )));
             }
-            let (job, shards) = record_from_manifest(
+            // Only a manifest signed by this installation comes back as its own (trigger,
+            // expiry): an unsigned "installation" field would let a bucket writer make
+            // retention count a fake backup.
+            let signer = crate::trust::judge_now(ctx, &manifest).await?;
+            let ours = if signer == crate::trust::Signer::Own {
+                ctx.installation()
+            } else {
+                ""
+            };
+            let (mut job, shards) = record_from_manifest(
                 &manifest,
                 &location.name,
                 "sync",
                 format!("found in storage {} by sync", location.name),
-                ctx.installation(),
+                ours,
             )?;
+            job.signer = signer.label();
             persist(ctx, &job, &shards).await
         };
         match found.await {
@@ -311,6 +321,7 @@ pub async fn export(
         )));
     }
     let mut manifest = jobs::read_manifest(ctx, &backup).await?;
+    let trusted = crate::trust::judge_now(ctx, &manifest).await?.is_trusted();
     let location = apps::find_storage(&*ctx.store, &backup.storage)
         .await?
         .ok_or_else(|| Error::NotFound(format!("storage location {:?} gone", backup.storage)))?;
@@ -336,6 +347,12 @@ pub async fn export(
     }
     if !rehydrated.is_empty() && manifest.shards.iter().all(|s| s.repo.is_none()) {
         manifest.version = 1;
+    }
+    // Rehydrating changed what the manifest says of its volumes: this installation vouches for
+    // the result by signing it again, but only for a manifest it trusts (an untrusted one keeps
+    // its old signature, which no longer matches: it stays untrusted wherever it goes).
+    if !rehydrated.is_empty() && trusted {
+        crate::trust::sign(ctx, &mut manifest);
     }
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
@@ -535,7 +552,7 @@ where
     }
     manifest.team = team.clone();
     manifest.storage = location.name.clone();
-    let (job, shards) = record_from_manifest(
+    let (mut job, shards) = record_from_manifest(
         &manifest,
         &location.name,
         "import",
@@ -543,6 +560,7 @@ where
         "",
     )
     .map_err(|e| bad(e.to_string()))?;
+    job.signer = crate::trust::judge_now(ctx, &manifest).await?.label();
     if crate::store::get_json::<JobRecord>(&*ctx.store, &keys::job(&job.id))
         .await?
         .is_some()

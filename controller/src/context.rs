@@ -76,6 +76,8 @@ pub struct Context {
     pub audit_budget: crate::audit::AnonymousBudget,
     /// This installation's id (`keys::installation`), set at start.
     pub installation: std::sync::OnceLock<String>,
+    /// This installation's signing key (`trust::signing_key`), set at start.
+    pub signing: std::sync::OnceLock<ferry_crypto::sign::SigningKey>,
     /// Jobs whose storage or catalog work runs off the reconciler's pass now, or failed and
     /// waits for its retry.
     work: Mutex<HashMap<String, WorkSlot>>,
@@ -114,6 +116,7 @@ impl Context {
             audit_budget: Default::default(),
             work: Mutex::new(HashMap::new()),
             installation: std::sync::OnceLock::new(),
+            signing: std::sync::OnceLock::new(),
         })
     }
 

@@ -181,7 +181,11 @@ async fn try_assign(
             if into_repository(job, shard) {
                 layout::index_key(&job.team, &job.app, &job.id, &shard.id, attempt)
             } else {
-                layout::shard_key(&job.team, &job.app, &job.id, &shard.id, attempt)
+                let key = layout::shard_key(&job.team, &job.app, &job.id, &shard.id, attempt);
+                match job.sealed {
+                    Some(_) => format!("{key}{}", layout::SEALED_SUFFIX),
+                    None => key,
+                }
             }
         });
         let shard = shards::assign(shard, &worker.id, now, key);
@@ -254,9 +258,10 @@ fn deliver(
 }
 
 /// Whether a backup shard goes into the location's repository: volumes do, unless the backup
-/// asked for self-contained archives (`--full`).
+/// asked for self-contained archives (`--full`) or its location encrypts (the repository does
+/// not encrypt chunks yet: an encrypted location keeps every volume as one age file).
 pub fn into_repository(job: &JobRecord, shard: &ShardRecord) -> bool {
-    !job.full && matches!(shard.resource, ferry_model::task::Resource::Volume { .. })
+    !job.full && job.sealed.is_none() && matches!(shard.resource, ferry_model::task::Resource::Volume { .. })
 }
 
 /// The task a worker receives for the current attempt of a shard.
@@ -289,6 +294,8 @@ pub fn task_for(job: &JobRecord, shard: &ShardRecord, storage: StorageLocation) 
             }),
         missing_ok: shard.missing_ok,
         traceparent: None,
+        data_only: job.restore.as_ref().is_some_and(|r| r.data_only),
+        sealed: job.sealed.clone(),
     }
 }
 

@@ -123,6 +123,17 @@ pub async fn read_manifest(ctx: &Context, backup: &JobRecord) -> Result<BackupMa
     Ok(manifest)
 }
 
+/// The keys of an encrypted backup, from its manifest: what a job reading it hands to workers.
+pub fn sealed_of(manifest: &BackupManifest) -> Option<ferry_model::task::Sealed> {
+    manifest
+        .encrypted_to
+        .as_ref()
+        .map(|recipient| ferry_model::task::Sealed {
+            recipient: recipient.clone(),
+            key_file: layout::key_file(&manifest.team, &manifest.app, &manifest.id),
+        })
+}
+
 /// The verify-step shards of a job reading a backup: each good shard of the manifest, paired by
 /// slot with where it goes in `spec`. `missing` says why a shard has no counterpart.
 pub fn shards_from_manifest(

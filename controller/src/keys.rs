@@ -14,6 +14,8 @@
 //! /ferry/v1/tokens/NAME                         a token: what it grants and its SHA-256, never the secret
 //! /ferry/v1/bootstrapped                        set by the first start (which wrote the admin token)
 //! /ferry/v1/installation                        this installation's id (written into its manifests)
+//! /ferry/v1/signing-key                         this installation's Ed25519 key (signs its manifests)
+//! /ferry/v1/trust/NAME                          another installation whose manifests are trusted
 //! /ferry/v1/audit/MS-RAND                       one audit entry; MS = 13-digit time, so keys sort by time
 //! ```
 //!
@@ -192,4 +194,19 @@ mod tests {
         assert!(audit_from(1000) <= audit_entry(1000, "a"));
         assert!(audit_entry(999, "z") < audit_from(1000));
     }
+}
+
+/// `/ferry/v1/signing-key`
+pub fn signing_key() -> String {
+    format!("{ROOT}signing-key")
+}
+
+/// `/ferry/v1/trust/NAME`
+pub fn trust(name: &str) -> String {
+    format!("{ROOT}trust/{name}")
+}
+
+/// Prefix of every trusted installation.
+pub fn trust_all() -> String {
+    format!("{ROOT}trust/")
 }

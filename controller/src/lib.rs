@@ -23,11 +23,13 @@ pub mod reconciler;
 pub mod records;
 pub mod retention;
 pub mod schedules;
+pub mod sealing;
 pub mod server;
 pub mod shards;
 pub mod store;
 pub mod timing;
 pub mod tokens;
+pub mod trust;
 pub mod workers;
 
 pub use config::{Args, ControllerConfig};

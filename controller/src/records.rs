@@ -114,6 +114,14 @@ pub struct JobRecord {
     pub stored_bytes: u64,
     #[serde(default)]
     pub source_bytes: u64,
+    /// Who signed the backup's manifest (`crate::trust::Signer::label`); for a restore, of the
+    /// backup it reads.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signer: String,
+    /// Backup into an encrypted location: the public halves of its keys (what workers encrypt
+    /// to) and where their sealed identities are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<ferry_model::task::Sealed>,
 }
 
 fn manual() -> String {
@@ -159,6 +167,8 @@ impl JobRecord {
             full: false,
             stored_bytes: 0,
             source_bytes: 0,
+            signer: String::new(),
+            sealed: None,
         }
     }
 }
@@ -176,6 +186,10 @@ pub struct RestorePlan {
     pub rewrites: Vec<Rewrite>,
     /// True when the target app did not exist and is created by the restore.
     pub creates_app: bool,
+    /// The backup's signer is not trusted: data only (DESIGN §6 "Trust") — no exec command or
+    /// hook of its manifest runs or is registered, setuid/setgid bits are cleared.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub data_only: bool,
 }
 
 /// The life of a shard.

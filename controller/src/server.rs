@@ -100,6 +100,7 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
             "first start: the installation's admin token (every team) was written here; keep it safe");
     }
     let installation = installation_id(&*store).await?;
+    let signing = crate::trust::signing_key(&*store).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -132,6 +133,9 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
         metrics,
     );
     let _ = ctx.installation.set(installation);
+    tracing::info!(public_key = %signing.public_key(),
+        "manifests are signed with this installation's key (`ferry trust list` shows it)");
+    let _ = ctx.signing.set(signing);
     if let Some(addr) = config.metrics_listen {
         ferry_telemetry::metrics::serve(addr, Arc::new(registry), cancel.clone())
             .await
@@ -327,6 +331,7 @@ async fn ensure_local_storage(store: &dyn Store, config: &ControllerConfig) -> a
     let path = std::fs::canonicalize(&dir)?;
     let location = StorageLocation {
         name: DEFAULT_LOCATION.to_owned(),
+        encrypt_to: Vec::new(),
         backend: StorageBackend::Local {
             path: path.to_string_lossy().into_owned(),
             cluster: DEFAULT_CLUSTER.to_owned(),

@@ -39,6 +39,18 @@ pub fn index_key(team: &str, app: &str, id: &str, shard: &str, attempt: u32) -> 
     )
 }
 
+/// `teams/TEAM/apps/APP/backups/ID/key.age`: an encrypted backup's key file (its identity,
+/// sealed to the location's recipients).
+pub fn key_file(team: &str, app: &str, id: &str) -> String {
+    format!("{}{KEY_FILE}", backup_dir(team, app, id))
+}
+
+/// The file name of a backup's key file.
+pub const KEY_FILE: &str = "key.age";
+
+/// The suffix an encrypted archive gets: `….tar.zst.age` (`age -d` it, then `zstd -d | tar -x`).
+pub const SEALED_SUFFIX: &str = ".age";
+
 const INDEX_SUFFIX: &str = ".idx.zst";
 
 /// Whether an archive key names a repository index rather than a self-contained archive.

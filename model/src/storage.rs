@@ -13,6 +13,10 @@ pub const DEFAULT_LOCATION: &str = "local";
 pub struct StorageLocation {
     pub name: String,
     pub backend: StorageBackend,
+    /// Encryption at rest: the age X25519 recipients (`age1…`) every backup's key is sealed to.
+    /// Empty: archives are stored as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encrypt_to: Vec<String>,
 }
 
 /// The backend of a location and its settings. Credentials appear only as references.

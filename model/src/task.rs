@@ -313,6 +313,23 @@ pub struct ShardTask {
     /// W3C `traceparent` of the controller span that handed the shard out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Restore of a backup whose manifest is not signed by a trusted installation: data only
+    /// (setuid/setgid bits cleared; DESIGN §6 "Trust").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub data_only: bool,
+    /// The backup's archives are (to be) encrypted (DESIGN §6 "Data at rest").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Sealed>,
+}
+
+/// The keys of a backup in an encrypted location: public halves only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// The backup's own age recipient: every archive of the backup is encrypted to it.
+    pub recipient: String,
+    /// The backup's key file (its identity sealed to the location's recipients), relative to
+    /// the location: what a restore opens with the worker's identities.
+    pub key_file: String,
 }
 
 /// Where a repository volume's parts are.

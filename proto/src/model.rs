@@ -201,6 +201,7 @@ impl TryFrom<v1::StorageLocation> for StorageLocation {
         let location = StorageLocation {
             name: r.name,
             backend,
+            encrypt_to: r.encrypt_to,
         };
         location.validate()?;
         Ok(location)
@@ -237,6 +238,7 @@ impl From<&StorageLocation> for v1::StorageLocation {
         v1::StorageLocation {
             name: l.name.clone(),
             backend: Some(backend),
+            encrypt_to: l.encrypt_to.clone(),
         }
     }
 }

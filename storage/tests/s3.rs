@@ -505,6 +505,7 @@ fn missing_credentials_name_the_variable_and_never_a_secret() {
     set_credentials_env();
     let server_less = |access: &str, secret: &str| ferry_model::storage::StorageLocation {
         name: "remote".into(),
+        encrypt_to: Vec::new(),
         backend: ferry_model::storage::StorageBackend::S3 {
             endpoint: "http://127.0.0.1:9".into(),
             bucket: "b".into(),

@@ -191,6 +191,7 @@ impl S3Server {
     pub fn location(&self, name: &str, bucket: &str, prefix: &str) -> StorageLocation {
         StorageLocation {
             name: name.to_owned(),
+            encrypt_to: Vec::new(),
             backend: StorageBackend::S3 {
                 endpoint: self.endpoint(),
                 bucket: bucket.to_owned(),

@@ -50,6 +50,7 @@ pub async fn run(ctx: &mut Ctx, cmd: StorageCmd) -> CliResult {
             };
             let location = v1::StorageLocation {
                 name,
+                encrypt_to: Vec::new(),
                 backend: Some(backend),
             };
             let added = ctx

@@ -502,6 +502,87 @@ impl ControlService for ControlApi {
         let entries = access::list_audit(&self.ctx, &caller, req.into_inner()).await?;
         Ok(Response::new(v1::ListAuditResponse { entries }))
     }
+
+    async fn add_trust(
+        &self,
+        req: Request<v1::AddTrustRequest>,
+    ) -> Result<Response<v1::TrustEntry>, Status> {
+        self.ctx.require_leader()?;
+        super::note(&req, "", format!("trust {}", req.get_ref().name));
+        let r = req.into_inner();
+        let t = crate::trust::add(&self.ctx, &r.name, &r.public_key).await?;
+        Ok(Response::new(trust_entry(t)))
+    }
+
+    async fn list_trust(
+        &self,
+        _req: Request<v1::ListTrustRequest>,
+    ) -> Result<Response<v1::ListTrustResponse>, Status> {
+        let trusted = crate::trust::list(&*self.ctx.store).await?;
+        Ok(Response::new(v1::ListTrustResponse {
+            own_public_key: self
+                .ctx
+                .signing
+                .get()
+                .map(|k| k.public_key())
+                .unwrap_or_default(),
+            trusted: trusted.into_iter().map(trust_entry).collect(),
+        }))
+    }
+
+    async fn remove_trust(
+        &self,
+        req: Request<v1::RemoveTrustRequest>,
+    ) -> Result<Response<v1::RemoveTrustResponse>, Status> {
+        self.ctx.require_leader()?;
+        super::note(&req, "", format!("trust {}", req.get_ref().name));
+        crate::trust::remove(&self.ctx, &req.into_inner().name).await?;
+        Ok(Response::new(v1::RemoveTrustResponse {}))
+    }
+
+    async fn set_recipients(
+        &self,
+        req: Request<v1::SetRecipientsRequest>,
+    ) -> Result<Response<v1::StorageLocation>, Status> {
+        self.ctx.require_leader()?;
+        super::note(&req, "", format!("storage {}", req.get_ref().storage));
+        let r = req.into_inner();
+        let location = crate::sealing::set_recipients(&self.ctx, &r.storage, r.encrypt_to).await?;
+        Ok(Response::new((&location).into()))
+    }
+
+    async fn list_key_files(
+        &self,
+        req: Request<v1::ListKeyFilesRequest>,
+    ) -> Result<Response<v1::ListKeyFilesResponse>, Status> {
+        super::note(&req, "", format!("storage {}", req.get_ref().storage));
+        let r = req.into_inner();
+        let (files, next_page_token) =
+            crate::sealing::list_key_files(&self.ctx, &r.storage, &r.page_token).await?;
+        Ok(Response::new(v1::ListKeyFilesResponse {
+            files,
+            next_page_token,
+        }))
+    }
+
+    async fn rewrite_key_files(
+        &self,
+        req: Request<v1::RewriteKeyFilesRequest>,
+    ) -> Result<Response<v1::RewriteKeyFilesResponse>, Status> {
+        self.ctx.require_leader()?;
+        super::note(&req, "", format!("storage {}", req.get_ref().storage));
+        let r = req.into_inner();
+        let written = crate::sealing::rewrite_key_files(&self.ctx, &r.storage, r.files).await?;
+        Ok(Response::new(v1::RewriteKeyFilesResponse { written }))
+    }
+}
+
+fn trust_entry(t: crate::trust::TrustRecord) -> v1::TrustEntry {
+    v1::TrustEntry {
+        name: t.name,
+        public_key: t.public_key,
+        added_at_ms: t.added_at_ms,
+    }
 }
 
 impl ControlApi {

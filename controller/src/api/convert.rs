@@ -130,6 +130,8 @@ pub fn job(ctx: &Context, view: &JobView) -> v1::Job {
         safety_backup: j.safety_backup.clone().unwrap_or_default(),
         trace_id: j.trace_id.clone(),
         phase: format!("{:?}", j.phase),
+        signer: j.signer.clone(),
+        data_only: j.restore.as_ref().is_some_and(|r| r.data_only),
     }
 }
 

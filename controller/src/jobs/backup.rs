@@ -37,6 +37,7 @@ pub async fn new_backup(
     let location =
         apps::choose_storage(&*ctx.store, req.storage.as_deref(), &app.spec.cluster).await?;
     refuse_if_busy(ctx, &req.team, &req.app, JobKind::Backup).await?;
+    let location_for_keys = location.clone();
     let planned = plan_shards(&app.spec);
     if planned.is_empty() {
         return Err(Error::InvalidArgument(format!(
@@ -60,12 +61,16 @@ pub async fn new_backup(
             trigger.into(),
         )
     };
+    let mut job = job;
+    job.sealed =
+        crate::sealing::new_backup_key(ctx, &location_for_keys, &job.team, &job.app, &job.id)
+            .await?;
     let mut shards: Vec<_> = planned
         .iter()
         .chain(plan_hooks(&app.spec).iter())
         .map(|p| new_shard(&job.id, p, ShardOp::Backup))
         .collect();
-    if !job.full {
+    if !job.full && job.sealed.is_none() {
         let parents = parent_indexes(ctx, &job).await?;
         for shard in &mut shards {
             shard.parent_index = parents.get(&shard.slot).cloned();
@@ -257,6 +262,10 @@ pub async fn commit(
     if job.state != JobState::Failed {
         let mut manifest = build_manifest(&job, &shards);
         manifest.installation = ctx.installation().to_owned();
+        crate::trust::sign(ctx, &mut manifest);
+        if manifest.signature.is_some() {
+            job.signer = crate::trust::Signer::Own.label();
+        }
         let key = layout::manifest_key(&job.team, &job.app, &job.id);
         store.put_bytes(&key, manifest.to_json()).await?;
         advance_heads(ctx, &job, &ok).await?;
@@ -332,6 +341,8 @@ fn build_manifest(job: &JobRecord, shards: &[ShardRecord]) -> BackupManifest {
         trigger: job.trigger.clone(),
         ferry_version: env!("CARGO_PKG_VERSION").to_owned(),
         installation: String::new(),
+        signature: None,
+        encrypted_to: job.sealed.as_ref().map(|s| s.recipient.clone()),
         app_spec: job.spec.clone(),
         shards: shards
             .iter()

@@ -66,7 +66,10 @@ pub async fn create_migration(ctx: &Context, req: Migrate) -> Result<(JobRecord,
             numeric_owner: false,
             rewrites: req.rewrites,
             creates_app: true,
+            // This installation's own backup, made by this very job.
+            data_only: false,
         }),
+        sealed: backup.sealed.clone(),
         message: format!("waiting for backup {backup_id} in cluster {from}"),
         ..JobRecord::pending(
             restore_id.clone(),

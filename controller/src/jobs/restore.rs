@@ -37,7 +37,10 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
             backup.id, backup.state
         )));
     }
-    let manifest = read_manifest(ctx, &backup).await?;
+    let mut manifest = read_manifest(ctx, &backup).await?;
+    // Judged now, from what the bucket holds now: an edited manifest is no longer trusted.
+    let signer = crate::trust::judge_now(ctx, &manifest).await?;
+    let data_only = !signer.is_trusted();
     let target = req.to_app.clone().unwrap_or_else(|| manifest.app.clone());
     let existing = apps::find(&*ctx.store, &req.team, &target).await?;
     let (spec, creates_app) = match existing {
@@ -54,7 +57,10 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
         }
         None => {
             let cluster = req.to_cluster.as_deref().unwrap_or(&manifest.cluster);
-            let spec = rewrite_spec(&manifest.app_spec, &target, cluster, &req.rewrites);
+            let mut spec = rewrite_spec(&manifest.app_spec, &target, cluster, &req.rewrites);
+            if data_only {
+                spec = data_only_spec(spec);
+            }
             spec.validate()?;
             (spec, true)
         }
@@ -68,6 +74,22 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     refuse_if_busy(ctx, &req.team, &target, JobKind::Restore).await?;
     refuse_if_busy(ctx, &req.team, &target, JobKind::Backup).await?;
 
+    // Data only: an exec shard restores only into an app this installation declares (with its
+    // own command); into a new app it is left out, and the result says so.
+    let mut left_out = Vec::new();
+    if data_only {
+        let slots: std::collections::BTreeSet<String> =
+            plan_shards(&spec).into_iter().map(|p| p.slot).collect();
+        manifest.shards.retain(|s| {
+            let keep = !s.error.is_empty() || slots.contains(&s.slot);
+            if !keep {
+                left_out.push(s.id.clone());
+            }
+            keep
+        });
+        tracing::warn!(backup = %backup.id, signer = %signer.label(), left_out = ?left_out,
+            "restoring data only: the backup's manifest is not signed by a trusted installation");
+    }
     let id = new_job_id(&format!("restore-{target}"));
     let first_step = if req.overwrite {
         FirstStep::RestoreInPlace
@@ -117,12 +139,25 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     let job = JobRecord {
         restore: Some(RestorePlan {
             backup_id: backup.id,
-            source_app: manifest.app,
+            source_app: manifest.app.clone(),
             overwrite: req.overwrite,
             numeric_owner: req.numeric_owner,
             rewrites: req.rewrites,
             creates_app,
+            data_only,
         }),
+        signer: signer.label(),
+        sealed: super::sealed_of(&manifest),
+        message: if left_out.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "data only (signer: {}): exec shards {} left out; restore into an app that \
+                 declares them to run this installation's command",
+                signer.label(),
+                left_out.join(", ")
+            )
+        },
         safety_backup: safety.as_ref().map(|(s, _)| s.id.clone()),
         ..JobRecord::pending(
             id,
@@ -146,6 +181,16 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     Ok(job)
 }
 
+/// The app a data-only restore registers: the manifest's app without any command — no exec
+/// backup/restore command, no hook. Volumes, databases and config stay.
+pub fn data_only_spec(mut spec: ferry_model::app::AppSpec) -> ferry_model::app::AppSpec {
+    for c in &mut spec.components {
+        c.exec = None;
+        c.hooks = Default::default();
+    }
+    spec
+}
+
 /// Ends a restore (off the pass): the target app is registered with the restored config,
 /// component by component. Returns the job to save.
 pub async fn commit(ctx: &Context, job: JobRecord, shards: &[ShardRecord]) -> Result<JobRecord> {
@@ -154,6 +199,17 @@ pub async fn commit(ctx: &Context, job: JobRecord, shards: &[ShardRecord]) -> Re
         .iter()
         .filter(|s| s.state == ShardState::Succeeded)
         .collect();
+    let data_only_note = job
+        .restore
+        .as_ref()
+        .filter(|r| r.data_only)
+        .map(|_| job.message.clone())
+        .filter(|m| !m.is_empty());
+    let message = match data_only_note {
+        Some(note) if message.is_empty() => note,
+        Some(note) => format!("{message}; {note}"),
+        None => message,
+    };
     let mut job = super::backup::finished(job, state, message);
     job.source_bytes = ok
         .iter()
@@ -174,4 +230,27 @@ pub async fn commit(ctx: &Context, job: JobRecord, shards: &[ShardRecord]) -> Re
         apps::apply(&*ctx.store, &job.team, spec).await?;
     }
     Ok(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_only_spec_keeps_data_and_drops_every_command() {
+        let spec = ferry_model::app::AppSpec::from_yaml(
+            "name: shop\ncomponents:\n  - name: api\n    config: {a: 1}\n    hooks:\n      \
+             pre_backup: [sh, -c, 'true']\n    volumes:\n      - {name: data, path: /srv/d}\n    \
+             exec:\n      backup: [cat, /x]\n      restore: [sh, -c, 'cat > /x']\n",
+        )
+        .unwrap();
+        assert!(spec.components[0].exec.is_some() && !spec.components[0].hooks.is_empty());
+        let stripped = data_only_spec(spec.clone());
+        let c = &stripped.components[0];
+        assert!(c.exec.is_none() && c.hooks.is_empty());
+        assert_eq!(c.volumes, spec.components[0].volumes);
+        assert_eq!(c.config, spec.components[0].config);
+        let slots: Vec<String> = plan_shards(&stripped).into_iter().map(|p| p.slot).collect();
+        assert!(slots.iter().all(|s| !s.contains("exec")), "{slots:?}");
+    }
 }

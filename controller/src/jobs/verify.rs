@@ -3,6 +3,7 @@
 
 use ferry_model::names::new_job_id;
 
+use super::sealed_of;
 use super::phase::Phase;
 use super::{FirstStep, get_job, persist, read_manifest, shards_from_manifest};
 use crate::context::Context;
@@ -63,7 +64,9 @@ pub async fn create_verify(
             numeric_owner: false,
             rewrites: Vec::new(),
             creates_app: false,
+            data_only: false,
         }),
+        sealed: sealed_of(&manifest),
         ..JobRecord::pending(
             id,
             JobKind::Verify,

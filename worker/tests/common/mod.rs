@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 pub fn storage(dir: &std::path::Path) -> StorageLocation {
     StorageLocation {
         name: "test".into(),
+        encrypt_to: Vec::new(),
         backend: StorageBackend::Local {
             path: dir.to_string_lossy().into_owned(),
             cluster: "local".into(),
@@ -40,6 +41,8 @@ pub fn task(op: ShardOp, resource: Resource, storage: &StorageLocation, key: &st
         repo: None,
         missing_ok: false,
         traceparent: None,
+        data_only: false,
+        sealed: None,
     }
 }
 
