@@ -100,6 +100,9 @@ pub enum Command {
     /// Tokens of callers and workers (admin).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Installations whose signed backups restore in full here (DESIGN: signed manifests).
+    #[command(subcommand)]
+    Trust(TrustCmd),
     /// Who did what: every mutating call and every denied one (admin).
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -253,6 +256,28 @@ pub enum StorageCmd {
             }
         )]
         secret_key_env: Option<String>,
+        /// Encrypt every archive written here to this age X25519 recipient (`age1…`;
+        /// repeatable). Workers back up with public keys only; restoring needs a worker started
+        /// with --identity-file holding one of the recipients' identities.
+        #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
+        encrypt_to: Vec<String>,
+    },
+    /// Replace an encrypted location's recipients: new backups use the new ones at once, and
+    /// every existing backup's key file is resealed to them here, on this machine (the
+    /// controller never sees an identity). Archives are not rewritten.
+    #[command(after_help = "Example:\n  ferry storage rotate-recipients offsite \\\n      \
+        --encrypt-to age1new… --identity-file old.key --identity-file new.key\n\n\
+        Give identities that open every existing key file (the old recipients'); adding the new\n\
+        recipients' identity too covers backups that started while the rotation ran.")]
+    RotateRecipients {
+        name: String,
+        /// The new recipients (repeatable); the old ones not named here stop opening the
+        /// location's backups.
+        #[arg(long = "encrypt-to", value_name = "RECIPIENT", required = true)]
+        encrypt_to: Vec<String>,
+        /// An age identity file that opens the existing key files (repeatable).
+        #[arg(long = "identity-file", value_name = "FILE", required = true)]
+        identity_file: Vec<PathBuf>,
     },
     /// List storage locations.
     #[command(after_help = "Example:\n  ferry storage list")]
@@ -536,6 +561,28 @@ pub enum TokenCmd {
     /// Revoke a token: it stops working at once; a join token's workers lose their session.
     #[command(after_help = "Example:\n  ferry token revoke ci")]
     Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCmd {
+    /// Trust another installation's signed manifests: its backups (by import or sync) then
+    /// restore in full, exec commands and hooks included. Others restore data only.
+    #[command(
+        after_help = "Example:\n  ferry trust add dc-b --public-key ed25519:…\n\n\
+            The key is what `ferry trust list` shows on the other installation (\"this installation\")."
+    )]
+    Add {
+        name: String,
+        /// The other installation's public key (`ed25519:BASE64`).
+        #[arg(long)]
+        public_key: String,
+    },
+    /// This installation's public key and the installations it trusts.
+    #[command(after_help = "Example:\n  ferry trust list")]
+    List,
+    /// Stop trusting an installation.
+    #[command(after_help = "Example:\n  ferry trust remove dc-b")]
+    Remove { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -208,6 +208,12 @@ rpcs! {
     list_tokens(v1::ListTokensRequest) -> v1::ListTokensResponse;
     revoke_token(v1::RevokeTokenRequest) -> v1::RevokeTokenResponse;
     list_audit(v1::ListAuditRequest) -> v1::ListAuditResponse;
+    add_trust(v1::AddTrustRequest) -> v1::TrustEntry;
+    list_trust(v1::ListTrustRequest) -> v1::ListTrustResponse;
+    remove_trust(v1::RemoveTrustRequest) -> v1::RemoveTrustResponse;
+    set_recipients(v1::SetRecipientsRequest) -> v1::StorageLocation;
+    list_key_files(v1::ListKeyFilesRequest) -> v1::ListKeyFilesResponse;
+    rewrite_key_files(v1::RewriteKeyFilesRequest) -> v1::RewriteKeyFilesResponse;
 }
 
 impl Api {

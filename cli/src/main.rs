@@ -86,6 +86,7 @@ async fn run(cli: args::Cli) -> CliResult {
         Command::Schedule(cmd) => commands::schedules::run(&mut ctx, cmd).await,
         Command::Token(cmd) => commands::access::token(&mut ctx, cmd).await,
         Command::Audit(cmd) => commands::access::audit(&mut ctx, cmd).await,
+        Command::Trust(cmd) => commands::access::trust(&mut ctx, cmd).await,
         Command::Whoami => commands::access::whoami(&mut ctx).await,
         Command::Demo(_)
         | Command::Completions { .. }

@@ -129,6 +129,8 @@ pub fn job_json(j: &v1::Job) -> Value {
         "expires_at": time_json(j.expires_at_ms),
         "trace_id": j.trace_id,
         "phase": j.phase,
+        "signer": j.signer,
+        "data_only": j.data_only,
         "safety_backup": if j.safety_backup.is_empty() { Value::Null } else { j.safety_backup.clone().into() },
         "shards": j.shards.iter().map(|s| json!({
             "id": s.id,
@@ -168,6 +170,12 @@ pub fn print_job(j: &v1::Job) {
         );
     }
     println!("Storage:\t{}", j.storage);
+    if !j.signer.is_empty() {
+        println!("Signed by:\t{}", j.signer);
+    }
+    if j.data_only {
+        println!("Data only:\tyes (not signed by a trusted installation: no exec command or hook from its manifest, setuid/setgid cleared)");
+    }
     if !j.trace_id.is_empty() {
         println!("Trace:\t{}", j.trace_id);
     }

@@ -75,9 +75,53 @@ pub struct Run {
     pub tools: Arc<BTreeMap<String, String>>,
     /// This worker's policy (time limits of hooks and commands).
     pub policy: Arc<crate::policy::Policy>,
+    /// The identities that open encrypted backups (`--identity-file`).
+    pub identities: Arc<ferry_crypto::seal::Identities>,
 }
 
 impl Run {
+    /// Backing up into an encrypted location: the recipient archives are encrypted to.
+    pub fn encrypt_to(&self) -> Option<String> {
+        self.task.sealed.as_ref().map(|s| s.recipient.clone())
+    }
+
+    /// Reading an encrypted backup: its own identity, from its key file opened with this
+    /// worker's identities. `None` for a backup that is not encrypted. Fails (permanently, before
+    /// anything is written) on a worker without an identity that opens the key file.
+    pub async fn archive_key(&self) -> Result<Option<Arc<ferry_crypto::seal::Identities>>, ShardError> {
+        let Some(sealed) = &self.task.sealed else {
+            return Ok(None);
+        };
+        let location = &self.task.storage.name;
+        if self.identities.is_empty() {
+            return Err(ShardError::permanent(format!(
+                "the backup is encrypted (storage {location}) and this worker has no identity: \
+                 start ferry-worker with --identity-file FILE holding an age identity of one of \
+                 the location's recipients"
+            )));
+        }
+        let sealed_key = self
+            .store
+            .get_bytes(&sealed.key_file, ferry_crypto::seal::KEY_FILE_LIMIT)
+            .await
+            .map_err(|e| match e {
+                ferry_storage::StorageError::NotFound { key } => ShardError::permanent(format!(
+                    "the backup's key file {key} is missing from storage {location}"
+                )),
+                other => ShardError::transient(format!("storage: {other}")),
+            })?;
+        let key = self
+            .identities
+            .open_key_file(&sealed_key, &format!("key file {}", sealed.key_file))
+            .map_err(|e| {
+                ShardError::permanent(format!(
+                    "{e} (storage {location}: give this worker --identity-file with an identity \
+                     of one of the location's recipients)"
+                ))
+            })?;
+        Ok(Some(Arc::new(key)))
+    }
+
     /// The version line of a tool this worker has, or empty.
     pub fn tool_version(&self, tool: &str) -> String {
         self.tools.get(tool).cloned().unwrap_or_default()
@@ -147,6 +191,9 @@ async fn verify(
     archive: bool,
     read_data: bool,
 ) -> Result<ShardOutcome, ShardError> {
+    // A restore of an encrypted backup: this worker must hold a key that opens it, known now,
+    // before any shard writes anything.
+    run.archive_key().await?;
     let expected =
         run.task.expected_sha256.as_deref().ok_or_else(|| {
             ShardError::permanent("the manifest records no checksum for this shard")

@@ -3,6 +3,7 @@
 //! An attempt that was already started is never started twice; a newer attempt of the same
 //! shard cancels the older one.
 
+use ferry_crypto::seal::Identities;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,7 @@ pub struct Executor {
     tools: Arc<BTreeMap<String, String>>,
     metrics: WorkerMetrics,
     policy: Arc<Policy>,
+    identities: Arc<Identities>,
 }
 
 impl Executor {
@@ -50,8 +52,10 @@ impl Executor {
         tools: BTreeMap<String, String>,
         metrics: WorkerMetrics,
         policy: Policy,
+        identities: Arc<Identities>,
     ) -> Self {
         Executor {
+            identities,
             metrics,
             policy: Arc::new(policy),
             tools: Arc::new(tools),
@@ -212,6 +216,7 @@ impl Executor {
             cancel: run_cancel.clone(),
             tools: self.tools.clone(),
             policy: self.policy.clone(),
+            identities: self.identities.clone(),
         };
         let work = engines::run(run);
         let result = tokio::select! {

@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     pub tls: ferry_proto::transport::ClientTls,
     /// What this worker agrees to do.
     pub policy: policy::Policy,
+    /// The age identities that open encrypted backups (`--identity-file`); none: this worker
+    /// backs up into encrypted locations (public keys suffice) but restores none of them.
+    pub identities: std::sync::Arc<ferry_crypto::seal::Identities>,
 }
 
 pub use ferry_telemetry::{default_node_name, logging};

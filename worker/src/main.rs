@@ -59,6 +59,11 @@ struct Args {
     /// The directory `password_file` references must lie beneath.
     #[arg(long, env = "FERRY_SECRETS_DIR")]
     secrets_dir: Option<PathBuf>,
+    /// An age identity file (`age-keygen` output) whose identities open encrypted backups
+    /// (repeatable; comma-separated in the variable). Backing up into an encrypted location
+    /// needs none.
+    #[arg(long = "identity-file", env = "FERRY_IDENTITY_FILE", value_delimiter = ',')]
+    identity_file: Vec<PathBuf>,
     /// Longest a pre/post backup hook may run before it is killed.
     #[arg(long, env = "FERRY_HOOK_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     hook_timeout: std::time::Duration,
@@ -104,7 +109,15 @@ async fn run() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let identities = match ferry_crypto::seal::Identities::load(&args.identity_file) {
+        Ok(ids) => std::sync::Arc::new(ids),
+        Err(e) => {
+            eprintln!("ferry-worker: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let config = ferry_worker::WorkerConfig {
+        identities,
         controller: args.controller,
         cluster: args.cluster,
         node: args.node.unwrap_or_else(ferry_worker::default_node_name),
@@ -126,7 +139,8 @@ async fn run() -> std::process::ExitCode {
         },
     };
     tracing::info!(allow_paths = ?config.policy.allow_paths, allow_exec = ?config.policy.allow_exec,
-        secrets_dir = ?config.policy.secrets_dir, "worker policy");
+        secrets_dir = ?config.policy.secrets_dir, identity_files = args.identity_file.len(),
+        "worker policy");
     for (what, name) in [("cluster", &config.cluster), ("node", &config.node)] {
         if let Err(e) = ferry_model::names::check_name(
             if what == "cluster" {

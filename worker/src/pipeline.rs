@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::engines::ShardError;
+use ferry_crypto::seal::Identities;
 
 /// Bytes per chunk handed from the compressor to the uploader.
 const CHUNK: usize = 1 << 20;
@@ -90,6 +91,25 @@ impl Write for ChannelWriter {
     }
 }
 
+/// `produce` → zstd (multithreaded, 1 MiB jobs) → `out`; returns `out` after the last frame.
+fn compress_into<T, W: Write>(
+    out: W,
+    produce: impl FnOnce(&mut dyn Write) -> Result<T, ShardError>,
+) -> Result<(T, W), ShardError> {
+    let zstd = |e: std::io::Error| ShardError::transient(format!("zstd: {e}"));
+    let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL).map_err(zstd)?;
+    let workers = zstd_workers();
+    if workers > 1 {
+        encoder.multithread(workers).map_err(zstd)?;
+        encoder
+            .set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))
+            .map_err(zstd)?;
+    }
+    let value = produce(&mut encoder)?;
+    let out = encoder.finish().map_err(zstd)?;
+    Ok((value, out))
+}
+
 fn zstd_workers() -> u32 {
     std::thread::available_parallelism()
         .map(|n| n.get() as u32)
@@ -97,11 +117,15 @@ fn zstd_workers() -> u32 {
 }
 
 /// Runs `produce` on a blocking thread, compresses what it writes with zstd and streams it into
-/// `key`. The object exists afterwards only if both producing and storing succeeded.
+/// `key`. The object exists afterwards only if both producing and storing succeeded. With
+/// `encrypt_to` (an encrypted location: the backup's own age recipient), the compressed stream
+/// is encrypted on the way out (age, 64 KiB ChaCha20-Poly1305 chunks): what is hashed and
+/// stored is the age file.
 pub async fn upload_compressed<T, F>(
     store: Arc<dyn ObjectStore>,
     key: &str,
     cancel: &CancellationToken,
+    encrypt_to: Option<String>,
     produce: F,
 ) -> Result<(T, Stored), ShardError>
 where
@@ -123,21 +147,18 @@ where
             hasher: Sha256::new(),
             bytes: 0,
         };
-        let mut encoder = zstd::stream::write::Encoder::new(sink, ZSTD_LEVEL)
-            .map_err(|e| ShardError::transient(format!("zstd: {e}")))?;
-        let workers = zstd_workers();
-        if workers > 1 {
-            encoder
-                .multithread(workers)
-                .map_err(|e| ShardError::transient(format!("zstd: {e}")))?;
-            encoder
-                .set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))
-                .map_err(|e| ShardError::transient(format!("zstd: {e}")))?;
-        }
-        let value = produce(&mut encoder)?;
-        let sink = encoder
-            .finish()
-            .map_err(|e| ShardError::transient(format!("zstd: {e}")))?;
+        let (value, sink) = match encrypt_to {
+            None => compress_into(sink, produce)?,
+            Some(recipient) => {
+                let sealed = ferry_crypto::seal::encrypt_to(&recipient, sink)
+                    .map_err(|e| ShardError::permanent(e.to_string()))?;
+                let (value, sealed) = compress_into(sealed, produce)?;
+                let sink = sealed
+                    .finish()
+                    .map_err(|e| ShardError::transient(format!("age: {e}")))?;
+                (value, sink)
+            }
+        };
         let stored = sink
             .finish()
             .map_err(|e| ShardError::transient(e.to_string()))?;
@@ -250,6 +271,7 @@ pub async fn download_decompressed<T, F>(
     store: &dyn ObjectStore,
     key: &str,
     expected: Option<String>,
+    decrypt: Option<Arc<Identities>>,
     consume: F,
 ) -> Result<T, ShardError>
 where
@@ -264,7 +286,7 @@ where
         let key = key.clone();
         move || {
             let _stage = download.enter();
-            let result = decompress_into(body, &key, &tx);
+            let result = decompress_into(body, &key, decrypt.as_deref(), &tx);
             if let Err(e) = &result {
                 let _ = tx.send(Err(std::io::Error::other(e.message.clone())));
             }
@@ -315,6 +337,7 @@ where
 fn decompress_into(
     body: BoxReader,
     key: &str,
+    decrypt: Option<&Identities>,
     tx: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
 ) -> Result<Option<(u64, String)>, ShardError> {
     let mut hashing = HashingReader {
@@ -323,7 +346,15 @@ fn decompress_into(
         bytes: 0,
     };
     {
-        let mut decoder = zstd::stream::read::Decoder::new(&mut hashing)
+        // An encrypted archive: the age file is hashed as stored, then opened.
+        let mut plain: Box<dyn Read + '_> = match decrypt {
+            None => Box::new(&mut hashing),
+            Some(ids) => Box::new(
+                ids.decrypt(&mut hashing, key)
+                    .map_err(|e| ShardError::permanent(e.to_string()))?,
+            ),
+        };
+        let mut decoder = zstd::stream::read::Decoder::new(&mut plain)
             .map_err(|e| ShardError::transient(format!("zstd: {e}")))?;
         loop {
             let mut chunk = Vec::with_capacity(CHUNK);
@@ -338,6 +369,11 @@ fn decompress_into(
                 return Ok(None); // the consumer stopped early; its own result says why
             }
         }
+        drop(decoder);
+        // The rest of the plaintext (none, for an archive written by Ferry): with age, reading
+        // to the end is what authenticates the last chunk.
+        std::io::copy(&mut plain, &mut std::io::sink())
+            .map_err(|e| ShardError::permanent(format!("reading {key}: {e}")))?;
     }
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| ShardError::transient(format!("reading {key}: {e}")))?;

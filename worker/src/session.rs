@@ -33,6 +33,7 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> anyhow::Res
         tools.clone(),
         metrics,
         config.policy.clone(),
+        config.identities.clone(),
     );
     let mut backoff = Duration::from_millis(200);
     let mut known_id: Option<String> = None;

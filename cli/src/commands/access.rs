@@ -5,7 +5,7 @@ use ferry_proto::v1;
 use serde_json::json;
 
 use super::Ctx;
-use crate::args::{AuditCmd, ContextCmd, LoginArgs, Output, TokenCmd};
+use crate::args::{AuditCmd, ContextCmd, LoginArgs, Output, TokenCmd, TrustCmd};
 use crate::exit::{CliError, CliResult};
 use crate::login::{self, Config, Target};
 use crate::output::{self, print_json, print_table, table};
@@ -127,6 +127,60 @@ fn since_ms(since: &str) -> CliResult<i64> {
                 "--since {since:?}: expected a duration (24h, 7d) or an RFC 3339 time"
             ))
         })
+}
+
+/// `ferry trust …`
+pub async fn trust(ctx: &mut Ctx, cmd: TrustCmd) -> CliResult {
+    match cmd {
+        TrustCmd::Add { name, public_key } => {
+            let t = ctx
+                .client
+                .add_trust(v1::AddTrustRequest { name, public_key })
+                .await?
+                .into_inner();
+            if ctx.json() {
+                print_json(&json!({"name": t.name, "public_key": t.public_key}));
+            } else {
+                println!(
+                    "trusting {}: its signed backups restore in full here",
+                    t.name
+                );
+            }
+        }
+        TrustCmd::List => {
+            let r = ctx
+                .client
+                .list_trust(v1::ListTrustRequest {})
+                .await?
+                .into_inner();
+            if ctx.json() {
+                print_json(&json!({
+                    "own_public_key": r.own_public_key,
+                    "trusted": r.trusted.iter().map(|t| json!({"name": t.name,
+                        "public_key": t.public_key, "added_at_ms": t.added_at_ms}))
+                        .collect::<Vec<_>>(),
+                }));
+            } else {
+                let mut t = table(&["NAME", "PUBLIC KEY"]);
+                t.add_row(vec!["(this installation)".into(), r.own_public_key]);
+                for e in r.trusted {
+                    t.add_row(vec![e.name, e.public_key]);
+                }
+                print_table(&t);
+            }
+        }
+        TrustCmd::Remove { name } => {
+            ctx.client
+                .remove_trust(v1::RemoveTrustRequest { name: name.clone() })
+                .await?;
+            if !ctx.json() {
+                println!("{name} is no longer trusted: its backups restore data only");
+            } else {
+                print_json(&json!({"removed": name}));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `ferry audit list`.

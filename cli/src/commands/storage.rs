@@ -23,6 +23,7 @@ pub async fn run(ctx: &mut Ctx, cmd: StorageCmd) -> CliResult {
             path_style,
             access_key_env,
             secret_key_env,
+            encrypt_to,
         } => {
             let backend = if s3 {
                 // clap checked the endpoint's scheme and the variable names.
@@ -50,7 +51,7 @@ pub async fn run(ctx: &mut Ctx, cmd: StorageCmd) -> CliResult {
             };
             let location = v1::StorageLocation {
                 name,
-                encrypt_to: Vec::new(),
+                encrypt_to,
                 backend: Some(backend),
             };
             let added = ctx
@@ -67,6 +68,11 @@ pub async fn run(ctx: &mut Ctx, cmd: StorageCmd) -> CliResult {
             }
             Ok(())
         }
+        StorageCmd::RotateRecipients {
+            name,
+            encrypt_to,
+            identity_file,
+        } => rotate_recipients(ctx, name, encrypt_to, identity_file).await,
         StorageCmd::Sync { name } => {
             let r = ctx
                 .client
@@ -128,14 +134,93 @@ pub async fn run(ctx: &mut Ctx, cmd: StorageCmd) -> CliResult {
                 );
                 return Ok(());
             }
-            let mut t = table(&["NAME", "TYPE", "WHERE"]);
+            let mut t = table(&["NAME", "TYPE", "WHERE", "ENCRYPTED"]);
             for l in &all {
-                t.add_row(vec![l.name.clone(), kind(l).into(), describe(l)]);
+                let encrypted = match l.encrypt_to.len() {
+                    0 => "no".to_owned(),
+                    n => format!("{n} recipient(s)"),
+                };
+                t.add_row(vec![l.name.clone(), kind(l).into(), describe(l), encrypted]);
             }
             print_table(&t);
             Ok(())
         }
     }
+}
+
+/// Sets the new recipients first (backups planned from now on seal their keys to them), then
+/// reseals every existing key file here and writes it back, page by page.
+async fn rotate_recipients(
+    ctx: &mut Ctx,
+    name: String,
+    encrypt_to: Vec<String>,
+    identity_files: Vec<std::path::PathBuf>,
+) -> CliResult {
+    let identities = ferry_crypto::seal::Identities::load(&identity_files)
+        .map_err(|e| CliError::input(e.to_string()))?;
+    ferry_crypto::seal::check_recipients(&encrypt_to)
+        .map_err(|e| CliError::input(e.to_string()))?;
+    ctx.client
+        .set_recipients(v1::SetRecipientsRequest {
+            storage: name.clone(),
+            encrypt_to: encrypt_to.clone(),
+        })
+        .await?;
+    let (mut written, mut unopened) = (0u64, Vec::new());
+    let mut page_token = String::new();
+    loop {
+        let page = ctx
+            .client
+            .list_key_files(v1::ListKeyFilesRequest {
+                storage: name.clone(),
+                page_token: page_token.clone(),
+            })
+            .await?
+            .into_inner();
+        let mut files = Vec::with_capacity(page.files.len());
+        for f in page.files {
+            match identities.open(&f.sealed, &f.key) {
+                Ok(text) => files.push(v1::KeyFile {
+                    sealed: ferry_crypto::seal::seal(&encrypt_to, &text)
+                        .map_err(|e| CliError::input(e.to_string()))?,
+                    key: f.key,
+                }),
+                Err(_) => unopened.push(f.key),
+            }
+        }
+        if !files.is_empty() {
+            written += ctx
+                .client
+                .rewrite_key_files(v1::RewriteKeyFilesRequest {
+                    storage: name.clone(),
+                    files,
+                })
+                .await?
+                .into_inner()
+                .written;
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if ctx.json() {
+        print_json(&json!({"storage": name, "recipients": encrypt_to, "resealed": written,
+            "not_opened": unopened}));
+    } else {
+        println!(
+            "storage {name}: {} recipient(s) now; {written} key file(s) resealed",
+            encrypt_to.len()
+        );
+    }
+    if let Some(first) = unopened.first() {
+        return Err(CliError::input(format!(
+            "{} key file(s) did not open with the identities given (e.g. {first}); they still \
+             open only with their old recipients: run again with an identity that opens them",
+            unopened.len()
+        )));
+    }
+    Ok(())
 }
 
 fn kind(l: &v1::StorageLocation) -> &'static str {
@@ -161,12 +246,14 @@ fn describe(l: &v1::StorageLocation) -> String {
 fn location_json(l: &v1::StorageLocation) -> serde_json::Value {
     match &l.backend {
         Some(v1::storage_location::Backend::Local(x)) => {
-            json!({"name": l.name, "type": "local", "path": x.path, "cluster": x.cluster})
+            json!({"name": l.name, "type": "local", "path": x.path, "cluster": x.cluster,
+                "encrypt_to": l.encrypt_to})
         }
         Some(v1::storage_location::Backend::S3(s)) => json!({
             "name": l.name, "type": "s3", "endpoint": s.endpoint, "bucket": s.bucket,
             "prefix": s.prefix, "region": s.region, "path_style": s.path_style,
             "access_key_env": s.access_key_env, "secret_key_env": s.secret_key_env,
+            "encrypt_to": l.encrypt_to,
         }),
         None => json!({"name": l.name}),
     }

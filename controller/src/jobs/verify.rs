@@ -3,7 +3,6 @@
 
 use ferry_model::names::new_job_id;
 
-use super::sealed_of;
 use super::phase::Phase;
 use super::{FirstStep, get_job, persist, read_manifest, shards_from_manifest};
 use crate::context::Context;
@@ -66,7 +65,8 @@ pub async fn create_verify(
             creates_app: false,
             data_only: false,
         }),
-        sealed: sealed_of(&manifest),
+        // Verifying hashes what is stored: no key needed (a restore's check step opens the key).
+        sealed: None,
         ..JobRecord::pending(
             id,
             JobKind::Verify,

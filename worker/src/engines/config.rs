@@ -26,6 +26,7 @@ pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
         run.store.clone(),
         &run.task.object_key,
         &run.cancel,
+        run.encrypt_to(),
         move |out| {
             let mut tar = tar::Builder::new(out);
             let mut header = tar::Header::new_gnu();
@@ -52,6 +53,7 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
         &*run.store,
         &run.task.object_key,
         run.task.expected_sha256.clone(),
+        run.archive_key().await?,
         |input| {
             let mut archive = tar::Archive::new(input);
             let entries = archive

@@ -360,6 +360,7 @@ pub async fn backup_from_command(
         run.store.clone(),
         &run.task.object_key,
         &run.cancel,
+        run.encrypt_to(),
         move |out| {
             let _stage = stage.enter();
             let mut child = spawn(&mut cmd, Stdio::null(), Stdio::piped())?;
@@ -409,6 +410,7 @@ where
         &*run.store,
         &run.task.object_key,
         run.task.expected_sha256.clone(),
+        run.archive_key().await?,
         move |input| {
             let _stage = stage.enter();
             read_dump(input, |info, dump| {

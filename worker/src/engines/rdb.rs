@@ -685,7 +685,9 @@ impl<R: Read> Input<R> {
 fn lzf_decompress(input: &[u8], len: u64, out: &mut Vec<u8>) -> std::result::Result<(), String> {
     let start = out.len();
     let len = usize::try_from(len).map_err(|_| "too long".to_owned())?;
-    out.reserve(len);
+    // `len` is what the RDB claims: reserve no more than the input can expand to (a 3-byte
+    // back-reference yields at most 264 bytes), not 4 GiB for a corrupt length.
+    out.reserve(len.min(input.len().saturating_mul(88)));
     let mut ip = 0;
     while ip < input.len() {
         let ctrl = usize::from(input[ip]);
@@ -1422,5 +1424,27 @@ mod tests {
         assert_eq!(out, b"abcabcabcabc");
         assert!(lzf_decompress(&[2, b'a', b'b', b'c'], 4, &mut Vec::new()).is_err());
         assert!(lzf_decompress(&[0x20, 9], 3, &mut Vec::new()).is_err());
+    }
+
+    /// Found by the `rdb` fuzz target: a key whose LZF header claims a huge decompressed length
+    /// reserved that length up front (an allocation failure, not an error).
+    #[test]
+    fn rdb_lzf_length_claims_do_not_allocate() {
+        let mut r = b"REDIS0010".to_vec();
+        r.extend_from_slice(&[OPCODE_SELECTDB, 0, STRING, 0xc3, 7, 0x81]);
+        r.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        r.extend_from_slice(&[2, b'a', b'b', b'c', 0xe0, 0, 2]);
+        put_str(&mut r, b"v");
+        r.push(OPCODE_EOF);
+        r.extend_from_slice(&[0; 8]);
+        let err = parse_all(&r, None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("decompresses to 12 bytes, not 1099511627776"),
+            "{err}"
+        );
+        let mut out = Vec::new();
+        assert!(lzf_decompress(&[2, b'a', b'b', b'c'], 1 << 40, &mut out).is_err());
+        assert!(out.capacity() < 1 << 20, "{}", out.capacity());
     }
 }

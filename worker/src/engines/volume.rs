@@ -65,6 +65,7 @@ pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
         run.store.clone(),
         &run.task.object_key,
         &run.cancel,
+        run.encrypt_to(),
         move |out| {
             let _stage = stage.enter();
             let stats =
@@ -322,6 +323,8 @@ fn staged_root(staging: &Path, dir: String) -> Result<Staged, ShardError> {
 /// in the target yet; a bad archive leaves nothing.
 pub async fn stage(run: &Run) -> Result<ShardOutcome, ShardError> {
     let root = path_of(run)?;
+    // An encrypted backup's key, opened before anything is created in the target.
+    let decrypt = run.archive_key().await?;
     let dir = format!("{STAGING_PREFIX}{}.{}", run.task.job_id, run.task.attempt);
     let staging = root.join(&dir);
     let created = {
@@ -338,6 +341,7 @@ pub async fn stage(run: &Run) -> Result<ShardOutcome, ShardError> {
         overwrite: true,
         numeric_owner: run.task.numeric_owner,
         max_bytes: run.task.expected_bytes,
+        clear_setid: run.task.data_only,
     };
     let extract = move |input: &mut dyn std::io::Read| {
         let _stage = stage.enter();
@@ -366,7 +370,7 @@ pub async fn stage(run: &Run) -> Result<ShardOutcome, ShardError> {
             .map_err(|e| ShardError::transient(format!("repository restore crashed: {e}")))
             .and_then(|r| r)
         }
-        None => download_decompressed(&*run.store, &key, expected, extract).await,
+        None => download_decompressed(&*run.store, &key, expected, decrypt, extract).await,
     };
 
     let stats = match extracted {

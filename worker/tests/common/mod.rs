@@ -57,6 +57,7 @@ pub async fn run(task: ShardTask) -> Result<ShardOutcome, ShardError> {
         cancel: CancellationToken::new(),
         tools: Arc::new(tools),
         policy: Arc::new(ferry_worker::policy::Policy::default()),
+        identities: Arc::new(ferry_crypto::seal::Identities::default()),
     })
     .await
 }
