@@ -58,12 +58,17 @@ impl Proc {
         self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
     }
 
-    /// Sends a signal.
+    /// Sends a signal; nothing once the process was reaped (its pid would be 0, and kill(0, …)
+    /// signals the test's own process group).
     pub fn signal(&self, sig: i32) {
+        let pid = self.pid();
+        if pid <= 0 {
+            return;
+        }
         // SAFETY: kill(2) on a pid this test started; no memory is involved.
         #[allow(unsafe_code)]
         unsafe {
-            libc::kill(self.pid(), sig);
+            libc::kill(pid, sig);
         }
     }
 

@@ -380,5 +380,18 @@ fn build_manifest(job: &JobRecord, shards: &[ShardRecord]) -> BackupManifest {
     } else {
         1
     };
+    // The manifest stays readable without an identity (sync, import, restore planning), so in
+    // an encrypted location it must not carry data: config values live only in the (encrypted)
+    // config shard, and a restore takes them from there.
+    if manifest.encrypted_to.is_some() {
+        for c in &mut manifest.app_spec.components {
+            if c.config.is_some() {
+                c.config = Some(serde_json::Value::String(SEALED_CONFIG.to_owned()));
+            }
+        }
+    }
     manifest
 }
+
+/// What an encrypted backup's manifest says in place of a component's config.
+pub const SEALED_CONFIG: &str = "(encrypted: kept in the backup's config shard)";
