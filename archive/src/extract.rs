@@ -11,19 +11,35 @@
 //! - a hard link's source must pass the same checks and be a regular file
 //!   already inside the target.
 //!
-//! The target is assumed not to be modified concurrently by someone else:
-//! the checks use paths, so a concurrent attacker could race them.
+//! No path is resolved twice, so someone changing the target while a restore
+//! runs (swapping a directory for a symlink to elsewhere) cannot race the
+//! checks: the target is opened once (`O_DIRECTORY|O_NOFOLLOW`; a target that
+//! is itself a symlink is refused) and held as a file descriptor; each entry's
+//! parent directory is opened relative to it with `openat2(2)`
+//! `RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS` (a link anywhere on the way fails,
+//! it is never followed), missing parents are made with `mkdirat` relative to
+//! the directory above them, and the entry itself is created relative to the
+//! parent's descriptor (`openat`, `mkdirat`, `symlinkat`, `linkat`, then
+//! owner, mode, times and attributes through the new file's descriptor, or the
+//! `*at` calls with `AT_SYMLINK_NOFOLLOW` for a symlink). The last parent's
+//! descriptor is kept for the next entries in the same directory: it names
+//! that directory whatever happens to its path. The deferred directory
+//! metadata and the overwrite's removal resolve their paths the same way.
+//! Without `openat2` (Linux before 5.6) a restore fails at the start.
 
 use std::cmp::Reverse;
-use std::ffi::OsStr;
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::ffi::{CStr, OsStr};
+use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use filetime::FileTime;
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
 use tar::{Entry, EntryType};
 
 use crate::tap::{self, Pax, Seen, Tap};
@@ -53,8 +69,10 @@ use crate::{
 ///
 /// # Errors
 ///
-/// [`ArchiveError::TargetMissing`], [`ArchiveError::TargetNotDirectory`] or
-/// [`ArchiveError::TargetNotEmpty`] before anything is read or changed;
+/// [`ArchiveError::TargetMissing`], [`ArchiveError::TargetNotDirectory`],
+/// [`ArchiveError::TargetIsSymlink`] or [`ArchiveError::TargetNotEmpty`]
+/// before anything is read or changed ([`ArchiveError::Io`] of kind
+/// `Unsupported` when the kernel lacks `openat2(2)`);
 /// [`ArchiveError::Input`] for a stream that is empty, corrupt or truncated
 /// (if that shows at the first header, the target is left untouched);
 /// [`ArchiveError::Unsafe`] for the first hostile entry;
@@ -66,7 +84,7 @@ pub fn extract_tree<R: Read>(
     progress: &AtomicU64,
 ) -> Result<ArchiveStats, ArchiveError> {
     let overwrite = options.overwrite;
-    let root = open_target(target, overwrite)?;
+    let (root, root_path) = open_target(target, overwrite)?;
     let (tap, seen) = Tap::new(EofTracker {
         inner: input,
         eof: false,
@@ -74,6 +92,7 @@ pub fn extract_tree<R: Read>(
     let mut archive = tar::Archive::new(tap);
     let mut ex = Extractor {
         root,
+        root_path,
         progress,
         stats: ArchiveStats::default(),
         dirs: Vec::new(),
@@ -84,10 +103,11 @@ pub fn extract_tree<R: Read>(
             numeric: options.numeric_owner,
             ..Owners::default()
         },
-        checked_parent: None,
+        parent: None,
         last: Vec::new(),
         seen,
         max_bytes: options.max_bytes,
+        clear_setid: options.clear_setid,
     };
     {
         let mut entries = archive
@@ -171,34 +191,76 @@ fn unsafe_err(raw: &[u8], reason: impl Into<String>) -> ArchiveError {
     }
 }
 
-/// Checks the target and returns its canonical path, so later path
-/// operations do not depend on symlinks in the path the caller gave.
-fn open_target(target: &Path, overwrite: bool) -> Result<PathBuf, ArchiveError> {
-    match fs::symlink_metadata(target) {
-        Ok(_) => {}
+/// Opens the target without following a symlink at its last component and
+/// checks it; returns the held directory and its canonical path (for messages
+/// only: nothing below is resolved through that path).
+fn open_target(target: &Path, overwrite: bool) -> Result<(File, PathBuf), ArchiveError> {
+    // A trailing slash would make the kernel follow a symlink even with
+    // O_NOFOLLOW; "target/" and "target" name the same entry otherwise.
+    let raw = target.as_os_str().as_bytes();
+    let trimmed = match raw.iter().rposition(|&b| b != b'/') {
+        Some(last) => Path::new(OsStr::from_bytes(&raw[..=last])),
+        None => target,
+    };
+    let root = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(trimmed)
+    {
+        Ok(root) => root,
         Err(e) if e.kind() == ErrorKind::NotFound => {
             return Err(ArchiveError::TargetMissing {
                 path: target.to_path_buf(),
             });
         }
-        Err(e) => return Err(io_err(target, e)),
-    }
-    let root = fs::canonicalize(target).map_err(|e| io_err(target, e))?;
-    let meta = fs::metadata(&root).map_err(|e| io_err(target, e))?;
-    if !meta.is_dir() {
-        return Err(ArchiveError::TargetNotDirectory {
-            path: target.to_path_buf(),
-        });
-    }
-    if !overwrite {
-        let mut entries = fs::read_dir(&root).map_err(|e| io_err(target, e))?;
-        if entries.next().is_some() {
-            return Err(ArchiveError::TargetNotEmpty {
-                path: target.to_path_buf(),
+        // O_DIRECTORY|O_NOFOLLOW: a symlink fails with ENOTDIR or ELOOP.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+            return Err(match std::fs::symlink_metadata(trimmed) {
+                Ok(m) if m.file_type().is_symlink() => ArchiveError::TargetIsSymlink {
+                    path: target.to_path_buf(),
+                },
+                Ok(_) => ArchiveError::TargetNotDirectory {
+                    path: target.to_path_buf(),
+                },
+                Err(_) => io_err(target, e),
             });
         }
+        Err(e) => return Err(io_err(target, e)),
+    };
+    let shown_path = std::fs::canonicalize(trimmed).map_err(|e| io_err(target, e))?;
+    // Every later path is resolved with openat2: without it, stop here rather than
+    // fall back to racy path checks. (Old container seccomp profiles answer EPERM.)
+    match openat2_beneath(
+        root.as_fd(),
+        Path::new("."),
+        OFlags::PATH | OFlags::DIRECTORY,
+    ) {
+        Ok(_) => {}
+        Err(Errno::NOSYS | Errno::PERM) => {
+            return Err(io_err(
+                target,
+                io::Error::new(
+                    ErrorKind::Unsupported,
+                    "openat2(2) is not available (Linux 5.6 or later is needed): \
+                     extraction resolves every path beneath the target with it",
+                ),
+            ));
+        }
+        Err(e) => return Err(io_err(target, e.into())),
     }
-    Ok(root)
+    if !overwrite {
+        let mut names = read_names(root.as_fd()).map_err(|e| io_err(target, e))?;
+        match names.next() {
+            None => {}
+            Some(Ok(_)) => {
+                return Err(ArchiveError::TargetNotEmpty {
+                    path: target.to_path_buf(),
+                });
+            }
+            Some(Err(e)) => return Err(io_err(target, e)),
+        }
+    }
+    Ok((root, shown_path))
 }
 
 /// Turns an archive path into a relative path below the target: `.` and
@@ -242,6 +304,8 @@ impl<R: Read> Read for EofTracker<R> {
 /// Metadata of a directory, applied after all its content was written.
 struct DirMeta {
     rel: PathBuf,
+    /// The entry's name in the archive, for errors.
+    raw: Vec<u8>,
     meta: EntryMeta,
 }
 
@@ -293,8 +357,11 @@ impl Owners {
 }
 
 struct Extractor<'a> {
-    /// Canonical target directory.
-    root: PathBuf,
+    /// The target directory, opened once without following a symlink; every
+    /// path below is resolved relative to it.
+    root: File,
+    /// The target's canonical path, for messages only.
+    root_path: PathBuf,
     progress: &'a AtomicU64,
     stats: ArchiveStats,
     dirs: Vec<DirMeta>,
@@ -302,16 +369,37 @@ struct Extractor<'a> {
     buf: Vec<u8>,
     as_root: bool,
     owners: Owners,
-    /// Parent (relative) most recently verified to be a chain of real
-    /// directories. Nothing is ever removed during extraction and everything
-    /// is created exclusively, so a verified directory stays one.
-    checked_parent: Option<PathBuf>,
+    /// The last entry's parent directory, held open: consecutive entries in
+    /// one directory reuse it, and it stays that directory whatever is done to
+    /// its path meanwhile (a path could be swapped for a symlink; the
+    /// descriptor cannot).
+    parent: Option<ParentDir>,
     /// Raw path of the last entry, for error context.
     last: Vec<u8>,
     /// Each member's PAX data, read whole (see `tap.rs`).
     seen: Seen,
     /// Most bytes of file data the archive may hold (`ExtractOptions::max_bytes`).
     max_bytes: Option<u64>,
+    /// Drop setuid/setgid from every mode (`ExtractOptions::clear_setid`).
+    clear_setid: bool,
+}
+
+/// A directory inside the target, held by an `O_PATH` descriptor.
+struct ParentDir {
+    /// Its path relative to the target ("" for the target itself).
+    rel: PathBuf,
+    fd: OwnedFd,
+}
+
+/// What resolving a directory does about a component that does not exist.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Create it (archives from other tools may omit parent entries).
+    Create,
+    /// Refuse the entry: it names something that should exist in the target.
+    Refuse,
+    /// An I/O error: something removed it behind our back.
+    Fail,
 }
 
 impl Extractor<'_> {
@@ -324,20 +412,19 @@ impl Extractor<'_> {
     }
 
     fn prepare_root(&mut self, overwrite: bool) -> Result<(), ArchiveError> {
+        let root_err = |e| io_err(&self.root_path, e);
         if !self.as_root {
             // A previous restore may have left the target read-only; without
             // write access neither removing nor creating works.
-            let meta = fs::metadata(&self.root).map_err(|e| io_err(&self.root, e))?;
+            let meta = self.root.metadata().map_err(root_err)?;
             if meta.mode() & 0o700 != 0o700 {
-                fs::set_permissions(
-                    &self.root,
-                    Permissions::from_mode((meta.mode() & 0o7777) | 0o700),
-                )
-                .map_err(|e| io_err(&self.root, e))?;
+                self.root
+                    .set_permissions(Permissions::from_mode((meta.mode() & 0o7777) | 0o700))
+                    .map_err(root_err)?;
             }
         }
         if overwrite {
-            clear_dir(&self.root, self.as_root)?;
+            clear_dir(self.root.as_fd(), &self.root_path, self.as_root)?;
         }
         Ok(())
     }
@@ -380,14 +467,27 @@ impl Extractor<'_> {
             self.stats.dirs += 1;
             return Ok(());
         }
-        self.check_parents(&rel, &raw, true)?;
-        let path = self.root.join(&rel);
-        match kind {
-            Kind::Dir => self.make_dir(rel, &path, &raw, meta),
-            Kind::File { sparse } => self.make_file(&mut entry, &path, &raw, meta, sparse),
-            Kind::Symlink => self.make_symlink(&entry, &path, &raw, meta),
-            Kind::HardLink => self.make_hard_link(&entry, &path, &raw),
-        }
+        let (parent_rel, name) = split_last(&rel);
+        let parent = match self.parent.take() {
+            Some(cached) if cached.rel == parent_rel => cached,
+            _ => ParentDir {
+                fd: self.open_dir(parent_rel, &raw, Missing::Create, OFlags::PATH)?,
+                rel: parent_rel.to_path_buf(),
+            },
+        };
+        let at = At {
+            dir: parent.fd.as_fd(),
+            name,
+            path: self.root_path.join(&rel),
+        };
+        let result = match kind {
+            Kind::Dir => self.make_dir(&at, rel.clone(), &raw, meta),
+            Kind::File { sparse } => self.make_file(&mut entry, &at, &raw, meta, sparse),
+            Kind::Symlink => self.make_symlink(&entry, &at, &raw, meta),
+            Kind::HardLink => self.make_hard_link(&entry, &at, &parent, &raw),
+        };
+        self.parent = Some(parent);
+        result
     }
 
     fn entry_meta<R: Read>(
@@ -397,7 +497,10 @@ impl Extractor<'_> {
     ) -> Result<EntryMeta, ArchiveError> {
         let bad = |e| input_err(format!("header of entry \"{}\"", shown_bytes(raw)), e);
         let h = entry.header();
-        let mode = h.mode().map_err(bad)? & 0o7777;
+        let mut mode = h.mode().map_err(bad)? & 0o7777;
+        if self.clear_setid {
+            mode = without_setid(mode);
+        }
         let uid = h.uid().map_err(bad)?;
         let gid = h.gid().map_err(bad)?;
         let secs = h.mtime().map_err(bad)?;
@@ -422,85 +525,114 @@ impl Extractor<'_> {
         })
     }
 
-    /// Refuses `rel` unless every parent inside the target is a real
-    /// directory; missing ones are created when `create` (archives from
-    /// other tools may omit parent entries).
-    fn check_parents(&mut self, rel: &Path, raw: &[u8], create: bool) -> Result<(), ArchiveError> {
-        let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) else {
-            return Ok(());
+    /// Opens the directory `rel` (relative to the target; "" is the target
+    /// itself) with `flags` (`O_PATH` or `O_RDONLY`), refusing it unless it and
+    /// every directory above it inside the target is a real directory: the
+    /// kernel resolves it beneath the target and never through a symlink
+    /// (`openat2`, `RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS`). One call for the
+    /// whole path; when that fails, a component at a time, to create what is
+    /// missing (relative to the directory above) or to name the culprit.
+    fn open_dir(
+        &self,
+        rel: &Path,
+        raw: &[u8],
+        missing: Missing,
+        flags: OFlags,
+    ) -> Result<OwnedFd, ArchiveError> {
+        let flags = flags | OFlags::DIRECTORY;
+        let whole = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
         };
-        if create && self.checked_parent.as_deref() == Some(parent) {
-            return Ok(());
+        match openat2_beneath(self.root.as_fd(), whole, flags) {
+            Ok(fd) => return Ok(fd),
+            // Walked below: which component is missing, a symlink, not a directory;
+            // or a path longer than PATH_MAX, which works a component at a time.
+            Err(Errno::NOENT | Errno::LOOP | Errno::XDEV | Errno::NOTDIR | Errno::NAMETOOLONG) => {}
+            Err(e) => return Err(io_err(&self.root_path.join(rel), e.into())),
         }
-        let mut cur = self.root.clone();
-        for comp in parent.components() {
-            cur.push(comp);
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    let inside = cur.strip_prefix(&self.root).unwrap_or(&cur);
-                    return Err(unsafe_err(
-                        raw,
-                        format!(
-                            "symlink escape: \"{}\" inside the target is a symlink",
-                            shown(inside)
-                        ),
-                    ));
+        let mut cur: Option<OwnedFd> = None;
+        let mut inside = PathBuf::new();
+        let depth = rel.components().count();
+        for (i, comp) in rel.components().enumerate() {
+            let name = comp.as_os_str();
+            inside.push(name);
+            let dir = cur.as_ref().map_or(self.root.as_fd(), AsFd::as_fd);
+            // Directories on the way only need to be searched, not read.
+            let step = if i + 1 == depth {
+                flags
+            } else {
+                OFlags::PATH | OFlags::DIRECTORY
+            };
+            let mut created = false;
+            let next = loop {
+                match openat2_beneath(dir, Path::new(name), step) {
+                    Ok(fd) => break fd,
+                    Err(Errno::LOOP | Errno::XDEV) => return Err(symlink_escape(raw, &inside)),
+                    // A symlink is ELOOP (no O_NOFOLLOW: see openat2_beneath).
+                    Err(Errno::NOTDIR) => {
+                        return Err(unsafe_err(
+                            raw,
+                            format!("parent \"{}\" is not a directory", shown(&inside)),
+                        ));
+                    }
+                    Err(Errno::NOENT) if missing == Missing::Create && !created => {
+                        match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+                            // Made by someone else meanwhile: opened (and checked) next round.
+                            Ok(()) | Err(Errno::EXIST) => created = true,
+                            Err(e) => return Err(io_err(&self.root_path.join(&inside), e.into())),
+                        }
+                    }
+                    Err(Errno::NOENT) if missing == Missing::Refuse => {
+                        return Err(unsafe_err(
+                            raw,
+                            format!("parent \"{}\" does not exist in the target", shown(&inside)),
+                        ));
+                    }
+                    Err(e) => return Err(io_err(&self.root_path.join(&inside), e.into())),
                 }
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    let inside = cur.strip_prefix(&self.root).unwrap_or(&cur);
-                    return Err(unsafe_err(
-                        raw,
-                        format!("parent \"{}\" is not a directory", shown(inside)),
-                    ));
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound && create => {
-                    DirBuilder::new()
-                        .mode(0o755)
-                        .create(&cur)
-                        .map_err(|e| io_err(&cur, e))?;
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    let inside = cur.strip_prefix(&self.root).unwrap_or(&cur);
-                    return Err(unsafe_err(
-                        raw,
-                        format!("parent \"{}\" does not exist in the target", shown(inside)),
-                    ));
-                }
-                Err(e) => return Err(io_err(&cur, e)),
-            }
+            };
+            cur = Some(next);
         }
-        if create {
-            self.checked_parent = Some(parent.to_path_buf());
+        match cur {
+            Some(fd) => Ok(fd),
+            // `rel` is the target itself and "." failed above: say why.
+            None => openat2_beneath(self.root.as_fd(), whole, flags)
+                .map_err(|e| io_err(&self.root_path, e.into())),
         }
-        Ok(())
     }
 
     fn make_dir(
         &mut self,
+        at: &At<'_>,
         rel: PathBuf,
-        path: &Path,
         raw: &[u8],
         meta: EntryMeta,
     ) -> Result<(), ArchiveError> {
         // Owner-only until finish_dirs sets the real mode: a read-only
         // directory must still take its content.
-        match DirBuilder::new().mode(0o700).create(path) {
+        match rustix::fs::mkdirat(at.dir, at.name, Mode::from_raw_mode(0o700)) {
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            Err(Errno::EXIST) => {
                 // A repeated entry or a parent created implicitly is fine;
                 // anything else in the way is not.
-                let m = fs::symlink_metadata(path).map_err(|e| io_err(path, e))?;
-                if !m.is_dir() {
+                let st = rustix::fs::statat(at.dir, at.name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| io_err(&at.path, e.into()))?;
+                if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
                     return Err(unsafe_err(
                         raw,
                         "something other than a directory already exists there",
                     ));
                 }
             }
-            Err(e) => return Err(io_err(path, e)),
+            Err(e) => return Err(io_err(&at.path, e.into())),
         }
-        self.dirs.push(DirMeta { rel, meta });
+        self.dirs.push(DirMeta {
+            rel,
+            raw: raw.to_vec(),
+            meta,
+        });
         self.stats.dirs += 1;
         Ok(())
     }
@@ -508,7 +640,7 @@ impl Extractor<'_> {
     fn make_file<R: Read>(
         &mut self,
         entry: &mut Entry<'_, R>,
-        path: &Path,
+        at: &At<'_>,
         raw: &[u8],
         meta: EntryMeta,
         sparse: bool,
@@ -526,13 +658,16 @@ impl Extractor<'_> {
                 ),
             ));
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| exists_or_io(e, path, raw))?;
+        let path = &at.path;
+        let file = File::from(
+            rustix::fs::openat(
+                at.dir,
+                at.name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| exists_or_io(e.into(), path, raw))?,
+        );
         let mut written = 0u64;
         let mut out = &file;
         loop {
@@ -575,7 +710,7 @@ impl Extractor<'_> {
     fn make_symlink<R: Read>(
         &mut self,
         entry: &Entry<'_, R>,
-        path: &Path,
+        at: &At<'_>,
         raw: &[u8],
         meta: EntryMeta,
     ) -> Result<(), ArchiveError> {
@@ -584,15 +719,38 @@ impl Extractor<'_> {
         let Some(target) = entry.link_name_bytes() else {
             return Err(unsafe_err(raw, "symlink entry without a target"));
         };
-        std::os::unix::fs::symlink(OsStr::from_bytes(&target), path)
-            .map_err(|e| exists_or_io(e, path, raw))?;
+        let path = &at.path;
+        rustix::fs::symlinkat(OsStr::from_bytes(&target), at.dir, at.name)
+            .map_err(|e| exists_or_io(e.into(), path, raw))?;
         if let Some((uid, gid)) = meta.owner {
-            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| io_err(path, e))?;
+            // -1 (the largest id) leaves the id unchanged, as with chown(2).
+            rustix::fs::chownat(
+                at.dir,
+                at.name,
+                (uid != u32::MAX).then(|| Uid::from_raw(uid)),
+                (gid != u32::MAX).then(|| Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| io_err(path, e.into()))?;
         }
-        xattrs::apply(On::Link(path), &meta.attrs, &mut self.stats.attr_warnings)
-            .map_err(|e| io_err(path, e))?;
-        filetime::set_symlink_file_times(path, meta.mtime, meta.mtime)
-            .map_err(|e| io_err(path, e))?;
+        if !meta.attrs.is_empty() {
+            // No *at call sets an attribute on a symlink before Linux 6.13; the
+            // /proc link of the held parent names that very directory, and the
+            // l* call does not follow the last component.
+            let link = proc_fd_path(at.dir).join(at.name);
+            xattrs::apply(On::Link(&link), &meta.attrs, &mut self.stats.attr_warnings)
+                .map_err(|e| io_err(path, e))?;
+        }
+        let time = Timespec {
+            tv_sec: meta.mtime.unix_seconds(),
+            tv_nsec: meta.mtime.nanoseconds().into(),
+        };
+        let times = Timestamps {
+            last_access: time,
+            last_modification: time,
+        };
+        rustix::fs::utimensat(at.dir, at.name, &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_err(path, e.into()))?;
         self.stats.symlinks += 1;
         Ok(())
     }
@@ -600,7 +758,8 @@ impl Extractor<'_> {
     fn make_hard_link<R: Read>(
         &mut self,
         entry: &Entry<'_, R>,
-        path: &Path,
+        at: &At<'_>,
+        parent: &ParentDir,
         raw: &[u8],
     ) -> Result<(), ArchiveError> {
         let Some(source_raw) = entry.link_name_bytes().map(std::borrow::Cow::into_owned) else {
@@ -618,8 +777,15 @@ impl Extractor<'_> {
         if source_rel.as_os_str().is_empty() {
             return Err(unsafe_err(raw, "hard link to the archive root"));
         }
-        self.check_parents(&source_rel, raw, false)?;
-        let source = self.root.join(&source_rel);
+        let (source_parent, source_name) = split_last(&source_rel);
+        let opened;
+        let source_dir = if source_parent == parent.rel {
+            parent.fd.as_fd()
+        } else {
+            opened = self.open_dir(source_parent, raw, Missing::Refuse, OFlags::PATH)?;
+            opened.as_fd()
+        };
+        let source = self.root_path.join(&source_rel);
         let not_file = || {
             unsafe_err(
                 raw,
@@ -629,40 +795,116 @@ impl Extractor<'_> {
                 ),
             )
         };
-        match fs::symlink_metadata(&source) {
-            Ok(m) if m.file_type().is_file() => {}
-            Ok(_) => return Err(not_file()),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_file()),
-            Err(e) => return Err(io_err(&source, e)),
+        match rustix::fs::statat(source_dir, source_name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
+            Ok(_) | Err(Errno::NOENT) => return Err(not_file()),
+            Err(e) => return Err(io_err(&source, e.into())),
         }
-        // linkat without AT_SYMLINK_FOLLOW: links the checked file itself.
-        fs::hard_link(&source, path).map_err(|e| exists_or_io(e, path, raw))?;
+        // Without AT_SYMLINK_FOLLOW linkat links the name itself: if it was
+        // swapped since the check, the link is to whatever now has that name in
+        // that directory, which is inside the target too.
+        rustix::fs::linkat(source_dir, source_name, at.dir, at.name, AtFlags::empty())
+            .map_err(|e| exists_or_io(e.into(), &at.path, raw))?;
         self.stats.hardlinks += 1;
         Ok(())
     }
 
     /// Directory metadata, deepest first so setting a child's does not touch
-    /// a parent already done; the target root last.
+    /// a parent already done; the target root last. Each directory is opened
+    /// again beneath the target, never through a symlink.
     fn finish_dirs(&mut self) -> Result<(), ArchiveError> {
+        self.parent = None;
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by_key(|d| Reverse(d.rel.components().count()));
         // Attributes last of all: a default ACL set earlier would have been inherited by
         // everything created below it.
         for d in &dirs {
-            let path = self.root.join(&d.rel);
-            let dir = open_dir(&path)?;
+            let path = self.root_path.join(&d.rel);
+            let dir = File::from(self.open_dir(&d.rel, &d.raw, Missing::Fail, OFlags::RDONLY)?);
             apply_meta(&dir, &path, &d.meta)?;
             xattrs::apply(On::File(&dir), &d.meta.attrs, &mut self.stats.attr_warnings)
                 .map_err(|e| io_err(&path, e))?;
         }
         if let Some(meta) = self.root_meta.take() {
-            let dir = open_dir(&self.root)?;
-            apply_meta(&dir, &self.root, &meta)?;
-            xattrs::apply(On::File(&dir), &meta.attrs, &mut self.stats.attr_warnings)
-                .map_err(|e| io_err(&self.root, e))?;
+            apply_meta(&self.root, &self.root_path, &meta)?;
+            xattrs::apply(
+                On::File(&self.root),
+                &meta.attrs,
+                &mut self.stats.attr_warnings,
+            )
+            .map_err(|e| io_err(&self.root_path, e))?;
         }
         Ok(())
     }
+}
+
+/// Where an entry is created: a name in a held directory.
+struct At<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a OsStr,
+    /// The full path, for messages only.
+    path: PathBuf,
+}
+
+/// `rel` (normalised, not empty) as its parent ("" for the target) and last name.
+fn split_last(rel: &Path) -> (&Path, &OsStr) {
+    let name = rel.file_name().unwrap_or(rel.as_os_str());
+    (rel.parent().unwrap_or(Path::new("")), name)
+}
+
+/// `mode` without setuid and setgid.
+fn without_setid(mode: u32) -> u32 {
+    mode & !(libc::S_ISUID | libc::S_ISGID)
+}
+
+fn symlink_escape(raw: &[u8], inside: &Path) -> ArchiveError {
+    unsafe_err(
+        raw,
+        format!(
+            "symlink escape: \"{}\" inside the target is a symlink",
+            shown(inside)
+        ),
+    )
+}
+
+/// `openat2(dir, path, flags|O_CLOEXEC, RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)`:
+/// no symlink is followed anywhere on the way, the last component included
+/// (ELOOP), and nothing outside `dir` is reached (EXDEV). Not `O_NOFOLLOW`:
+/// with `O_PATH` it would open a trailing symlink itself (or fail with ENOTDIR
+/// under `O_DIRECTORY`) instead of failing with ELOOP. Retried on EAGAIN, which
+/// the kernel may return when a rename elsewhere raced the lookup.
+fn openat2_beneath(dir: BorrowedFd<'_>, path: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(
+            dir,
+            path,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+        ) {
+            Err(Errno::AGAIN) if tries < 16 => tries += 1,
+            result => return result,
+        }
+    }
+}
+
+/// The /proc/self/fd link of `fd`: resolving it lands on the very file the
+/// descriptor holds, whatever has happened to its path since.
+fn proc_fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// The names in directory `dir` (a readable descriptor), `.` and `..` left out.
+fn read_names(
+    dir: BorrowedFd<'_>,
+) -> io::Result<impl Iterator<Item = io::Result<std::ffi::CString>>> {
+    let entries = rustix::fs::Dir::read_from(dir)?;
+    Ok(entries.filter_map(|e| match e {
+        Ok(e) if matches!(e.file_name().to_bytes(), b"." | b"..") => None,
+        Ok(e) => Some(Ok(e.file_name().to_owned())),
+        Err(e) => Some(Err(e.into())),
+    }))
 }
 
 enum Kind {
@@ -720,15 +962,6 @@ fn exists_or_io(e: io::Error, path: &Path, raw: &[u8]) -> ArchiveError {
     }
 }
 
-/// Opens a directory without following a symlink, for fd-based metadata calls.
-fn open_dir(path: &Path) -> Result<File, ArchiveError> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| io_err(path, e))
-}
-
 /// Owner, then mode (chown clears setuid/setgid), then mtime, all through
 /// the open handle so no path is resolved again.
 fn apply_meta(file: &File, path: &Path, meta: &EntryMeta) -> Result<(), ArchiveError> {
@@ -740,60 +973,108 @@ fn apply_meta(file: &File, path: &Path, meta: &EntryMeta) -> Result<(), ArchiveE
     filetime::set_file_handle_times(file, None, Some(meta.mtime)).map_err(|e| io_err(path, e))
 }
 
-/// Removes everything inside `root`, keeping `root`. std's `remove_dir_all`
-/// does not follow symlinks (it works with `openat`/`unlinkat` and `O_NOFOLLOW`),
-/// so a symlink in the old content is removed, never what it points at.
-fn clear_dir(root: &Path, as_root: bool) -> Result<(), ArchiveError> {
-    let mut children = Vec::new();
-    for entry in fs::read_dir(root).map_err(|e| io_err(root, e))? {
-        let entry = entry.map_err(|e| io_err(root, e))?;
-        let is_dir = entry
-            .file_type()
-            .map_err(|e| io_err(&entry.path(), e))?
-            .is_dir();
-        children.push((entry.path(), is_dir));
-    }
-    for (path, is_dir) in children {
-        let removed = if is_dir {
-            fs::remove_dir_all(&path).or_else(|e| {
-                // Read-only directories stop a non-root user: open them up, retry.
-                if e.kind() == ErrorKind::PermissionDenied && !as_root {
-                    make_writable(&path)?;
-                    fs::remove_dir_all(&path)
-                } else {
-                    Err(e)
-                }
-            })
-        } else {
-            fs::remove_file(&path)
-        };
-        removed.map_err(|e| io_err(&path, e))?;
+/// Removes everything inside the directory `dir` (keeping it). Every name is
+/// removed or opened relative to the descriptor of the directory holding it,
+/// directories with `O_NOFOLLOW`, so a symlink in the old content (or one
+/// swapped in meanwhile) is removed, never followed.
+fn clear_dir(dir: BorrowedFd<'_>, path: &Path, as_root: bool) -> Result<(), ArchiveError> {
+    // Names first, removal after: removing while reading could skip entries.
+    let names = read_names(dir)
+        .and_then(Iterator::collect::<io::Result<Vec<_>>>)
+        .map_err(|e| io_err(path, e))?;
+    for name in names {
+        let child = path.join(OsStr::from_bytes(name.to_bytes()));
+        match rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()) {
+            Ok(()) => continue,
+            // Linux says EISDIR for a directory.
+            Err(Errno::ISDIR) => {}
+            Err(e) => return Err(io_err(&child, e.into())),
+        }
+        let sub = open_for_clearing(dir, &name, as_root).map_err(|e| io_err(&child, e))?;
+        clear_dir(sub.as_fd(), &child, as_root)?;
+        drop(sub);
+        rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::REMOVEDIR)
+            .map_err(|e| io_err(&child, e.into()))?;
     }
     Ok(())
 }
 
-/// Adds owner rwx to every real directory under `dir` (symlinks untouched).
-fn make_writable(dir: &Path) -> io::Result<()> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let meta = fs::symlink_metadata(&d)?;
-        if !meta.is_dir() {
-            continue;
+/// Opens directory `name` in `dir` for reading, without following a symlink.
+/// Not running as root, a directory left read-only first gets owner rwx (or
+/// its content could be neither listed nor removed): through the /proc link of
+/// an `O_PATH` descriptor, since chmod by name would follow a swapped-in link.
+fn open_for_clearing(dir: BorrowedFd<'_>, name: &CStr, as_root: bool) -> io::Result<OwnedFd> {
+    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    if !as_root {
+        let held = rustix::fs::openat(dir, name, flags | OFlags::PATH, Mode::empty())?;
+        let mode = rustix::fs::fstat(&held)?.st_mode & 0o7777;
+        if mode & 0o700 != 0o700 {
+            rustix::fs::chmod(
+                proc_fd_path(held.as_fd()),
+                Mode::from_raw_mode(mode | 0o700),
+            )?;
         }
-        fs::set_permissions(&d, Permissions::from_mode((meta.mode() & 0o7777) | 0o700))?;
-        for entry in fs::read_dir(&d)? {
-            let entry = entry?;
-            if entry.file_type()?.is_dir() {
-                stack.push(entry.path());
-            }
-        }
+        return Ok(rustix::fs::openat(
+            &held,
+            c".",
+            OFlags::RDONLY | flags,
+            Mode::empty(),
+        )?);
     }
-    Ok(())
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | flags,
+        Mode::empty(),
+    )?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clear_setid_keeps_every_other_bit() {
+        assert_eq!(without_setid(0o6755), 0o755);
+        assert_eq!(without_setid(0o7777), 0o1777);
+        assert_eq!(without_setid(0o4000), 0);
+        assert_eq!(without_setid(0o2070), 0o070);
+        assert_eq!(without_setid(0o1644), 0o1644);
+    }
+
+    #[test]
+    fn split_last_gives_parent_and_name() {
+        assert_eq!(
+            split_last(Path::new("a/b/c")),
+            (Path::new("a/b"), OsStr::new("c"))
+        );
+        assert_eq!(split_last(Path::new("c")), (Path::new(""), OsStr::new("c")));
+    }
+
+    /// What the resolution relies on: a symlink anywhere, the last component included, is
+    /// ELOOP (never followed, never opened itself), and a file on the way is ENOTDIR.
+    #[test]
+    fn openat2_beneath_never_follows_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::write(root.join("f"), b"").unwrap();
+        std::os::unix::fs::symlink("d", root.join("rel")).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), root.join("abs")).unwrap();
+        let dir = File::open(&root).unwrap();
+        let open = |p: &str| {
+            openat2_beneath(dir.as_fd(), Path::new(p), OFlags::PATH | OFlags::DIRECTORY).map(drop)
+        };
+        assert_eq!(open("d/e"), Ok(()));
+        assert_eq!(open("."), Ok(()));
+        for through_link in ["rel", "rel/e", "abs", "abs/root"] {
+            assert_eq!(open(through_link), Err(Errno::LOOP), "{through_link}");
+        }
+        assert_eq!(open("f"), Err(Errno::NOTDIR));
+        assert_eq!(open("f/x"), Err(Errno::NOTDIR));
+        assert_eq!(open("missing/x"), Err(Errno::NOENT));
+        assert_eq!(open("../root"), Err(Errno::XDEV));
+    }
 
     #[test]
     fn relative_paths_are_normalised() {

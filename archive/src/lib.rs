@@ -91,6 +91,10 @@ pub struct ExtractOptions {
     /// Refuse an archive whose regular files hold more bytes than this (what the backup
     /// recorded): a tampered or hostile archive cannot fill the target's disk.
     pub max_bytes: Option<u64>,
+    /// Clear the setuid and setgid bits from every restored file and directory
+    /// mode (the other bits, sticky included, are kept): for data-only restores
+    /// of backups that are not trusted to hand out privileges.
+    pub clear_setid: bool,
 }
 
 /// Why archiving or extracting failed.
@@ -130,6 +134,15 @@ pub enum ArchiveError {
     /// The restore target exists but is not a directory.
     #[error("restore target \"{}\" is not a directory", shown(path))]
     TargetNotDirectory {
+        /// The target path.
+        path: PathBuf,
+    },
+    /// The restore target is a symbolic link: it is not followed.
+    #[error(
+        "restore target \"{}\" is a symbolic link (not followed; give the directory itself)",
+        shown(path)
+    )]
+    TargetIsSymlink {
         /// The target path.
         path: PathBuf,
     },

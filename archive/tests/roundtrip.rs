@@ -118,6 +118,75 @@ fn round_trip_keeps_everything_and_compare_sees_each_change() {
     assert_eq!(diffs.len(), 8, "{diffs:#?}");
 }
 
+/// Extraction resolves paths a component at a time when the whole path is longer
+/// than PATH_MAX (4096 bytes), so deep trees restore.
+#[test]
+fn paths_longer_than_path_max_are_extracted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let comps: Vec<String> = (0..30)
+        .map(|i| format!("{i:02}{}", "d".repeat(200)))
+        .collect();
+    let dir = comps.join("/");
+    let file = format!("{dir}/file");
+    assert!(file.len() > 6000);
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(BASE_SECS as u64);
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o750);
+    header.set_size(0);
+    builder
+        .append_data(&mut header.clone(), &dir, &[][..])
+        .unwrap();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o640);
+    header.set_size(4);
+    builder
+        .append_data(&mut header, &file, &b"deep"[..])
+        .unwrap();
+    let data = builder.into_inner().unwrap();
+
+    let dst = tmp.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    let (stats, _) = extract(&data[..], &dst, false).unwrap();
+    assert_eq!((stats.files, stats.dirs), (1, 1));
+    // Checked the same way: a component at a time, relative to the directory above.
+    let mut cur: std::os::fd::OwnedFd = File::open(&dst).unwrap().into();
+    for comp in &comps {
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY;
+        cur = rustix::fs::openat(&cur, comp.as_str(), flags, rustix::fs::Mode::empty()).unwrap();
+    }
+    let st = rustix::fs::fstat(&cur).unwrap();
+    assert_eq!(st.st_mode & 0o7777, 0o750, "the deferred directory mode");
+    let f = rustix::fs::openat(
+        &cur,
+        "file",
+        rustix::fs::OFlags::RDONLY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let mut content = String::new();
+    File::from(f).read_to_string(&mut content).unwrap();
+    assert_eq!(content, "deep");
+    // And an overwrite removes it again, as deep as it goes.
+    let empty = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(BASE_SECS as u64);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(0);
+        b.append_data(&mut h, "new", &[][..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    extract(&empty[..], &dst, true).unwrap();
+    assert_eq!(listing(&dst), vec![dst.join("new")]);
+}
+
 /// Replaces `p` by a fresh copy with the same content, mode and mtime; dense
 /// writes every byte (zeros included) so holes become allocated blocks.
 fn replace_with_copy(p: &Path, dense: bool) {

@@ -5,10 +5,11 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 
 use common::*;
-use ferry_archive::{ArchiveError, compare_trees};
+use ferry_archive::{ArchiveError, ExtractOptions, compare_trees, extract_tree};
 use tar::EntryType;
 
 /// A base dir holding an empty "target" and an "outside" dir with one file.
@@ -328,6 +329,92 @@ fn target_must_exist_and_be_a_directory() {
         matches!(err, ArchiveError::TargetNotDirectory { .. }),
         "{err}"
     );
+}
+
+/// A target that is itself a symlink is not followed: with overwrite, following it
+/// would wipe whatever it points at.
+#[test]
+fn a_target_that_is_a_symlink_is_refused() {
+    let (tmp, target, outside) = setup();
+    let data = hostile(&[(b"evil", EntryType::Regular, None, b"pwned")]);
+    let to_outside = tmp.path().join("to-outside");
+    symlink(&outside, &to_outside).unwrap();
+    let to_target = tmp.path().join("to-target");
+    symlink(&target, &to_target).unwrap();
+    let with_slash = |p: &Path| PathBuf::from(format!("{}/", p.to_str().unwrap()));
+    for given in [
+        to_outside.clone(),
+        with_slash(&to_outside),
+        to_target.clone(),
+        with_slash(&to_target),
+    ] {
+        for overwrite in [false, true] {
+            let err = extract(&data[..], &given, overwrite).unwrap_err();
+            assert!(
+                matches!(err, ArchiveError::TargetIsSymlink { .. }),
+                "{given:?}: {err}"
+            );
+            assert!(err.to_string().contains("symbolic link"), "{err}");
+            assert_eq!(listing(&outside), vec![outside.join("precious")]);
+            assert_eq!(fs::read(outside.join("precious")).unwrap(), b"keep me");
+            assert!(listing(&target).is_empty());
+        }
+    }
+    // Symlinks above the target are the administrator's business: followed as before.
+    let alias = tmp.path().join("alias");
+    symlink(tmp.path(), &alias).unwrap();
+    extract(&data[..], &alias.join("target"), false).unwrap();
+    assert_eq!(fs::read(target.join("evil")).unwrap(), b"pwned");
+    // And a trailing slash on a real directory is fine.
+    extract(&data[..], &with_slash(&target), true).unwrap();
+    assert_eq!(listing(&target), vec![target.join("evil")]);
+}
+
+/// `clear_setid` drops setuid and setgid from files, directories and the root, and keeps every
+/// other bit (sticky included); without it they are all restored.
+#[test]
+fn clear_setid_drops_setuid_and_setgid_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let modes: &[(&str, bool, u32)] = &[
+        ("suid", false, 0o4755),
+        ("sgid", false, 0o2711),
+        ("both", false, 0o6750),
+        ("plain", false, 0o640),
+        ("sgid_dir", true, 0o2775),
+        ("sticky_dir", true, 0o1777),
+        ("all_dir", true, 0o7755),
+    ];
+    for &(name, dir, mode) in modes {
+        let p = src.join(name);
+        if dir {
+            fs::create_dir(&p).unwrap();
+        } else {
+            fs::write(&p, name).unwrap();
+        }
+        chmod(&p, mode);
+    }
+    chmod(&src, 0o2750);
+    let (data, ..) = archive(&src);
+    for clear_setid in [false, true] {
+        let target = tmp.path().join(format!("dst-{clear_setid}"));
+        fs::create_dir(&target).unwrap();
+        let options = ExtractOptions {
+            clear_setid,
+            ..ExtractOptions::default()
+        };
+        extract_tree(&data[..], &target, &options, &AtomicU64::new(0)).unwrap();
+        let expect = |mode: u32| if clear_setid { mode & !0o6000 } else { mode };
+        for &(name, _, mode) in modes.iter().chain([&("", true, 0o2750)]) {
+            let got = fs::symlink_metadata(target.join(name)).unwrap().mode() & 0o7777;
+            assert_eq!(
+                got,
+                expect(mode),
+                "{name:?} with clear_setid={clear_setid}: {got:o}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -302,3 +302,41 @@ fn owners_are_restored_by_name_unless_numeric() {
     assert_eq!(fs::metadata(unknown.join("owned")).unwrap().uid(), old_uid);
     let _ = File::open(unknown.join("owned")).unwrap();
 }
+
+/// A symlink's owner, mtime and attributes are set on the link itself (relative to its held
+/// parent directory), never on what it points at.
+#[test]
+fn a_symlinks_owner_time_and_attributes_are_its_own() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/file"), b"pointed at").unwrap();
+    let link = src.join("d/link");
+    std::os::unix::fs::symlink("file", &link).unwrap();
+    // user.* is not allowed on symlinks; trusted.* is (for root).
+    setfattr(&link, "trusted.ferry", b"on the link");
+    std::os::unix::fs::lchown(&link, Some(1234), Some(5678)).unwrap();
+    set_mtime(&link, BASE_SECS, BASE_NANOS);
+
+    let (data, ..) = archive(&src);
+    let dst = tmp.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    let (stats, _) = extract(&data[..], &dst, false).unwrap();
+    assert!(stats.attr_warnings.is_empty(), "{:?}", stats.attr_warnings);
+    let got = dst.join("d/link");
+    assert_eq!(
+        xattr::get(&got, "trusted.ferry").unwrap().as_deref(),
+        Some(&b"on the link"[..])
+    );
+    assert!(attr_names(&dst.join("d/file")).is_empty());
+    let meta = fs::symlink_metadata(&got).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
+    assert_eq!(
+        (meta.mtime(), meta.mtime_nsec()),
+        (BASE_SECS, i64::from(BASE_NANOS))
+    );
+    let file = fs::symlink_metadata(dst.join("d/file")).unwrap();
+    assert_eq!((file.uid(), file.gid()), (0, 0));
+    assert!(compare_trees(&src, &dst).unwrap().is_empty());
+}
