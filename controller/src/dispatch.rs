@@ -261,7 +261,9 @@ fn deliver(
 /// asked for self-contained archives (`--full`) or its location encrypts (the repository does
 /// not encrypt chunks yet: an encrypted location keeps every volume as one age file).
 pub fn into_repository(job: &JobRecord, shard: &ShardRecord) -> bool {
-    !job.full && job.sealed.is_none() && matches!(shard.resource, ferry_model::task::Resource::Volume { .. })
+    !job.full
+        && job.sealed.is_none()
+        && matches!(shard.resource, ferry_model::task::Resource::Volume { .. })
 }
 
 /// The task a worker receives for the current attempt of a shard.

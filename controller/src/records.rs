@@ -190,6 +190,9 @@ pub struct RestorePlan {
     /// hook of its manifest runs or is registered, setuid/setgid bits are cleared.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub data_only: bool,
+    /// Data only, into a new app: the exec shards of the backup that were left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
 }
 
 /// The life of a shard.

@@ -83,7 +83,10 @@ pub async fn set_recipients(
     let done = ctx
         .store
         .txn(
-            vec![crate::store::Condition::ModRevision(keys::storage(name), rev)],
+            vec![crate::store::Condition::ModRevision(
+                keys::storage(name),
+                rev,
+            )],
             vec![crate::store::Op::put_json(keys::storage(name), &location)],
         )
         .await?;
@@ -133,7 +136,10 @@ pub async fn rewrite_key_files(ctx: &Context, name: &str, files: Vec<v1::KeyFile
     let store = ferry_storage::open(&location)?;
     for f in &files {
         if !is_key_file(&f.key) {
-            return Err(Error::InvalidArgument(format!("{:?} is not a key file", f.key)));
+            return Err(Error::InvalidArgument(format!(
+                "{:?} is not a key file",
+                f.key
+            )));
         }
         if !f.sealed.starts_with(AGE_MAGIC) || f.sealed.len() as u64 > KEY_FILE_LIMIT {
             return Err(Error::InvalidArgument(format!(

@@ -68,6 +68,7 @@ pub async fn create_migration(ctx: &Context, req: Migrate) -> Result<(JobRecord,
             creates_app: true,
             // This installation's own backup, made by this very job.
             data_only: false,
+            left_out: Vec::new(),
         }),
         sealed: backup.sealed.clone(),
         message: format!("waiting for backup {backup_id} in cluster {from}"),

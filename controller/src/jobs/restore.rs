@@ -145,19 +145,11 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
             rewrites: req.rewrites,
             creates_app,
             data_only,
+            left_out: left_out.clone(),
         }),
         signer: signer.label(),
         sealed: super::sealed_of(&manifest),
-        message: if left_out.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "data only (signer: {}): exec shards {} left out; restore into an app that \
-                 declares them to run this installation's command",
-                signer.label(),
-                left_out.join(", ")
-            )
-        },
+
         safety_backup: safety.as_ref().map(|(s, _)| s.id.clone()),
         ..JobRecord::pending(
             id,
@@ -179,6 +171,22 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     let first = Phase::first(&job, &shards, false);
     persist::create_new(ctx, &mut job, &shards, first).await?;
     Ok(job)
+}
+
+/// What the result of a data-only restore says.
+fn data_only_note(signer: &str, left_out: &[String]) -> String {
+    let mut note = format!(
+        "data only (signed by: {signer}): no command or hook of the backup's manifest ran or \
+         was registered, setuid/setgid bits cleared"
+    );
+    if !left_out.is_empty() {
+        note.push_str(&format!(
+            "; exec shards {} left out (restore into an app that declares them to run this \
+             installation's command, or trust the signer: ferry trust add)",
+            left_out.join(", ")
+        ));
+    }
+    note
 }
 
 /// The app a data-only restore registers: the manifest's app without any command — no exec
@@ -203,8 +211,7 @@ pub async fn commit(ctx: &Context, job: JobRecord, shards: &[ShardRecord]) -> Re
         .restore
         .as_ref()
         .filter(|r| r.data_only)
-        .map(|_| job.message.clone())
-        .filter(|m| !m.is_empty());
+        .map(|r| data_only_note(&job.signer, &r.left_out));
     let message = match data_only_note {
         Some(note) if message.is_empty() => note,
         Some(note) => format!("{message}; {note}"),

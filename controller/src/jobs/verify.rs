@@ -64,6 +64,7 @@ pub async fn create_verify(
             rewrites: Vec::new(),
             creates_app: false,
             data_only: false,
+            left_out: Vec::new(),
         }),
         // Verifying hashes what is stored: no key needed (a restore's check step opens the key).
         sealed: None,
