@@ -265,10 +265,12 @@ pub enum StorageCmd {
     /// Replace an encrypted location's recipients: new backups use the new ones at once, and
     /// every existing backup's key file is resealed to them here, on this machine (the
     /// controller never sees an identity). Archives are not rewritten.
-    #[command(after_help = "Example:\n  ferry storage rotate-recipients offsite \\\n      \
+    #[command(
+        after_help = "Example:\n  ferry storage rotate-recipients offsite \\\n      \
         --encrypt-to age1new… --identity-file old.key --identity-file new.key\n\n\
         Give identities that open every existing key file (the old recipients'); adding the new\n\
-        recipients' identity too covers backups that started while the rotation ran.")]
+        recipients' identity too covers backups that started while the rotation ran."
+    )]
     RotateRecipients {
         name: String,
         /// The new recipients (repeatable); the old ones not named here stop opening the

@@ -174,7 +174,9 @@ pub fn print_job(j: &v1::Job) {
         println!("Signed by:\t{}", j.signer);
     }
     if j.data_only {
-        println!("Data only:\tyes (not signed by a trusted installation: no exec command or hook from its manifest, setuid/setgid cleared)");
+        println!(
+            "Data only:\tyes (not signed by a trusted installation: no exec command or hook from its manifest, setuid/setgid cleared)"
+        );
     }
     if !j.trace_id.is_empty() {
         println!("Trace:\t{}", j.trace_id);

@@ -354,6 +354,19 @@ pub async fn export(
     if !rehydrated.is_empty() && trusted {
         crate::trust::sign(ctx, &mut manifest);
     }
+    // An encrypted backup travels with its key file (sealed: useless without an identity of
+    // the location's recipients), so that wherever it is imported it restores the same way.
+    let key_file = match manifest.encrypted_to {
+        Some(_) => Some(
+            store
+                .get_bytes(
+                    &layout::key_file(team, &backup.app, id),
+                    ferry_crypto::seal::KEY_FILE_LIMIT,
+                )
+                .await?,
+        ),
+        None => None,
+    };
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
         let send = |part: Part| {
@@ -366,6 +379,15 @@ pub async fn export(
         };
         if !send(Part::Manifest(manifest.to_json())).await {
             return;
+        }
+        if let Some(sealed) = key_file {
+            let header = Part::Archive(v1::ArchiveStart {
+                name: layout::KEY_FILE.to_owned(),
+                size: sealed.len() as u64,
+            });
+            if !send(header).await || !send(Part::Data(sealed)).await {
+                return;
+            }
         }
         for shard in manifest.shards.iter().filter(|s| s.error.is_empty()) {
             let Some(name) = archive_name(&shard.object_key, &dir) else {
@@ -579,10 +601,19 @@ where
         )));
     }
     let written = async {
+        let mut have_key = false;
         while let Some(part) = next_part(&mut parts).await? {
             let Part::Archive(start) = part else {
                 return Err(bad("expected an archive header".into()));
             };
+            if start.name == layout::KEY_FILE && manifest.encrypted_to.is_some() && !have_key {
+                let sealed = import_key_file(&mut parts, start.size).await?;
+                store
+                    .put_bytes(&format!("{new_dir}{}", layout::KEY_FILE), sealed)
+                    .await?;
+                have_key = true;
+                continue;
+            }
             let (key, size, sha) = expected.remove(&start.name).ok_or_else(|| {
                 bad(format!(
                     "it holds archive {:?}, which its manifest does not list (or twice)",
@@ -601,6 +632,12 @@ where
             return Err(bad(format!(
                 "archive {name} is missing ({} in all)",
                 expected.len()
+            )));
+        }
+        if manifest.encrypted_to.is_some() && !have_key {
+            return Err(bad(format!(
+                "the backup is encrypted and its {} is missing",
+                layout::KEY_FILE
             )));
         }
         store.put_bytes(&manifest_key, manifest.to_json()).await?;
@@ -645,6 +682,28 @@ where
         )),
         Some(Ok(v1::ExportChunk { part: Some(p) })) => Ok(Some(p)),
     }
+}
+
+/// An encrypted backup's key file from the import stream: small, and an age file.
+async fn import_key_file<S>(parts: &mut S, size: u64) -> Result<Vec<u8>>
+where
+    S: Stream<Item = Result<v1::ExportChunk, tonic::Status>> + Unpin + Send,
+{
+    let bad = |m: &str| Error::InvalidArgument(format!("not a valid Ferry export: {m}"));
+    if size > ferry_crypto::seal::KEY_FILE_LIMIT {
+        return Err(bad("its key file is too large"));
+    }
+    let mut sealed = Vec::with_capacity(size as usize);
+    while (sealed.len() as u64) < size {
+        let Some(Part::Data(data)) = next_part(parts).await? else {
+            return Err(bad("its key file is cut short"));
+        };
+        sealed.extend_from_slice(&data);
+    }
+    if sealed.len() as u64 != size || !sealed.starts_with(b"age-encryption.org/v1\n") {
+        return Err(bad("its key file is not an age file"));
+    }
+    Ok(sealed)
 }
 
 /// Streams one archive's `data` parts into storage. The object is completed only after all

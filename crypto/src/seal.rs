@@ -111,6 +111,13 @@ impl KeyPair {
         self.identity.to_public().to_string()
     }
 
+    /// This pair's identity, to open what was encrypted to [`recipient`](Self::recipient).
+    pub fn identities(&self) -> Identities {
+        Identities {
+            list: vec![Box::new(self.identity.clone())],
+        }
+    }
+
     /// The key file: this pair's identity, as an age identity file, sealed to `recipients`.
     pub fn sealed_to(&self, recipients: &[String]) -> Result<Vec<u8>, CryptoError> {
         let text = format!(

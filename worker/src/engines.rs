@@ -88,7 +88,9 @@ impl Run {
     /// Reading an encrypted backup: its own identity, from its key file opened with this
     /// worker's identities. `None` for a backup that is not encrypted. Fails (permanently, before
     /// anything is written) on a worker without an identity that opens the key file.
-    pub async fn archive_key(&self) -> Result<Option<Arc<ferry_crypto::seal::Identities>>, ShardError> {
+    pub async fn archive_key(
+        &self,
+    ) -> Result<Option<Arc<ferry_crypto::seal::Identities>>, ShardError> {
         let Some(sealed) = &self.task.sealed else {
             return Ok(None);
         };

@@ -62,7 +62,11 @@ struct Args {
     /// An age identity file (`age-keygen` output) whose identities open encrypted backups
     /// (repeatable; comma-separated in the variable). Backing up into an encrypted location
     /// needs none.
-    #[arg(long = "identity-file", env = "FERRY_IDENTITY_FILE", value_delimiter = ',')]
+    #[arg(
+        long = "identity-file",
+        env = "FERRY_IDENTITY_FILE",
+        value_delimiter = ','
+    )]
     identity_file: Vec<PathBuf>,
     /// Longest a pre/post backup hook may run before it is killed.
     #[arg(long, env = "FERRY_HOOK_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]

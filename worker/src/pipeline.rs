@@ -424,6 +424,7 @@ mod tests {
             store.clone(),
             "k/a.zst",
             &CancellationToken::new(),
+            None,
             move |w| {
                 w.write_all(&input)
                     .map_err(|e| ShardError::transient(e.to_string()))
@@ -437,12 +438,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(size, stored.bytes);
-        let back = download_decompressed(&*store, "k/a.zst", Some(stored.sha256.clone()), |r| {
-            let mut out = Vec::new();
-            r.read_to_end(&mut out)
-                .map_err(|e| ShardError::transient(e.to_string()))?;
-            Ok(out)
-        })
+        let back = download_decompressed(
+            &*store,
+            "k/a.zst",
+            Some(stored.sha256.clone()),
+            None,
+            read_all,
+        )
         .await
         .unwrap();
         assert_eq!(back, data);
@@ -452,14 +454,80 @@ mod tests {
         assert!(err.permanent && err.message.contains("corrupt"), "{err:?}");
     }
 
+    fn read_all(r: &mut dyn Read) -> Result<Vec<u8>, ShardError> {
+        let mut out = Vec::new();
+        r.read_to_end(&mut out)
+            .map_err(|e| ShardError::transient(e.to_string()))?;
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn an_encrypted_archive_is_an_age_file_that_only_its_identity_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
+        let pair = ferry_crypto::seal::KeyPair::generate();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 89) as u8).collect();
+        let input = data.clone();
+        let ((), stored) = upload_compressed(
+            store.clone(),
+            "k/e.zst.age",
+            &CancellationToken::new(),
+            Some(pair.recipient()),
+            move |w| {
+                w.write_all(&input)
+                    .map_err(|e| ShardError::transient(e.to_string()))
+            },
+        )
+        .await
+        .unwrap();
+        let raw = std::fs::read(dir.path().join("k/e.zst.age")).unwrap();
+        assert!(raw.starts_with(b"age-encryption.org/v1\n"));
+        assert!(
+            stored.bytes < data.len() as u64 / 10,
+            "compressed before encrypting"
+        );
+        // The checksum is that of what is stored.
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(&raw)));
+        let back = download_decompressed(
+            &*store,
+            "k/e.zst.age",
+            Some(stored.sha256.clone()),
+            Some(Arc::new(pair.identities())),
+            read_all,
+        )
+        .await
+        .unwrap();
+        assert_eq!(back, data);
+        let other = ferry_crypto::seal::KeyPair::generate();
+        let err = download_decompressed(
+            &*store,
+            "k/e.zst.age",
+            Some(stored.sha256.clone()),
+            Some(Arc::new(other.identities())),
+            read_all,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.permanent && err.message.contains("none of the"),
+            "{err:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_failing_producer_commits_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
-        let err = upload_compressed(store.clone(), "k/b.zst", &CancellationToken::new(), |w| {
-            w.write_all(&vec![7u8; 3 << 20]).unwrap();
-            Err::<(), _>(ShardError::transient("dump died half-way"))
-        })
+        let err = upload_compressed(
+            store.clone(),
+            "k/b.zst",
+            &CancellationToken::new(),
+            None,
+            |w| {
+                w.write_all(&vec![7u8; 3 << 20]).unwrap();
+                Err::<(), _>(ShardError::transient("dump died half-way"))
+            },
+        )
         .await
         .unwrap_err();
         assert!(err.message.contains("dump died"), "{err:?}");

@@ -788,6 +788,7 @@ async fn store_rdb(dir: &std::path::Path, rdb: Vec<u8>, engine: &str) -> (String
         store,
         &key,
         &tokio_util::sync::CancellationToken::new(),
+        None,
         move |out| {
             let progress = std::sync::atomic::AtomicU64::new(0);
             write_dump(out, &info, &mut rdb.as_slice(), &progress)

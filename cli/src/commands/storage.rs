@@ -205,8 +205,10 @@ async fn rotate_recipients(
         page_token = page.next_page_token;
     }
     if ctx.json() {
-        print_json(&json!({"storage": name, "recipients": encrypt_to, "resealed": written,
-            "not_opened": unopened}));
+        print_json(
+            &json!({"storage": name, "recipients": encrypt_to, "resealed": written,
+            "not_opened": unopened}),
+        );
     } else {
         println!(
             "storage {name}: {} recipient(s) now; {written} key file(s) resealed",

@@ -27,6 +27,10 @@
 //! `redis-cli --rdb -` appends the 40-byte end-of-transfer mark of a diskless sync to its output
 //! (it truncates it only from real files), so up to that mark may follow the RDB's end:
 //! [`RdbParser::finish`] accepts exactly such a mark and nothing else.
+//!
+//! This file depends on `std` only, on purpose: the fuzz crate compiles it by path
+//! (`fuzz/fuzz_targets/rdb.rs`), which keeps ferry-worker's dependency tree out of the sanitizer
+//! build. Keep crate imports out of it.
 
 use std::io::{self, Read};
 
