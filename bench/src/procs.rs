@@ -485,16 +485,21 @@ impl Ferry {
 
     /// `ferry storage add NAME --local DIR --cluster C`, DIR inside the installation.
     pub fn add_local_storage(&self, name: &str, cluster: &str) -> anyhow::Result<PathBuf> {
+        self.add_local_storage_with(name, cluster, &[])
+    }
+
+    /// `ferry storage add NAME --local DIR --cluster C EXTRA…` (e.g. `--encrypt-to R`).
+    pub fn add_local_storage_with(
+        &self,
+        name: &str,
+        cluster: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<PathBuf> {
         let dir = self.dir.join(format!("storage-{name}"));
-        self.cli_ok(&[
-            "storage",
-            "add",
-            name,
-            "--local",
-            &dir.to_string_lossy(),
-            "--cluster",
-            cluster,
-        ])?;
+        let path = dir.to_string_lossy();
+        let mut args = vec!["storage", "add", name, "--local", &path, "--cluster", cluster];
+        args.extend_from_slice(extra);
+        self.cli_ok(&args)?;
         Ok(dir)
     }
 
@@ -632,4 +637,14 @@ impl S3Server {
             proc_,
         })
     }
+}
+
+/// A fresh age identity from Debian's `age-keygen`, in `dir`: (identity file, recipient).
+pub fn age_key(dir: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let file = dir.join("bench-age.key");
+    if !file.exists() {
+        run("age-keygen", [OsStr::new("-o"), file.as_os_str()])?;
+    }
+    let recipient = run("age-keygen", [OsStr::new("-y"), file.as_os_str()])?;
+    Ok((file, recipient.trim().to_owned()))
 }

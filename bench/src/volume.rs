@@ -35,6 +35,9 @@ struct VolumeRuns {
     tar: Samples,
     untar: Samples,
     restic: Samples,
+    /// The same backups and restores into a location with `--encrypt-to`.
+    sealed_backup: Samples,
+    sealed_restore: Samples,
     ferry_archive: u64,
     tar_archive: u64,
 }
@@ -47,26 +50,35 @@ fn ferry_round(
     restores: &Path,
     n: usize,
     runs: &mut VolumeRuns,
+    sealed: bool,
 ) -> anyhow::Result<()> {
     let pids = [ferry.workers[0].pid(), ferry.controller.pid()];
     let mut id = String::new();
+    let storage = if sealed { "vault" } else { "archives" };
+    let (backups, restored) = if sealed {
+        (&mut runs.sealed_backup, &mut runs.sealed_restore)
+    } else {
+        (&mut runs.ferry_backup, &mut runs.ferry_restore)
+    };
     procs::settle()?;
-    let b = runs.ferry_backup.take(&pids, || {
-        let (secs, backup, job) = ferry.backup("vol", &["--full"])?;
-        runs.ferry_archive = job["stored_bytes"].as_u64().unwrap_or(0);
+    let b = backups.take(&pids, || {
+        let (secs, backup, job) = ferry.backup("vol", &["--full", "--storage", storage])?;
+        if !sealed {
+            runs.ferry_archive = job["stored_bytes"].as_u64().unwrap_or(0);
+        }
         id = backup;
         Ok(secs)
     })?;
-    let target = restores.join(format!("ferry-{n}"));
+    let target = restores.join(format!("ferry-{storage}-{n}"));
     procs::settle()?;
-    let r = runs.ferry_restore.take(&pids, || {
+    let r = restored.take(&pids, || {
         ferry.restore(
             &id,
             &format!("vol-copy-{n}"),
             &[format!("{}={}", tree.root.display(), target.display())],
         )
     })?;
-    eprintln!("volume round {n}: Ferry backup {b:.2} s, restore {r:.2} s");
+    eprintln!("volume round {n}: Ferry ({storage}) backup {b:.2} s, restore {r:.2} s");
     data::check_same(&tree.stats, &target, "ferry restore")?;
     std::fs::remove_dir_all(&target)?;
     ferry.delete_backup(&id)?;
@@ -136,7 +148,7 @@ fn restic_round(
 
 /// Volume backup and restore against tar|zstd, and backup against restic.
 pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
-    require_tools(&["tar", "zstd", "restic", "bash"])?;
+    require_tools(&["tar", "zstd", "restic", "bash", "age-keygen"])?;
     let tree = data::mixed_tree(&cfg.work_dir, cfg.tree_size, cfg.seed)?;
     let run_dir = tempfile::Builder::new()
         .prefix("volume-")
@@ -147,15 +159,24 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         .prefix("ferry-bench-restores-")
         .tempdir_in(cfg.restore_dir(tree.stats.bytes))?;
     let restores = restores.path();
-    let mut ferry = Ferry::start(&cfg.bins, &run_dir.path().join("ferry"), &[], &[])?;
+    // The worker holds the identity of the encrypted location (FERRY_IDENTITY_FILE).
+    let (identity, recipient) = procs::age_key(&cfg.work_dir)?;
+    let identity = identity.to_string_lossy().into_owned();
+    let mut ferry = Ferry::start(
+        &cfg.bins,
+        &run_dir.path().join("ferry"),
+        &[],
+        &[("FERRY_IDENTITY_FILE", &identity)],
+    )?;
     ferry.add_worker(CLUSTER, NODE)?;
     ferry.add_local_storage("archives", CLUSTER)?;
+    ferry.add_local_storage_with("vault", CLUSTER, &["--encrypt-to", &recipient])?;
     ferry.apply("vol", &volume_app("vol", &tree.root, NODE))?;
 
     eprintln!("volume: {} at {}", tree.stats, tree.root.display());
     eprintln!("volume: warm-up (Ferry backup+restore, tar|zstd and back)");
     let mut warm_up = VolumeRuns::default();
-    ferry_round(&ferry, &tree, restores, 0, &mut warm_up).context("Ferry warm-up")?;
+    ferry_round(&ferry, &tree, restores, 0, &mut warm_up, false).context("Ferry warm-up")?;
     tar_round(&tree, &scratch, restores, 0, &mut warm_up).context("tar warm-up")?;
 
     let mut runs = VolumeRuns::default();
@@ -164,7 +185,8 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         let ferry_first = round % 2 == 1;
         for ferry_turn in [ferry_first, !ferry_first] {
             if ferry_turn {
-                ferry_round(&ferry, &tree, restores, round, &mut runs)?;
+                ferry_round(&ferry, &tree, restores, round, &mut runs, false)?;
+                ferry_round(&ferry, &tree, restores, round, &mut runs, true)?;
             } else {
                 tar_round(&tree, &scratch, restores, round, &mut runs)?;
             }
@@ -178,7 +200,8 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
          (file and directory counts, bytes), restored into {}; restic ran on the \
          page-cache-warm tree without a warm-up of its own; medians per run — Ferry backup {} \
          (worker + controller + CLI), tar|zstd {}, restic {}, Ferry restore {}, zstd -d|tar -x \
-         {}; after all volume rounds the worker's VmHWM was {worker_hwm:.1} MiB and the \
+         {}; encrypted (a location with --encrypt-to: zstd, then age's ChaCha20-Poly1305) \
+         backup {}, restore {}, each round right after the unencrypted one; after all volume rounds the worker's VmHWM was {worker_hwm:.1} MiB and the \
          controller's {controller_hwm:.1} MiB",
         tree.stats,
         mib(runs.ferry_archive),
@@ -189,6 +212,8 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         runs.restic.describe(),
         runs.ferry_restore.describe(),
         runs.untar.describe(),
+        runs.sealed_backup.describe(),
+        runs.sealed_restore.describe(),
     ));
     let backup = runs.ferry_backup.median();
     Ok(vec![
@@ -202,6 +227,18 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
             "volume restore ÷ zstd -d|tar -x",
             runs.ferry_restore.median(),
             runs.untar.median(),
+            1.10,
+        ),
+        Row::ratio(
+            "encrypted volume backup ÷ unencrypted",
+            runs.sealed_backup.median(),
+            backup,
+            1.10,
+        ),
+        Row::ratio(
+            "encrypted volume restore ÷ unencrypted",
+            runs.sealed_restore.median(),
+            runs.ferry_restore.median(),
             1.10,
         ),
         Row::ratio(
@@ -230,7 +267,13 @@ fn worker_peak(cfg: &Config, set: &Dataset, label: &str, extra: &[&str]) -> anyh
         .tempdir_in(&cfg.work_dir)?;
     let mut ferry = Ferry::start(&cfg.bins, dir.path(), &[], &[])?;
     ferry.add_worker(CLUSTER, NODE)?;
-    ferry.add_local_storage("archives", CLUSTER)?;
+    // `--storage vault` backs up into a location that encrypts (public key only).
+    if extra.contains(&"vault") {
+        let (_, recipient) = procs::age_key(&cfg.work_dir)?;
+        ferry.add_local_storage_with("vault", CLUSTER, &["--encrypt-to", &recipient])?;
+    } else {
+        ferry.add_local_storage("archives", CLUSTER)?;
+    }
     ferry.apply("rss", &volume_app("rss", &set.root, NODE))?;
     let sampler = procs::RssSampler::start(ferry.workers[0].pid());
     let backup = ferry.backup("rss", extra);
@@ -302,6 +345,7 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
         small_samples = p.samples;
     }
     let small_peak = small_peaks.iter().copied().fold(0.0, f64::max);
+    let sealed = worker_peak(cfg, &small, "small, encrypted", &["--full", "--storage", "vault"])?;
     let scratch = tempfile::Builder::new()
         .prefix("rss-baseline-")
         .tempdir_in(&cfg.work_dir)?;
@@ -325,7 +369,9 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
          `tar | zstd -3 -T2` on the same data (GNU time), the large row's is the small row; \
          the small and large rows back up with --full (one self-contained archive), the \
          incremental row backs the large volume up into an empty repository with a fresh \
-         worker: {:.1} s, VmRSS highest per quarter {} (its baseline is the --full run)",
+         worker: {:.1} s, VmRSS highest per quarter {} (its baseline is the --full run); the \
+         encrypted row backs the small volume up with --full into a location with \
+         --encrypt-to: {:.1} s (its baseline is the unencrypted small row)",
         small_peaks.len(),
         small_peaks
             .iter()
@@ -338,6 +384,7 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
         procs::by_quarter(&big.samples),
         big_incremental.secs,
         procs::by_quarter(&big_incremental.samples),
+        sealed.secs,
     ));
     Ok(vec![
         Row {
@@ -347,6 +394,15 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
             ),
             ferry: Some(small_peak),
             baseline: zstd_peak,
+            unit: Unit::MiB,
+            target: Some(Target::AtMost(64.0)),
+            timing: false,
+            error: None,
+        },
+        Row {
+            measure: format!("worker peak RSS, {small_label} encrypted backup"),
+            ferry: Some(sealed.peak),
+            baseline: Some(small_peak),
             unit: Unit::MiB,
             target: Some(Target::AtMost(64.0)),
             timing: false,

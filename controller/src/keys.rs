@@ -173,6 +173,21 @@ pub fn parse_assignment(key: &str) -> Option<(&str, &str, &str)> {
     Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
+/// `/ferry/v1/signing-key`
+pub fn signing_key() -> String {
+    format!("{ROOT}signing-key")
+}
+
+/// `/ferry/v1/trust/NAME`
+pub fn trust(name: &str) -> String {
+    format!("{ROOT}trust/{name}")
+}
+
+/// Prefix of every trusted installation.
+pub fn trust_all() -> String {
+    format!("{ROOT}trust/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,19 +209,4 @@ mod tests {
         assert!(audit_from(1000) <= audit_entry(1000, "a"));
         assert!(audit_entry(999, "z") < audit_from(1000));
     }
-}
-
-/// `/ferry/v1/signing-key`
-pub fn signing_key() -> String {
-    format!("{ROOT}signing-key")
-}
-
-/// `/ferry/v1/trust/NAME`
-pub fn trust(name: &str) -> String {
-    format!("{ROOT}trust/{name}")
-}
-
-/// Prefix of every trusted installation.
-pub fn trust_all() -> String {
-    format!("{ROOT}trust/")
 }

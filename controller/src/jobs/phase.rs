@@ -762,6 +762,8 @@ mod tests {
                 numeric_owner: false,
                 rewrites: vec![],
                 creates_app: true,
+                data_only: false,
+                left_out: vec![],
             }),
             ..job(JobKind::Restore, Phase::AwaitingBackup)
         };
