@@ -74,7 +74,7 @@ fn ferry_round(
     let r = restored.take(&pids, || {
         ferry.restore(
             &id,
-            &format!("vol-copy-{n}"),
+            &format!("vol-copy-{storage}-{n}"),
             &[format!("{}={}", tree.root.display(), target.display())],
         )
     })?;
