@@ -136,6 +136,14 @@ pub struct Args {
     /// Embedded worker: the directory `password_file` references must lie in [default: none].
     #[arg(long = "worker-secrets-dir", env = "FERRY_WORKER_SECRETS_DIR")]
     pub worker_secrets_dir: Option<PathBuf>,
+    /// Embedded worker: age identity files that open encrypted backups (repeatable)
+    /// [default: none; backing up into an encrypted location needs none].
+    #[arg(
+        long = "worker-identity-file",
+        env = "FERRY_WORKER_IDENTITY_FILE",
+        value_delimiter = ','
+    )]
+    pub worker_identity_file: Vec<PathBuf>,
 }
 
 /// The keys a config file may hold.
@@ -182,6 +190,7 @@ pub struct FileConfig {
     pub worker_allow_path: Option<Vec<PathBuf>>,
     pub worker_allow_exec: Option<Vec<String>>,
     pub worker_secrets_dir: Option<PathBuf>,
+    pub worker_identity_file: Option<Vec<PathBuf>>,
 }
 
 mod humantime_serde_opt {
@@ -273,6 +282,8 @@ pub struct EmbeddedWorkerPolicy {
     pub allow_paths: Vec<PathBuf>,
     pub allow_exec: Vec<String>,
     pub secrets_dir: Option<PathBuf>,
+    /// `--identity-file`s: what opens encrypted backups.
+    pub identity_files: Vec<PathBuf>,
 }
 
 impl Default for EmbeddedWorkerPolicy {
@@ -283,6 +294,7 @@ impl Default for EmbeddedWorkerPolicy {
             allow_paths: vec![PathBuf::from("/")],
             allow_exec: Vec::new(),
             secrets_dir: None,
+            identity_files: Vec::new(),
         }
     }
 }
@@ -445,6 +457,9 @@ impl ControllerConfig {
                 .or(file.worker_allow_exec)
                 .unwrap_or(policy_default.allow_exec),
             secrets_dir: args.worker_secrets_dir.or(file.worker_secrets_dir),
+            identity_files: non_empty(args.worker_identity_file)
+                .or(file.worker_identity_file)
+                .unwrap_or_default(),
         };
         Ok(ControllerConfig {
             listen,

@@ -62,6 +62,9 @@ fn command(
     if let Some(dir) = &policy.secrets_dir {
         cmd.arg("--secrets-dir").arg(dir);
     }
+    for file in &policy.identity_files {
+        cmd.arg("--identity-file").arg(file);
+    }
     if let Some(tls) = &config.tls {
         // It trusts --ca-cert, else the certificates of --tls-cert (a self-signed certificate,
         // or a chain file with its CA), and presents the controller's own certificate when
