@@ -497,7 +497,15 @@ impl Ferry {
     ) -> anyhow::Result<PathBuf> {
         let dir = self.dir.join(format!("storage-{name}"));
         let path = dir.to_string_lossy();
-        let mut args = vec!["storage", "add", name, "--local", &path, "--cluster", cluster];
+        let mut args = vec![
+            "storage",
+            "add",
+            name,
+            "--local",
+            &path,
+            "--cluster",
+            cluster,
+        ];
         args.extend_from_slice(extra);
         self.cli_ok(&args)?;
         Ok(dir)

@@ -345,7 +345,12 @@ pub fn run_rss(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>
         small_samples = p.samples;
     }
     let small_peak = small_peaks.iter().copied().fold(0.0, f64::max);
-    let sealed = worker_peak(cfg, &small, "small, encrypted", &["--full", "--storage", "vault"])?;
+    let sealed = worker_peak(
+        cfg,
+        &small,
+        "small, encrypted",
+        &["--full", "--storage", "vault"],
+    )?;
     let scratch = tempfile::Builder::new()
         .prefix("rss-baseline-")
         .tempdir_in(&cfg.work_dir)?;
