@@ -761,14 +761,17 @@ fn client_certificates_and_plain_http_beyond_loopback() {
     // With --tls-client-ca, every client needs a certificate of that CA (the harness's CLI
     // calls present one); the embedded worker presents the controller's own.
     let c = Cluster::start_mtls(&[]);
-    let workers = c
-        .ferry(&["worker", "list", "-o", "json"])
-        .expect_code(0)
-        .json();
-    assert_eq!(
-        workers["workers"].as_array().map(Vec::len),
-        Some(1),
-        "{workers}"
+    // The in-process worker registers a moment after the controller serves.
+    ferry_integration_tests::wait_for(
+        std::time::Duration::from_secs(30),
+        "the in-process worker to register over mTLS",
+        || {
+            let workers = c
+                .ferry(&["worker", "list", "-o", "json"])
+                .expect_code(0)
+                .json();
+            workers["workers"].as_array().map(Vec::len) == Some(1)
+        },
     );
     let token = c.admin_token_file();
     let without = ferry_with_env(

@@ -269,6 +269,11 @@ pub async fn commit(
         let key = layout::manifest_key(&job.team, &job.app, &job.id);
         store.put_bytes(&key, manifest.to_json()).await?;
         advance_heads(ctx, &job, &ok).await?;
+    } else if let Some(sealed) = &job.sealed
+        && let Err(e) = store.delete(&sealed.key_file).await
+    {
+        // A failed backup leaves nothing, its key file included.
+        tracing::warn!(job = %job.id, error = %e, "could not remove the key file of a failed backup");
     }
     let keep: Vec<String> = ok
         .iter()
