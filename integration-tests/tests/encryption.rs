@@ -274,6 +274,86 @@ fn an_encrypted_location_holds_no_plaintext_and_restores_only_with_its_identity(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // In place: the safety backup of the current state goes to the same location, encrypted
+    // like every backup there.
+    let in_place = c
+        .ferry(&[
+            "restore",
+            "create",
+            &id,
+            "--overwrite",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    let safety = in_place["safety_backup"].as_str().unwrap();
+    assert!(!safety.is_empty(), "{in_place:#}");
+    let safety_dir = storage.join(format!("teams/default/apps/shop/backups/{safety}"));
+    assert!(safety_dir.join("key.age").is_file());
+    for p in files(&safety_dir) {
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(
+            !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+            "{}",
+            p.display()
+        );
+        if p.parent().is_some_and(|d| d.ends_with("shards")) {
+            assert!(
+                bytes.starts_with(b"age-encryption.org/v1\n"),
+                "{}",
+                p.display()
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read(data.join("a.txt")).unwrap(),
+        MARKER.repeat(100).as_bytes()
+    );
+
+    // Export/import carries it as it is: the archives stay age files, its key file travels
+    // with it, and another installation's worker holding the identity restores it.
+    let file = c.path().join("shop.ferry");
+    c.ferry(&["backup", "export", &id, "-f", file.to_str().unwrap()])
+        .expect_code(0);
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&file).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names[..2], ["manifest.json", "key.age"], "{names:?}");
+    let exported = std::fs::read(&file).unwrap();
+    assert!(
+        !exported
+            .windows(MARKER.len())
+            .any(|w| w == MARKER.as_bytes())
+    );
+    let mut b = Cluster::start(&["--no-embedded-worker"]);
+    b.add_local_storage("archives", "local");
+    b.add_worker_args(
+        "local",
+        "b1",
+        2,
+        &[],
+        &["--identity-file", id2.to_str().unwrap()],
+    );
+    b.ferry(&[
+        "backup",
+        "import",
+        file.to_str().unwrap(),
+        "--storage",
+        "archives",
+    ])
+    .expect_code(0);
+    let copy5 = b.path().join("srv/copy5");
+    b.restore_copy(&id, "copy5", &data, &copy5, 0);
+    assert_eq!(listing(&copy5), listing(&data));
+    assert_eq!(
+        std::fs::read(copy5.join("sub/b.bin")).unwrap(),
+        std::fs::read(data.join("sub/b.bin")).unwrap()
+    );
 }
 
 #[test]

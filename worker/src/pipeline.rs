@@ -345,16 +345,78 @@ fn decompress_into(
         hasher: Sha256::new(),
         bytes: 0,
     };
+    let finished = match decrypt {
+        None => inflate(&mut hashing, key, tx)?,
+        // An encrypted archive: the age file is hashed as stored and opened on a thread of its
+        // own, a few chunks ahead of decompression, so that the two overlap on two cores (as
+        // `age -d | zstd -d` would).
+        Some(ids) => std::thread::scope(|scope| {
+            let (plain_tx, plain_rx) = std::sync::mpsc::sync_channel(CHANNEL_DEPTH);
+            let hashing = &mut hashing;
+            let opener = scope.spawn(move || {
+                let result = open_into(ids, hashing, key, &plain_tx);
+                if let Err(e) = &result {
+                    let _ = plain_tx.send(Err(std::io::Error::other(e.message.clone())));
+                }
+                result
+            });
+            let mut plain = ChunkReader {
+                rx: plain_rx,
+                current: Vec::new(),
+                at: 0,
+            };
+            let inflated = inflate(&mut plain, key, tx);
+            drop(plain); // an opener still sending sees the end
+            let opened = opener
+                .join()
+                .unwrap_or_else(|_| Err(ShardError::transient("decrypting crashed")));
+            // The opener's failure explains the decompressor's.
+            opened.and(inflated)
+        })?,
+    };
+    if finished.is_none() {
+        return Ok(None);
+    }
+    std::io::copy(&mut hashing, &mut std::io::sink())
+        .map_err(|e| ShardError::transient(format!("reading {key}: {e}")))?;
+    Ok(Some((
+        hashing.bytes,
+        hex::encode(hashing.hasher.finalize()),
+    )))
+}
+
+/// The plaintext of the age file `sealed`, in chunks into `tx`, read to its end (which is what
+/// authenticates the last chunk). Stops quietly when the receiver went away.
+fn open_into(
+    ids: &Identities,
+    sealed: &mut dyn Read,
+    key: &str,
+    tx: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+) -> Result<(), ShardError> {
+    let mut plain = ids
+        .decrypt(sealed, key)
+        .map_err(|e| ShardError::permanent(e.to_string()))?;
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let n = (&mut plain)
+            .take(CHUNK as u64)
+            .read_to_end(&mut chunk)
+            .map_err(|e| ShardError::permanent(format!("decrypting {key}: {e}")))?;
+        if n == 0 || tx.send(Ok(chunk)).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// zstd-decodes `input` in chunks into `tx`, then reads `input` to its end (its errors count).
+/// `None` when the consumer stopped reading first.
+fn inflate(
+    input: &mut dyn Read,
+    key: &str,
+    tx: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+) -> Result<Option<()>, ShardError> {
     {
-        // An encrypted archive: the age file is hashed as stored, then opened.
-        let mut plain: Box<dyn Read + '_> = match decrypt {
-            None => Box::new(&mut hashing),
-            Some(ids) => Box::new(
-                ids.decrypt(&mut hashing, key)
-                    .map_err(|e| ShardError::permanent(e.to_string()))?,
-            ),
-        };
-        let mut decoder = zstd::stream::read::Decoder::new(&mut plain)
+        let mut decoder = zstd::stream::read::Decoder::new(&mut *input)
             .map_err(|e| ShardError::transient(format!("zstd: {e}")))?;
         loop {
             let mut chunk = Vec::with_capacity(CHUNK);
@@ -369,18 +431,10 @@ fn decompress_into(
                 return Ok(None); // the consumer stopped early; its own result says why
             }
         }
-        drop(decoder);
-        // The rest of the plaintext (none, for an archive written by Ferry): with age, reading
-        // to the end is what authenticates the last chunk.
-        std::io::copy(&mut plain, &mut std::io::sink())
-            .map_err(|e| ShardError::permanent(format!("reading {key}: {e}")))?;
     }
-    std::io::copy(&mut hashing, &mut std::io::sink())
+    std::io::copy(input, &mut std::io::sink())
         .map_err(|e| ShardError::transient(format!("reading {key}: {e}")))?;
-    Ok(Some((
-        hashing.bytes,
-        hex::encode(hashing.hasher.finalize()),
-    )))
+    Ok(Some(()))
 }
 
 /// The downstream half: chunks as a `Read`.
@@ -510,6 +564,24 @@ mod tests {
         .unwrap_err();
         assert!(
             err.permanent && err.message.contains("none of the"),
+            "{err:?}"
+        );
+        // A flipped byte in the last chunk: the authentication fails, nothing passes as whole.
+        let mut damaged = raw.clone();
+        let n = damaged.len();
+        damaged[n - 3] ^= 0x40;
+        std::fs::write(dir.path().join("k/d.zst.age"), &damaged).unwrap();
+        let err = download_decompressed(
+            &*store,
+            "k/d.zst.age",
+            None,
+            Some(Arc::new(pair.identities())),
+            read_all,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.permanent && err.message.contains("decrypting"),
             "{err:?}"
         );
     }

@@ -112,8 +112,12 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     // In place (--overwrite): first a backup of what the target holds now, to roll back to.
     let safety = if req.overwrite {
         let sid = new_job_id(&target);
+        // Into the same location as the backup read: encrypted like any backup there.
+        let sealed =
+            crate::sealing::new_backup_key(ctx, &location, &req.team, &target, &sid).await?;
         let backup_job = JobRecord {
             labels: [("ferry.restore".to_owned(), id.clone())].into(),
+            sealed,
             ..JobRecord::pending(
                 sid.clone(),
                 JobKind::Backup,
