@@ -114,6 +114,11 @@ async fn sync_inner(ctx: &Context, location: &StorageLocation) -> Result<SyncRep
         listed: manifests.len() as u32,
         ..SyncReport::default()
     };
+    // Read once for the whole listing, not per manifest.
+    let (own_key, trusted) = (
+        crate::trust::own_key(ctx),
+        crate::trust::list(&*ctx.store).await?,
+    );
     for (id, key) in &manifests {
         if known.contains(id) {
             continue;
@@ -130,7 +135,7 @@ async fn sync_inner(ctx: &Context, location: &StorageLocation) -> Result<SyncRep
             // Only a manifest signed by this installation comes back as its own (trigger,
             // expiry): an unsigned "installation" field would let a bucket writer make
             // retention count a fake backup.
-            let signer = crate::trust::judge_now(ctx, &manifest).await?;
+            let signer = crate::trust::judge(&manifest, &own_key, &trusted);
             let ours = if signer == crate::trust::Signer::Own {
                 ctx.installation()
             } else {
@@ -700,7 +705,7 @@ where
         };
         sealed.extend_from_slice(&data);
     }
-    if sealed.len() as u64 != size || !sealed.starts_with(b"age-encryption.org/v1\n") {
+    if sealed.len() as u64 != size || !ferry_crypto::seal::is_key_file(&sealed) {
         return Err(bad("its key file is not an age file"));
     }
     Ok(sealed)

@@ -19,9 +19,6 @@ use crate::keys;
 /// Key files listed per page.
 const PAGE: usize = 200;
 
-/// The start of every age file.
-const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
-
 /// For a backup into an encrypted location: a fresh key pair, its identity sealed to the
 /// location's recipients and written as the backup's key file. If the recipients change while
 /// this runs (a rotation started), the key file is sealed again to the new ones, so a rotation
@@ -141,7 +138,7 @@ pub async fn rewrite_key_files(ctx: &Context, name: &str, files: Vec<v1::KeyFile
                 f.key
             )));
         }
-        if !f.sealed.starts_with(AGE_MAGIC) || f.sealed.len() as u64 > KEY_FILE_LIMIT {
+        if !ferry_crypto::seal::is_key_file(&f.sealed) {
             return Err(Error::InvalidArgument(format!(
                 "the new content of {} is not a sealed key file",
                 f.key

@@ -90,14 +90,17 @@ pub fn sign(ctx: &Context, manifest: &mut BackupManifest) {
     }
 }
 
-/// The verdict on `manifest` here and now.
-pub async fn judge_now(ctx: &Context, manifest: &BackupManifest) -> Result<Signer> {
-    let own = ctx
-        .signing
+/// This installation's public key (empty in a bare test context without one).
+pub fn own_key(ctx: &Context) -> String {
+    ctx.signing
         .get()
         .map(|k| k.public_key())
-        .unwrap_or_default();
-    Ok(judge(manifest, &own, &list(&*ctx.store).await?))
+        .unwrap_or_default()
+}
+
+/// The verdict on `manifest` here and now.
+pub async fn judge_now(ctx: &Context, manifest: &BackupManifest) -> Result<Signer> {
+    Ok(judge(manifest, &own_key(ctx), &list(&*ctx.store).await?))
 }
 
 /// This installation's signing key: read from the store, or made by the first start.
@@ -130,7 +133,7 @@ pub async fn add(ctx: &Context, name: &str, public_key: &str) -> Result<TrustRec
     check_name("trust name", name)?;
     let public_key =
         check_public_key(public_key).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    if ctx.signing.get().map(|k| k.public_key()) == Some(public_key.clone()) {
+    if own_key(ctx) == public_key {
         return Err(Error::InvalidArgument(
             "that is this installation's own key; it is always trusted".into(),
         ));

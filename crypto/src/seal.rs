@@ -26,6 +26,12 @@ use crate::CryptoError;
 /// recipients).
 pub const KEY_FILE_LIMIT: u64 = 64 << 10;
 
+/// Whether `bytes` can be a key file: an age file no larger than [`KEY_FILE_LIMIT`] (a cheap
+/// check of what a client or an import hands in; opening it is the real one).
+pub fn is_key_file(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"age-encryption.org/v1\n") && bytes.len() as u64 <= KEY_FILE_LIMIT
+}
+
 /// Parses one age X25519 recipient (`age1…`).
 pub fn parse_recipient(text: &str) -> Result<x25519::Recipient, CryptoError> {
     x25519::Recipient::from_str(text.trim()).map_err(|e| {

@@ -520,12 +520,7 @@ impl ControlService for ControlApi {
     ) -> Result<Response<v1::ListTrustResponse>, Status> {
         let trusted = crate::trust::list(&*self.ctx.store).await?;
         Ok(Response::new(v1::ListTrustResponse {
-            own_public_key: self
-                .ctx
-                .signing
-                .get()
-                .map(|k| k.public_key())
-                .unwrap_or_default(),
+            own_public_key: crate::trust::own_key(&self.ctx),
             trusted: trusted.into_iter().map(trust_entry).collect(),
         }))
     }

@@ -37,7 +37,6 @@ pub async fn new_backup(
     let location =
         apps::choose_storage(&*ctx.store, req.storage.as_deref(), &app.spec.cluster).await?;
     refuse_if_busy(ctx, &req.team, &req.app, JobKind::Backup).await?;
-    let location_for_keys = location.clone();
     let planned = plan_shards(&app.spec);
     if planned.is_empty() {
         return Err(Error::InvalidArgument(format!(
@@ -56,15 +55,14 @@ pub async fn new_backup(
             req.team,
             req.app,
             app.spec.cluster.clone(),
-            location.name,
+            location.name.clone(),
             app.spec.clone(),
             trigger.into(),
         )
     };
     let mut job = job;
     job.sealed =
-        crate::sealing::new_backup_key(ctx, &location_for_keys, &job.team, &job.app, &job.id)
-            .await?;
+        crate::sealing::new_backup_key(ctx, &location, &job.team, &job.app, &job.id).await?;
     let mut shards: Vec<_> = planned
         .iter()
         .chain(plan_hooks(&app.spec).iter())
