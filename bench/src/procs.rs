@@ -84,6 +84,14 @@ where
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The first line of `program --version`, or "version unknown".
+pub fn tool_version(program: &str) -> String {
+    run(program, ["--version"])
+        .ok()
+        .and_then(|out| out.lines().next().map(|l| l.trim().to_owned()))
+        .unwrap_or_else(|| format!("{program}, version unknown"))
+}
+
 /// Runs `script` with bash (`set -o pipefail`), `args` as `$1`, `$2`, …; returns the wall time.
 pub fn timed_bash(script: &str, args: &[&OsStr], env: &[(&str, &str)]) -> anyhow::Result<f64> {
     let started = Instant::now();
@@ -509,6 +517,27 @@ impl Ferry {
         args.extend_from_slice(extra);
         self.cli_ok(&args)?;
         Ok(dir)
+    }
+
+    /// `ferry storage add NAME --s3` for `bucket` on the benchmark's S3 server (path-style, the
+    /// keys from the environment variables [`Ferry::start`] was given).
+    pub fn add_s3_storage(&self, name: &str, endpoint: &str, bucket: &str) -> anyhow::Result<()> {
+        self.cli_ok(&[
+            "storage",
+            "add",
+            name,
+            "--s3",
+            "--endpoint",
+            endpoint,
+            "--bucket",
+            bucket,
+            "--path-style",
+            "--access-key-env",
+            S3_ACCESS_KEY_ENV,
+            "--secret-key-env",
+            S3_SECRET_KEY_ENV,
+        ])?;
+        Ok(())
     }
 
     /// `ferry backup create APP --wait -o json [extra]`, timed as a whole; fails unless the

@@ -64,6 +64,7 @@ fn quick_run_prints_every_measure() {
         "volume backup ÷ tar|zstd",
         "volume restore ÷ zstd -d|tar -x",
         "volume backup ÷ restic backup",
+        "volume backup: stored size ÷ restic's repository",
         "encrypted volume backup ÷ unencrypted",
         "encrypted volume restore ÷ unencrypted",
         "worker peak RSS, 64 MiB encrypted backup",
@@ -77,11 +78,12 @@ fn quick_run_prints_every_measure() {
         "postgres restore ÷ pg_restore",
         "worker peak RSS, 64 MiB backup",
         "worker peak RSS, 128 MiB backup",
+        "worker peak RSS, 128 MiB backup to S3",
         "control plane: assignments/s (200 shards",
         "control plane: assignments/s (600 shards",
         "control plane: controller peak RSS",
         "control plane: pass time with 500 finished jobs",
-        "S3 pipeline ÷ raw multipart upload",
+        "S3 backup ÷ tar|zstd -3 -T2|rclone rcat",
     ] {
         assert!(stdout.contains(measure), "no {measure:?} row in:\n{stdout}");
         assert!(

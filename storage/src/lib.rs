@@ -9,6 +9,7 @@
 pub mod blocking;
 pub mod local;
 pub mod s3;
+mod writeback;
 
 use std::pin::Pin;
 use std::sync::Arc;

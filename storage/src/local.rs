@@ -4,15 +4,22 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
+
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::{BoxReader, ObjectInfo, ObjectStore, StorageError, check_key};
 
 /// Marks files that are still being written; never listed.
 const PARTIAL_MARK: &str = ".partial-";
-/// Copy buffer: large enough that the per-call cost of async file I/O does not dominate.
+/// Bytes per buffer handed from the body to the writer thread.
 const COPY_BUFFER: usize = 1 << 20;
+/// Buffers queued for the writer thread.
+const WRITER_DEPTH: usize = 2;
+/// The writer asks the kernel to start writing back every this many bytes, so that the final
+/// fsync finds little left to do (it used to take 0.3–0.4 s after a 634 MiB archive).
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// Objects kept as files under a root directory.
 #[derive(Debug, Clone)]
@@ -62,24 +69,59 @@ impl ObjectStore for LocalStore {
             path.file_name().unwrap_or_default().to_string_lossy(),
             uuid::Uuid::new_v4().simple()
         ));
-        let write = async {
-            let file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&partial)
-                .await?;
-            let mut out = tokio::io::BufWriter::with_capacity(COPY_BUFFER, file);
-            let n = tokio::io::copy(&mut body, &mut out).await?;
-            out.flush().await?;
-            out.get_mut().sync_all().await?;
-            Ok::<u64, std::io::Error>(n)
+        // The file is written by a thread of its own; this task reads the body and hands it
+        // buffers (reused), so a slow disk never blocks the runtime and a cancellation is seen
+        // at once. The writer starts writeback as it goes (see `write_file`). The file exists
+        // before the writer starts, so that removing it on an error leaves nothing behind.
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .await
+            .map_err(io_err(key))?
+            .into_std()
+            .await;
+        let (to_writer, chunks) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(WRITER_DEPTH);
+        let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(WRITER_DEPTH + 1);
+        let mut writer = tokio::task::spawn_blocking(move || write_file(file, chunks, give_back));
+        let feed = async move {
+            loop {
+                let mut buf = spare.try_recv().unwrap_or_default();
+                buf.resize(COPY_BUFFER, 0);
+                let mut filled = 0;
+                while filled < COPY_BUFFER {
+                    let n = body.read(&mut buf[filled..]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                buf.truncate(filled);
+                let end = filled < COPY_BUFFER;
+                if filled > 0 && to_writer.send(Some(buf)).await.is_err() {
+                    // The writer stopped: its result says why.
+                    return Ok(());
+                }
+                if end {
+                    let _ = to_writer.send(None).await;
+                    return Ok::<(), std::io::Error>(());
+                }
+            }
         };
         let result = tokio::select! {
-            r = write => r.map_err(io_err(key)),
+            r = async {
+                feed.await.map_err(io_err(key))?;
+                match (&mut writer).await {
+                    Ok(written) => written.map_err(io_err(key)),
+                    Err(e) => Err(io_err(key)(std::io::Error::other(format!("writer thread: {e}")))),
+                }
+            } => r,
             _ = cancel.cancelled() => Err(StorageError::Cancelled),
         };
+        // On an error the channel closed (with `feed`) without the end mark: the writer stops
+        // short of its fsync by itself, and the file is unlinked under it.
         match result {
             Ok(n) => {
                 tokio::fs::rename(&partial, &path)
@@ -188,6 +230,36 @@ impl ObjectStore for LocalStore {
 }
 
 /// Every file under the directory `prefix` names, complete or not, with its key.
+/// Writes the buffers of `chunks` to `file` until the end mark
+/// (`None`), then fsyncs it; hands each buffer back through `give_back` for reuse. Every
+/// [`WRITEBACK_STEP`] bytes it starts the kernel's writeback of what it wrote (without waiting
+/// for it), so that dirty pages do not pile up until the final fsync. A channel closed without
+/// the end mark (the put failed or was cancelled) stops it short of the fsync, with an error.
+fn write_file(
+    mut file: std::fs::File,
+    mut chunks: tokio::sync::mpsc::Receiver<Option<Vec<u8>>>,
+    give_back: std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> std::io::Result<u64> {
+    let (mut written, mut handed_to_kernel) = (0u64, 0u64);
+    while let Some(chunk) = chunks.blocking_recv() {
+        let Some(buf) = chunk else {
+            file.sync_all()?;
+            return Ok(written);
+        };
+        file.write_all(&buf)?;
+        written += buf.len() as u64;
+        if written - handed_to_kernel >= WRITEBACK_STEP {
+            crate::writeback::start(&file, handed_to_kernel, written - handed_to_kernel);
+            handed_to_kernel = written;
+        }
+        let _ = give_back.try_send(buf);
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Interrupted,
+        "the put stopped before the object was whole",
+    ))
+}
+
 fn walk_blocking(root: &Path, prefix: &str) -> Result<Vec<(String, u64)>, StorageError> {
     // Start at the deepest directory the prefix names, then filter by the full prefix.
     let dir_part = match prefix.rfind('/') {

@@ -2,7 +2,8 @@
 //!
 //! Keys live under the location's prefix in one bucket. A `put` streams its body in parts of
 //! [`S3Tuning::part_size`] and uploads up to [`S3Tuning::concurrency`] parts at once, so it holds
-//! at most `part_size × (concurrency + 1)` bytes of body in memory whatever the object's size. A
+//! at most `part_size × (concurrency + 1)` bytes of body in memory (20 MiB by default) for
+//! objects up to 1,000 parts; past that, parts grow and fewer go up at once (see [`in_flight`]). A
 //! body that is fully available at once and smaller than one part (a manifest) goes up in one
 //! PutObject; any other body is a multipart upload, registered (CreateMultipartUpload) as soon as
 //! the body makes the put wait, so that [`ObjectStore::abort_incomplete`] sees it and an aborted
@@ -37,12 +38,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{BoxReader, ObjectInfo, ObjectStore, StorageError, check_key};
 
-/// Default size of one uploaded part.
-pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+/// Default size of one uploaded part: S3's minimum. Parts are held in memory until uploaded,
+/// so the worker's peak RSS grows with it; 5 MiB parts go up as fast as 8 MiB ones.
+pub const DEFAULT_PART_SIZE: usize = MIN_PART_SIZE;
 /// The smallest part S3 accepts (except for the last part of an upload).
 pub const MIN_PART_SIZE: usize = 5 << 20;
-/// Default number of parts uploaded at once.
-pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Default number of parts uploaded at once: with one part filling, 4 × 5 MiB of body in memory.
+pub const DEFAULT_CONCURRENCY: usize = 3;
 /// S3 allows at most this many parts in one upload.
 const MAX_PARTS: i32 = 10_000;
 /// The part size doubles every this many parts, so that 10,000 parts reach S3's 5 TiB limit.
@@ -60,7 +62,8 @@ pub const DEFAULT_SECRET_KEY_ENV: &str = "AWS_SECRET_ACCESS_KEY";
 pub struct S3Tuning {
     /// Bytes per uploaded part (at least [`MIN_PART_SIZE`]). Memory held by one `put` is at most
     /// `part_size × (concurrency + 1)` for objects up to 1,000 parts; past that the part size
-    /// doubles every 1,000 parts (S3 allows 10,000), and memory with it.
+    /// doubles every 1,000 parts (S3 allows 10,000) and fewer parts go up at once, so that the
+    /// bytes in flight stay within `part_size × concurrency` while more than one part fits.
     pub part_size: usize,
     /// Parts uploaded at once by one `put` (at least 1).
     pub concurrency: usize,
@@ -460,7 +463,8 @@ impl S3Store {
         data: BytesMut,
         cancel: &CancellationToken,
     ) -> Result<(), StorageError> {
-        while upload.tasks.len() >= self.tuning.concurrency {
+        let limit = in_flight(&self.tuning, self.part_size(n));
+        while upload.tasks.len() >= limit {
             upload.wait_one(cancel).await?;
         }
         if n > MAX_PARTS {
@@ -559,6 +563,14 @@ impl S3Store {
         }
         Ok(false)
     }
+}
+
+/// Parts of `part_size` bytes uploaded at once: as many as fit in the bytes the tuning's first
+/// parts may have in flight (`part_size × concurrency`), at least one. Parts grow past 1,000
+/// parts; memory does not grow with them until a single part exceeds that budget.
+fn in_flight(tuning: &S3Tuning, part_size: usize) -> usize {
+    let budget = tuning.part_size.saturating_mul(tuning.concurrency);
+    (budget / part_size.max(1)).clamp(1, tuning.concurrency)
 }
 
 fn aborted_err(key: &str) -> StorageError {
@@ -978,6 +990,26 @@ impl S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_in_flight_stay_within_the_first_parts_budget() {
+        let t = S3Tuning::default();
+        // 5 MiB × 3 in flight while parts are 5 MiB (the first 1,000 parts).
+        assert_eq!(in_flight(&t, t.part_size), 3);
+        // 10 MiB parts: one at a time (15 MiB budget), never none.
+        assert_eq!(in_flight(&t, 2 * t.part_size), 1);
+        assert_eq!(in_flight(&t, 64 * t.part_size), 1);
+        let wide = S3Tuning {
+            part_size: 8 << 20,
+            concurrency: 8,
+            ..S3Tuning::default()
+        };
+        assert_eq!(in_flight(&wide, 8 << 20), 8);
+        assert_eq!(in_flight(&wide, 16 << 20), 4);
+        assert_eq!(in_flight(&wide, 32 << 20), 2);
+        // Never more than configured, even for a part smaller than the tuning's.
+        assert_eq!(in_flight(&wide, 1 << 20), 8);
+    }
 
     #[test]
     fn prefixes_are_normalised() {

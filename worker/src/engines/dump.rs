@@ -122,8 +122,14 @@ fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<Vec<u8>> {
     })
 }
 
+/// The program's name for messages: `pg_restore`, not the path it was run from.
 fn program(cmd: &Command) -> String {
-    cmd.get_program().to_string_lossy().into_owned()
+    let program = std::path::Path::new(cmd.get_program());
+    program
+        .file_name()
+        .unwrap_or(program.as_os_str())
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn spawn(cmd: &mut Command, stdin: Stdio, stdout: Stdio) -> Result<Child, ShardError> {

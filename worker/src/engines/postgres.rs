@@ -91,7 +91,7 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
             }
             // Grants to roles this server lacks would stop pg_restore: go through its script
             // instead, leaving those grants out.
-            let mut script = Command::new("pg_restore");
+            let mut script = Command::new(crate::tools::program("pg_restore"));
             script.args(["--no-owner", "--file=-"]);
             let mut psql = conn.command("psql", &db);
             psql.args([
@@ -234,7 +234,7 @@ impl Conn {
     /// A libpq tool connected to `db`: connection flags, `--no-password`, and the password only
     /// in the environment.
     fn command(&self, program: &str, db: &str) -> Command {
-        let mut cmd = Command::new(program);
+        let mut cmd = Command::new(crate::tools::program(program));
         if let Some(host) = &self.host {
             cmd.arg("-h").arg(host);
         }
@@ -264,10 +264,16 @@ impl Conn {
     /// Runs SQL fed through psql's stdin, for statements that carry values of the source (a
     /// database setting may be a secret, e.g. a JWT key): arguments are visible to `ps`.
     fn psql_stdin(&self, db: &str, sql: &str) -> Result<(), ShardError> {
+        self.psql_script(db, sql).map(drop)
+    }
+
+    /// Runs a script fed through psql's stdin (statements and meta-commands, several in one
+    /// connection) and returns its unaligned, tuples-only output.
+    fn psql_script(&self, db: &str, sql: &str) -> Result<String, ShardError> {
         let mut cmd = self.command("psql", db);
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"])
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
@@ -280,7 +286,7 @@ impl Conn {
             .wait_with_output()
             .map_err(|e| ShardError::transient(format!("waiting for psql: {e}")))?;
         if out.status.success() {
-            return Ok(());
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
         Err(ShardError::transient(format!(
             "psql failed ({}): {}",
@@ -406,9 +412,33 @@ impl Conn {
         info: &DumpInfo,
         overwrite: bool,
     ) -> Result<Prepared, ShardError> {
-        let mut exists = self.exists(db)?;
-        if exists && !overwrite {
-            match self.ensure_empty(db)? {
+        let create = create_database_sql(db, &info.options);
+        // The usual cases (a new database; --overwrite) in one psql call: the wrapper and the
+        // connection cost more than the statements.
+        let done = self
+            .psql_script(maintenance_db(db), &prepare_script(db, &create, overwrite))
+            .map_err(|e| self.explain(e, &format!("creating database \"{db}\"")))?;
+        let prepared = Prepared {
+            fresh: true,
+            properties: database_properties_sql(db, &info.options),
+        };
+        match done.trim() {
+            PREPARE_CREATED => {
+                tracing::info!(database = db, "created the target database");
+                Ok(prepared)
+            }
+            PREPARE_REPLACED => {
+                tracing::info!(
+                    database = db,
+                    "dropped and recreated the target database (--overwrite)"
+                );
+                Ok(Prepared {
+                    fresh: false,
+                    ..prepared
+                })
+            }
+            // It exists and we may not replace it: restore into it only if it is empty.
+            PREPARE_EXISTS => match self.ensure_empty(db)? {
                 Some(encoding) => {
                     let wanted = info.options.get("encoding").and_then(Value::as_str);
                     if wanted.is_some_and(|w| !w.eq_ignore_ascii_case(&encoding)) {
@@ -420,26 +450,18 @@ impl Conn {
                         );
                     }
                     // Someone made it for us: its settings are theirs.
-                    return Ok(Prepared::default());
+                    Ok(Prepared::default())
                 }
-                // Dropped since we looked: create it.
-                None => exists = false,
-            }
+                // Dropped since we looked: a retry creates it.
+                None => Err(ShardError::transient(format!(
+                    "target database \"{db}\" on {} vanished while the restore prepared it",
+                    self.location()
+                ))),
+            },
+            other => Err(ShardError::transient(format!(
+                "unexpected answer from psql while preparing database \"{db}\": {other:?}"
+            ))),
         }
-        if exists {
-            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db));
-            self.psql(maintenance_db(db), &sql)
-                .map_err(|e| self.explain(e, &format!("dropping database \"{db}\"")))?;
-            tracing::info!(database = db, "dropped the target database (--overwrite)");
-        }
-        let sql = create_database_sql(db, &info.options);
-        self.psql(maintenance_db(db), &sql)
-            .map_err(|e| self.explain(e, &format!("creating database \"{db}\"")))?;
-        tracing::info!(database = db, "created the target database");
-        Ok(Prepared {
-            fresh: !exists,
-            properties: database_properties_sql(db, &info.options),
-        })
     }
 
     /// Applies the source database's settings and comment. What the server refuses (a
@@ -555,6 +577,31 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// What [`prepare_script`] prints: the database was created, dropped and recreated, or left
+/// alone because it exists and may not be replaced.
+const PREPARE_CREATED: &str = "ferry:created";
+const PREPARE_REPLACED: &str = "ferry:replaced";
+const PREPARE_EXISTS: &str = "ferry:exists";
+
+/// A psql script for the maintenance database: runs `create` (a `CREATE DATABASE` of `db`) when
+/// `db` is missing; when it exists, drops and recreates it with `overwrite`, else leaves it.
+/// Prints one of the `PREPARE_` marks.
+fn prepare_script(db: &str, create: &str, overwrite: bool) -> String {
+    let exists = if overwrite {
+        format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE);\n{create};\n\\echo {PREPARE_REPLACED}\n",
+            quote_ident(db)
+        )
+    } else {
+        format!("\\echo {PREPARE_EXISTS}\n")
+    };
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = {}) AS ferry_exists \\gset\n\
+         \\if :ferry_exists\n{exists}\\else\n{create};\n\\echo {PREPARE_CREATED}\n\\endif\n",
+        quote_literal(db)
+    )
 }
 
 /// Counts what a restore could collide with: relations, routines, types, collations,
@@ -804,6 +851,26 @@ fn conninfo_dbname(db: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preparation_is_one_script() {
+        let create = "CREATE DATABASE \"it's\" TEMPLATE template0";
+        let fresh = prepare_script("it's", create, false);
+        assert!(fresh.starts_with(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = 'it''s') AS ferry_exists \\gset\n\\if :ferry_exists\n"
+        ));
+        // Missing: created. Present, no --overwrite: left alone, and said so.
+        assert!(fresh.contains(&format!(
+            "\\else\n{create};\n\\echo {PREPARE_CREATED}\n\\endif\n"
+        )));
+        assert!(fresh.contains(&format!("\\echo {PREPARE_EXISTS}\n")));
+        assert!(!fresh.contains("DROP"));
+        let replace = prepare_script("it's", create, true);
+        assert!(replace.contains(&format!(
+            "DROP DATABASE IF EXISTS \"it's\" WITH (FORCE);\n{create};\n\\echo {PREPARE_REPLACED}\n"
+        )));
+        assert!(!replace.contains(PREPARE_EXISTS));
+    }
 
     #[test]
     fn quoting() {
