@@ -67,8 +67,11 @@ pub struct Context {
     pub progress: Mutex<HashMap<(String, String), ShardProgress>>,
     /// Wakes the reconciler early.
     pub wake: Notify,
-    /// Bumped whenever a job may have changed; job watchers listen.
+    /// Bumped whenever a job may have changed (progress included); job watchers listen.
     pub changed: watch::Sender<u64>,
+    /// Bumped when a job or shard record changed (not for progress alone): a watcher that
+    /// holds back progress updates sends these at once.
+    pub states: watch::Sender<u64>,
     /// This controller's current role (leader or follower).
     pub role: watch::Receiver<Role>,
     pub metrics: crate::metrics::Metrics,
@@ -113,6 +116,7 @@ impl Context {
             progress: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             changed: watch::Sender::new(0),
+            states: watch::Sender::new(0),
             audit_budget: Default::default(),
             work: Mutex::new(HashMap::new()),
             installation: std::sync::OnceLock::new(),
@@ -144,6 +148,7 @@ impl Context {
     pub fn notify(&self) {
         self.wake.notify_one();
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.states.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// This installation's id (empty before start-up set it).

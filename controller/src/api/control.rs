@@ -415,6 +415,7 @@ impl ControlService for ControlApi {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             let mut changed = ctx.changed.subscribe();
+            let mut states = ctx.states.subscribe();
             let mut last: Option<v1::Job> = None;
             loop {
                 let sent = match jobs::view(&ctx, &team, &id).await {
@@ -438,8 +439,14 @@ impl ControlService for ControlApi {
                     }
                 };
                 debug_assert!(sent);
-                // At most a few updates a second, however often workers report.
-                tokio::time::sleep(ctx.timings.watch_poll() / 5).await;
+                // At most a few progress updates a second, however often workers report; a
+                // change of state (a shard or the job finishing) ends the wait at once, so the
+                // client learns that the job finished without waiting out the throttle.
+                tokio::time::sleep(ctx.timings.pass_gap()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(ctx.timings.watch_poll() / 5) => {}
+                    _ = states.changed() => {}
+                }
                 tokio::select! {
                     _ = changed.changed() => {}
                     _ = tokio::time::sleep(ctx.timings.watch_poll()) => {}
