@@ -38,11 +38,17 @@ fn setup() -> Setup {
     ]);
     c.add_local_storage("local", "local");
     c.add_worker("local", "node-1");
+    // Three volumes in two components: three shards, one after the other (the worker takes
+    // one at a time), so the job is seen running before it completes.
     let shop = c.path().join("srv/shop");
-    ferry_archive::sample::generate(&shop, 7).expect("sample files");
-    // Big enough that the backup is seen running before it completes.
-    big_volume(&shop.join("blobs"), 2, 8);
-    c.apply_volume_app("shop", "local", ("web", "files"), &shop);
+    ferry_archive::sample::generate(&shop.join("files"), 7).expect("sample files");
+    big_volume(&shop.join("uploads"), 2, 8);
+    big_volume(&shop.join("media"), 1, 8);
+    c.apply(&format!(
+        "name: shop\ncluster: local\ncomponents:\n  - name: web\n    volumes:\n      - {{name: files, path: {0}/files}}\n      - {{name: uploads, path: {0}/uploads}}\n  - name: media\n    volumes:\n      - {{name: media, path: {0}/media}}\n",
+        shop.display()
+    ))
+    .expect_code(0);
     let blog = c.path().join("srv/blog");
     ferry_archive::sample::generate(&blog, 8).expect("sample files");
     c.apply_volume_app("blog", "local", ("web", "files"), &blog);
@@ -148,6 +154,24 @@ async fn wait_completed(b: &Browser) {
 fn an_operator_signs_in_backs_up_live_and_restores_a_copy() {
     let s = setup();
     let op = s.token("ops", "default", "operator");
+    // A schedule the overview lists with its next run, and a paused one it calls a problem.
+    s.c.ferry(&[
+        "schedule",
+        "create",
+        "nightly",
+        "--app",
+        "shop",
+        "--cron",
+        "30 2 * * *",
+        "--keep",
+        "7",
+    ])
+    .expect_code(0);
+    s.c.ferry(&[
+        "schedule", "create", "hourly", "--app", "blog", "--every", "hourly",
+    ])
+    .expect_code(0);
+    s.c.ferry(&["schedule", "pause", "hourly"]).expect_code(0);
     s.rt.block_on(async {
         let b = s.browser().await;
         sign_in(&b, &s, &op).await;
@@ -156,7 +180,17 @@ fn an_operator_signs_in_backs_up_live_and_restores_a_copy() {
         let apps = b.text("#apps").await;
         assert!(apps.contains("shop") && apps.contains("blog"), "{apps}");
         assert!(b.text("#who").await.contains("operator"));
-        assert!(b.text("#apps").await.contains("never backed up"), "{apps}");
+        assert!(apps.contains("never backed up"), "{apps}");
+        let blog = b.text("tr[data-app='blog']").await;
+        assert!(blog.contains("schedule hourly is paused"), "{blog}");
+        let shop_row = b.text("tr[data-app='shop']").await;
+        assert!(shop_row.contains("nightly: next in"), "{shop_row}");
+        // Problems first: blog (never backed up, paused) before shop (never backed up).
+        let first = b.client.find(Locator::Css("#apps tbody tr")).await.unwrap();
+        assert_eq!(
+            first.attr("data-app").await.unwrap().as_deref(),
+            Some("blog")
+        );
         publish(&b.screenshot("overview-before").await, "overview-never");
 
         // Back up now, from the overview: the live job page follows it to Completed.
@@ -241,11 +275,13 @@ fn an_operator_signs_in_backs_up_live_and_restores_a_copy() {
             .await
             .unwrap()
             .unwrap_or_default();
-        let copy = PathBuf::from(format!("{}-copy", s.shop.display()));
-        assert!(
-            rewrites.contains(&format!("{}={}", s.shop.display(), copy.display())),
-            "{rewrites}"
-        );
+        for volume in ["files", "uploads", "media"] {
+            let from = s.shop.join(volume);
+            assert!(
+                rewrites.contains(&format!("{}={}-copy", from.display(), from.display())),
+                "{rewrites}"
+            );
+        }
         b.screenshot("restore-form").await;
         b.client
             .find(Locator::Css("#restore-copy"))
@@ -259,12 +295,19 @@ fn an_operator_signs_in_backs_up_live_and_restores_a_copy() {
         b.screenshot("restore-completed").await;
 
         // The copy is on disk, file for file, and registered as its own app.
-        assert_eq!(listing(&copy), listing(&s.shop));
-        let original = std::fs::read(s.shop.join("blobs/blob-0.bin")).unwrap();
-        assert_eq!(
-            std::fs::read(copy.join("blobs/blob-0.bin")).unwrap(),
-            original
-        );
+        for volume in ["files", "uploads", "media"] {
+            let from = s.shop.join(volume);
+            let to = s.shop.join(format!("{volume}-copy"));
+            assert!(
+                !listing(&to).is_empty(),
+                "nothing restored into {}",
+                to.display()
+            );
+            assert_eq!(listing(&to), listing(&from), "{volume}");
+        }
+        let original = std::fs::read(s.shop.join("uploads/blob-0.bin")).unwrap();
+        let copied = std::fs::read(s.shop.join("uploads-copy/blob-0.bin")).unwrap();
+        assert!(copied == original, "the copy's bytes differ");
         s.c.ferry(&["app", "get", "shop-copy"]).expect_code(0);
 
         // The overview now says shop is fine and lists the copy.

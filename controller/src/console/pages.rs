@@ -382,7 +382,7 @@ pub async fn overview(State(c): State<Arc<Console>>, v: Visitor) -> Page {
                             th scope="row" { a href={ "/backups?app=" (name) } { (name) } br; small { "cluster " (app.cluster) } }
                             td {
                                 span class={ "health h-" (verdict.severity()) } { (verdict.label()) }
-                                @if !verdict.problems.is_empty() {
+                                @if verdict.problems.len() > 1 {
                                     ul.problems { @for p in &verdict.problems { li { (p.describe()) } } }
                                 }
                             }
@@ -561,7 +561,7 @@ pub async fn backup(State(c): State<Arc<Console>>, v: Visitor, Path(id): Path<St
             thead { tr {
                 th scope="col" { "Shard" } th scope="col" { "Kind" } th scope="col" { "State" } th scope="col" { "Worker" }
                 th scope="col" { "Attempts" } th scope="col" { "Size" } th scope="col" { "Stored" } th scope="col" { "Duration" }
-                th scope="col" { "SHA-256" } th scope="col" { "Error" }
+                th scope="col" { "SHA-256" } th scope="col" { "Detail" }
             } }
             tbody {
                 @for s in &j.shards {

@@ -252,13 +252,16 @@ pub fn until(ms: i64, now_ms: i64) -> String {
     format!("in {}", human(ms - now_ms))
 }
 
-/// `12s`, or `-`.
+/// `12s`, `340ms`, or `-`.
 pub fn duration(start_ms: i64, end_ms: i64, now_ms: i64) -> String {
     if start_ms <= 0 {
         return "-".into();
     }
     let end = if end_ms > 0 { end_ms } else { now_ms };
-    human(end - start_ms)
+    match end - start_ms {
+        ms @ 0..1000 => format!("{ms}ms"),
+        ms => human(ms),
+    }
 }
 
 /// A `<time>` element with the UTC time as text and the age as its title.
@@ -411,6 +414,8 @@ mod tests {
         assert_eq!(age(1_000, 1_000 + 2 * 3_600_000 + 65_000), "2h 1m ago");
         assert_eq!(until(10_000, 4_000), "in 6s");
         assert_eq!(duration(0, 5, 9), "-");
+        assert_eq!(duration(1, 76, 9), "75ms");
+        assert_eq!(duration(1_000, 0, 62_000), "1m 1s");
         assert_eq!(percent(5, 10), 50);
         assert_eq!(percent(5, 0), 0);
         assert_eq!(
