@@ -281,34 +281,78 @@ fn percent(done: u64, total: u64) -> u64 {
     }
 }
 
-/// A labelled progress bar; indeterminate while the total is unknown and the work unfinished.
-pub fn progress(id: &str, done: u64, total: u64, finished: bool) -> Markup {
-    let (value, max, text) = if finished {
-        (100, 100, format!("{} done", size(done)))
-    } else if total > 0 {
-        (
-            percent(done, total),
-            100,
-            format!(
-                "{} of {} ({}%)",
-                size(done),
-                size(total),
-                percent(done, total)
-            ),
-        )
-    } else {
-        (0, 0, format!("{} so far", size(done)))
-    };
+/// Where a shard is, for its bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Waiting,
+    Working,
+    Done,
+}
+
+fn stage_of(state: &str) -> Stage {
+    match state {
+        "Succeeded" | "Completed" => Stage::Done,
+        "Running" | "Assigned" => Stage::Working,
+        _ => Stage::Waiting,
+    }
+}
+
+fn bar(id: &str, value: Option<u64>, text: String) -> Markup {
     html! {
         div.progress {
-            @if max > 0 {
-                progress id=(id) value=(value) max=(max) aria-label=(text) {}
+            @if let Some(v) = value {
+                progress id=(id) value=(v) max="100" aria-label=(text) {}
             } @else {
                 progress id=(id) aria-label=(text) {}
             }
             span.progress-text { (text) }
         }
     }
+}
+
+/// A labelled progress bar of one shard: empty while it waits, indeterminate while it works
+/// without a known total, full when done.
+pub fn progress(id: &str, done: u64, total: u64, stage: Stage) -> Markup {
+    let (value, text) = match stage {
+        Stage::Done if done == 0 => (Some(100), "done".to_owned()),
+        Stage::Done => (Some(100), format!("{} done", size(done))),
+        Stage::Working if total > 0 => (
+            Some(percent(done, total)),
+            format!(
+                "{} of {} ({}%)",
+                size(done),
+                size(total),
+                percent(done, total)
+            ),
+        ),
+        Stage::Working => (None, format!("{} so far", size(done))),
+        Stage::Waiting => (Some(0), "waiting".to_owned()),
+    };
+    bar(id, value, text)
+}
+
+/// How far a whole job is, as a share of its shards: each finished shard counts one, a working
+/// one its fraction of a known total.
+pub fn job_share(job: &v1::Job) -> u64 {
+    if job.shards.is_empty() {
+        return if job_state(job.state) == "Completed" {
+            100
+        } else {
+            0
+        };
+    }
+    let per_mille: u64 = job
+        .shards
+        .iter()
+        .map(|s| match stage_of(shard_state(s.state)) {
+            Stage::Done => 1000,
+            Stage::Working if s.bytes_total > 0 => {
+                s.bytes_done.min(s.bytes_total) * 1000 / s.bytes_total
+            }
+            _ => 0,
+        })
+        .sum();
+    per_mille / job.shards.len() as u64 / 10
 }
 
 /// The live part of a job: state, phase, message, overall and per-shard progress. The job page
@@ -325,7 +369,9 @@ pub fn job_live(job: &v1::Job, now_ms: i64) -> Markup {
                 " · " (job.shards.len()) " shards · running for " (duration(job.started_at_ms, job.finished_at_ms, now_ms))
             }
             @if !job.message.is_empty() { p.message { (job.message) } }
-            (progress("job-progress", job.bytes, job.bytes_total, succeeded))
+            @let finished = job.shards.iter().filter(|s| shard_state(s.state) == "Succeeded").count();
+            (bar("job-progress", Some(if succeeded { 100 } else { job_share(job) }),
+                format!("{finished} of {} shards done · {} read", job.shards.len(), size(job.bytes))))
         }
         table.shards {
             caption.visually-hidden { "Shards and their progress" }
@@ -338,7 +384,7 @@ pub fn job_live(job: &v1::Job, now_ms: i64) -> Markup {
                         td { (badge(sstate)) @if s.attempt > 1 { " " small { "attempt " (s.attempt) } } }
                         td { (s.worker) }
                         td {
-                            (progress(&format!("shard-{}", s.id), s.bytes_done, s.bytes_total, sstate == "Succeeded"))
+                            (progress(&format!("shard-{}", s.id), s.bytes_done, s.bytes_total, stage_of(sstate)))
                             @if !s.error.is_empty() { p.error { (s.error) } }
                         }
                     }
@@ -378,7 +424,7 @@ pub fn cancel_button(v: &Visitor, job: &v1::Job) -> Markup {
     };
     html! {
         @if !is_final(job.state) && can(&v.caller, method) {
-            form.inline #cancel-form method="post" action={ "/jobs/" (job.id) "/cancel" } {
+            form.inline #cancel-form data-hide-when-done method="post" action={ "/jobs/" (job.id) "/cancel" } {
                 (csrf(v))
                 input type="hidden" name="kind" value=(kind(job.kind));
                 button.danger #cancel type="submit" { "Cancel " (kind(job.kind)) }
@@ -418,6 +464,23 @@ mod tests {
         assert_eq!(duration(1_000, 0, 62_000), "1m 1s");
         assert_eq!(percent(5, 10), 50);
         assert_eq!(percent(5, 0), 0);
+        let shard = |state: v1::ShardState, done, total| v1::Shard {
+            state: state as i32,
+            bytes_done: done,
+            bytes_total: total,
+            ..Default::default()
+        };
+        let job = v1::Job {
+            state: v1::JobState::Running as i32,
+            shards: vec![
+                shard(v1::ShardState::Succeeded, 8, 8),
+                shard(v1::ShardState::Running, 5, 10),
+                shard(v1::ShardState::Pending, 0, 0),
+                shard(v1::ShardState::Pending, 0, 0),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(job_share(&job), 37, "(1 + 0.5) of 4 shards");
         assert_eq!(
             job_state(v1::JobState::PartiallyFailed as i32),
             "PartiallyFailed"

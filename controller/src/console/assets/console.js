@@ -17,6 +17,10 @@
     events.addEventListener("end", function () {
       events.close();
       el.setAttribute("data-ended", "true");
+      // Nothing is left to cancel.
+      document.querySelectorAll("[data-hide-when-done]").forEach(function (x) {
+        x.hidden = true;
+      });
     });
     events.addEventListener("failure", function (e) {
       events.close();
