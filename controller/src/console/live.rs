@@ -33,9 +33,7 @@ fn events_of(
                 }
                 event
             }
-            Err(status) => Event::default()
-                .event("failure")
-                .data(status.message().to_owned()),
+            Err(status) => Event::default().event("failure").data(status.message()),
         })
     });
     updates.chain(futures::stream::once(async {

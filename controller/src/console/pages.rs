@@ -737,7 +737,7 @@ pub async fn jobs(State(c): State<Arc<Console>>, v: Visitor) -> Page {
         .await?
         .jobs;
     all.extend(restores);
-    all.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms));
+    all.sort_by_key(|j| std::cmp::Reverse(j.created_at_ms));
     let (active, done): (Vec<&v1::Job>, Vec<&v1::Job>) =
         all.iter().partition(|j| !views::is_final(j.state));
     let body = html! {

@@ -274,11 +274,7 @@ pub fn when(ms: i64, now_ms: i64) -> Markup {
 }
 
 fn percent(done: u64, total: u64) -> u64 {
-    if total == 0 {
-        0
-    } else {
-        (done.min(total) * 100) / total
-    }
+    (done.min(total) * 100).checked_div(total).unwrap_or(0)
 }
 
 /// Where a shard is, for its bar.
