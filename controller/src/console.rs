@@ -224,6 +224,17 @@ impl Console {
         };
         let peer = peer_of(parts);
         if let Some(secret) = bearer(&parts.headers) {
+            #[derive(serde::Deserialize)]
+            struct TeamQuery {
+                #[serde(default)]
+                team: String,
+            }
+            let team = parts
+                .uri
+                .query()
+                .and_then(|q| serde_urlencoded::from_str::<TeamQuery>(q).ok())
+                .map(|q| q.team)
+                .unwrap_or_default();
             let record = match tokens::verify(&*self.ctx.store, secret).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(refused)) => return Err(refuse(Some(refused.to_string()))),
@@ -232,6 +243,7 @@ impl Console {
             let caller = caller_of(record).map_err(|m| refuse(Some(m)))?;
             return Ok(Visitor {
                 caller,
+                team,
                 peer,
                 csrf: None,
             });
@@ -256,6 +268,7 @@ impl Console {
         let caller = caller_of(record).map_err(|m| refuse(Some(m)))?;
         Ok(Visitor {
             caller,
+            team: s.team,
             peer,
             csrf: Some(s.csrf),
         })
@@ -335,6 +348,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/", get(pages::overview))
         .route("/signin", get(pages::signin_form).post(pages::signin))
         .route("/signout", post(pages::signout))
+        .route("/team", post(pages::switch_team))
         .route("/backups", get(pages::backups).post(pages::create_backup))
         .route("/backups/{id}", get(pages::backup))
         .route(

@@ -327,6 +327,38 @@ fn an_operator_signs_in_backs_up_live_and_restores_a_copy() {
         assert!(copied == original, "the copy's bytes differ");
         s.c.ferry(&["app", "get", "shop-copy"]).expect_code(0);
 
+        // The live jobs page lists both as finished.
+        b.open(&s.url("/jobs"), "#finished").await;
+        let finished = b.text("#finished").await;
+        assert!(finished.contains(&id) && finished.contains("shop-copy"), "{finished}");
+
+        // Schedules: create one in the form, pause it, resume it.
+        b.open(&s.url("/schedules"), "#s-name").await;
+        b.client.find(Locator::Css("#s-name")).await.unwrap().send_keys("weekly-blog").await.unwrap();
+        b.client.find(Locator::Css("#s-app")).await.unwrap().select_by_value("blog").await.unwrap();
+        b.client.find(Locator::Css("#s-every")).await.unwrap().select_by_value("weekly").await.unwrap();
+        b.client
+            .find(Locator::Css("form[action='/schedules'] button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        b.wait_for("form[action='/schedules/weekly-blog/pause']").await;
+        let row = b.text("#schedules").await;
+        assert!(row.contains("weekly-blog") && row.contains("weekly"), "{row}");
+        b.client
+            .find(Locator::Css("form[action='/schedules/weekly-blog/pause'] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        b.wait_for("form[action='/schedules/weekly-blog/resume']").await;
+        b.screenshot("schedules").await;
+        let paused = s.c.ferry(&["schedule", "get", "weekly-blog", "-o", "json"]).expect_code(0).json();
+        assert_eq!(paused["paused"], serde_json::json!(true), "{paused}");
+
         // The overview now says shop is fine and lists the copy.
         b.open(&s.url("/"), "#apps").await;
         let row = b.text("tr[data-app='shop']").await;
@@ -383,6 +415,14 @@ fn a_viewer_sees_no_backup_or_restore_buttons_and_its_forged_posts_are_refused()
         assert_eq!(b.count("#cancel").await, 0);
         b.open(&s.url("/schedules"), "#schedules").await;
         assert_eq!(b.count("form[action='/schedules']").await, 0);
+        b.open(&s.url("/workers"), "#workers").await;
+        let workers = b.text("#workers").await;
+        assert!(
+            workers.contains("node-1") && workers.contains("local"),
+            "{workers}"
+        );
+        b.open(&s.url("/storage"), "#storage").await;
+        assert!(b.text("#storage").await.contains("local"));
         b.open(&s.url(&format!("/backups/{id}/restore")), "h1")
             .await;
         assert!(
@@ -515,6 +555,31 @@ fn another_teams_backup_answers_like_a_missing_one() {
                 .contains("secret-shop")
         );
         b.screenshot("other-team").await;
+        b.close().await;
+
+        // The installation's admin token reaches every team: its session picks one.
+        let admin = std::fs::read_to_string(s.c.admin_token_file()).unwrap();
+        let b = s.browser().await;
+        sign_in(&b, &s, admin.trim()).await;
+        b.wait_for("#apps").await;
+        assert!(!b.text("#apps").await.contains("secret-shop"), "team default first");
+        let pick = b.client.find(Locator::Css("#team-pick")).await.expect("a team picker");
+        pick.clear().await.unwrap();
+        pick.send_keys("b").await.unwrap();
+        b.client
+            .find(Locator::Css("form[action='/team'] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        b.wait_until(
+            "team b's apps",
+            "document.querySelector('#apps') && document.querySelector('#apps').textContent.includes('secret-shop')",
+            Duration::from_secs(30),
+        )
+        .await;
+        b.open(&s.url(&format!("/backups/{theirs}")), "#backup-facts").await;
         b.close().await;
     });
     // Team B still has it.

@@ -48,6 +48,9 @@ pub fn can(caller: &Caller, method: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Visitor {
     pub caller: Caller,
+    /// The team the pages are about as requested (empty: the token's own, or `default` for a
+    /// token of every team); the API resolves it exactly as for a CLI call's `--team`.
+    pub team: String,
     /// The remote address, for the audit trail.
     pub peer: String,
     /// The session's CSRF token; `None` when the request carried a bearer token instead of a

@@ -47,7 +47,7 @@ pub async fn events(
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
     let req = v1::GetJobRequest {
-        team: String::new(),
+        team: v.team.clone(),
         id,
     };
     let stream = c.call(&v, "WatchJob", req, |a, r| a.watch_job(r)).await?;

@@ -44,9 +44,14 @@ impl Console {
 
     async fn apps(&self, v: &Visitor) -> Result<Vec<v1::App>, Status> {
         let r = self
-            .call(v, "ListApps", v1::ListAppsRequest::default(), |a, r| {
-                a.list_apps(r)
-            })
+            .call(
+                v,
+                "ListApps",
+                v1::ListAppsRequest {
+                    team: v.team.clone(),
+                },
+                |a, r| a.list_apps(r),
+            )
             .await?;
         Ok(r.apps)
     }
@@ -67,6 +72,7 @@ impl Console {
         page_size: u32,
     ) -> Result<Vec<v1::Job>, Status> {
         let req = v1::ListBackupsRequest {
+            team: v.team.clone(),
             app: app.to_owned(),
             page_size,
             ..Default::default()
@@ -82,7 +88,9 @@ impl Console {
             .call(
                 v,
                 "ListSchedules",
-                v1::ListSchedulesRequest::default(),
+                v1::ListSchedulesRequest {
+                    team: v.team.clone(),
+                },
                 |a, r| a.list_schedules(r),
             )
             .await?
@@ -91,7 +99,7 @@ impl Console {
 
     async fn get_backup(&self, v: &Visitor, id: &str) -> Result<v1::Job, Status> {
         let req = v1::GetJobRequest {
-            team: String::new(),
+            team: v.team.clone(),
             id: id.to_owned(),
         };
         self.call(v, "GetBackup", req, |a, r| a.get_backup(r)).await
@@ -101,7 +109,7 @@ impl Console {
     pub async fn current_job(&self, v: &Visitor, id: &str) -> Result<v1::Job, Status> {
         use futures::StreamExt;
         let req = v1::GetJobRequest {
-            team: String::new(),
+            team: v.team.clone(),
             id: id.to_owned(),
         };
         let mut stream = self.call(v, "WatchJob", req, |a, r| a.watch_job(r)).await?;
@@ -313,6 +321,33 @@ pub async fn signout(
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/signin")).into_response())
 }
 
+#[derive(Deserialize)]
+struct TeamForm {
+    #[serde(default)]
+    team: String,
+}
+
+/// An installation-wide token's session picks the team its pages are about (a team's token
+/// always sees its own team; scripts with a bearer token add `?team=T`).
+pub async fn switch_team(
+    State(c): State<Arc<Console>>,
+    v: Visitor,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Page {
+    let form: TeamForm = posted(&v, &body)?;
+    let team = form.team.trim();
+    if !team.is_empty() {
+        ferry_model::names::check_name("team", team)
+            .map_err(|e| Failure::bad_request(e.to_string()))?;
+    }
+    let id = Console::session_id(&headers).ok_or_else(|| {
+        Failure::bad_request("only a signed-in session picks a team; scripts add ?team=T")
+    })?;
+    c.sessions.set_team(&id, team);
+    see("/")
+}
+
 // ----- overview -----
 
 fn schedule_cron(s: &v1::Schedule) -> &str {
@@ -508,6 +543,7 @@ struct BackupForm {
 pub async fn create_backup(State(c): State<Arc<Console>>, v: Visitor, body: Bytes) -> Page {
     let form: BackupForm = posted(&v, &body)?;
     let req = v1::CreateBackupRequest {
+        team: v.team.clone(),
         app: form.app,
         storage: form.storage,
         ..Default::default()
@@ -604,7 +640,7 @@ pub async fn restore_form(
             &v,
             "GetApp",
             v1::GetAppRequest {
-                team: String::new(),
+                team: v.team.clone(),
                 name: j.app.clone(),
             },
             |a, r| a.get_app(r),
@@ -683,6 +719,7 @@ pub async fn create_restore(
     let form: RestoreForm = posted(&v, &body)?;
     let req = match form.mode.as_str() {
         "copy" => v1::CreateRestoreRequest {
+            team: v.team.clone(),
             backup_id: id,
             to_app: form.to_app.trim().to_owned(),
             rewrites: rewrites::parse_lines(&form.rewrites).map_err(Failure::bad_request)?,
@@ -698,6 +735,7 @@ pub async fn create_restore(
                 )));
             }
             v1::CreateRestoreRequest {
+                team: v.team.clone(),
                 backup_id: id,
                 overwrite: true,
                 ..Default::default()
@@ -729,6 +767,7 @@ pub async fn jobs(State(c): State<Arc<Console>>, v: Visitor) -> Page {
             &v,
             "ListRestores",
             v1::ListRestoresRequest {
+                team: v.team.clone(),
                 page_size: 50,
                 ..Default::default()
             },
@@ -799,7 +838,7 @@ pub async fn cancel(
 ) -> Page {
     let form: CancelForm = posted(&v, &body)?;
     let req = v1::GetJobRequest {
-        team: String::new(),
+        team: v.team.clone(),
         id: id.clone(),
     };
     match form.kind.as_str() {
@@ -926,7 +965,7 @@ pub async fn create_schedule(State(c): State<Arc<Console>>, v: Visitor, body: By
             .map_err(|_| Failure::bad_request(format!("keep must be a number, not {k:?}")))?,
     };
     let req = v1::CreateScheduleRequest {
-        team: String::new(),
+        team: v.team.clone(),
         name: f.name.trim().to_owned(),
         app: f.app,
         cron: f.cron.trim().to_owned(),
@@ -948,7 +987,7 @@ pub async fn schedule_action(
 ) -> Page {
     posted::<serde::de::IgnoredAny>(&v, &body)?;
     let req = v1::ScheduleRef {
-        team: String::new(),
+        team: v.team.clone(),
         name,
     };
     match action.as_str() {
@@ -1089,6 +1128,7 @@ mod tests {
                 role: ferry_model::access::Role::Operator,
                 expires_at_ms: None,
             },
+            team: String::new(),
             peer: String::new(),
             csrf: csrf.map(str::to_owned),
         }

@@ -35,6 +35,8 @@ pub struct Session {
     pub csrf: String,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
+    /// The team an installation-wide token's pages are about (empty: `default`).
+    pub team: String,
 }
 
 /// 256 random bits as 64 hex digits (as token secrets are made).
@@ -104,6 +106,7 @@ impl Sessions {
             csrf: random_hex(),
             created_at_ms: now_ms,
             expires_at_ms,
+            team: String::new(),
         };
         if let Ok(mut map) = self.map.lock() {
             map.retain(|_, s| s.expires_at_ms > now_ms);
@@ -132,6 +135,15 @@ impl Sessions {
                 None
             }
             None => None,
+        }
+    }
+
+    /// Sets the team a session's pages are about.
+    pub fn set_team(&self, id: &str, team: &str) {
+        if let Ok(mut map) = self.map.lock()
+            && let Some(s) = map.get_mut(id)
+        {
+            s.team = team.to_owned();
         }
     }
 
@@ -207,6 +219,8 @@ mod tests {
         assert_eq!(s.get(&id, 2000), None, "expired");
         assert!(s.is_empty(), "an expired session is dropped");
         let id = s.open("ci", "hash", 9000, 1000);
+        s.set_team(&id, "b");
+        assert_eq!(s.get(&id, 1001).map(|x| x.team).as_deref(), Some("b"));
         s.close(&id);
         assert_eq!(s.get(&id, 1001), None);
         assert_eq!(s.get("unknown", 0), None);

@@ -54,7 +54,15 @@ fn head(title: &str) -> Markup {
 /// A page for a signed-in visitor: navigation, who they are, sign-out.
 pub fn page(v: &Visitor, nav: Nav, title: &str, body: Markup) -> Markup {
     let who = &v.caller;
-    let team = who.team.clone().unwrap_or_else(|| "every team".into());
+    let team = match &who.team {
+        Some(t) => format!("team {t}"),
+        None => "every team".into(),
+    };
+    let viewing = if v.team.is_empty() {
+        ferry_proto::model::DEFAULT_TEAM.to_owned()
+    } else {
+        v.team.clone()
+    };
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -78,6 +86,14 @@ pub fn page(v: &Visitor, nav: Nav, title: &str, body: Markup) -> Markup {
                     }
                     div.who {
                         span #who { "token " strong { (who.token) } " · " (team) " · " (who.role.to_string()) }
+                        @if who.team.is_none() && v.csrf.is_some() {
+                            form.team method="post" action="/team" {
+                                (csrf(v))
+                                label for="team-pick" { "Team" }
+                                input #team-pick type="text" name="team" value=(viewing) size="10" autocomplete="off";
+                                button.link type="submit" { "Show" }
+                            }
+                        }
                         @if v.csrf.is_some() {
                             form method="post" action="/signout" {
                                 (csrf(v))
