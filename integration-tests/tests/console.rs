@@ -472,6 +472,31 @@ fn a_viewer_sees_no_backup_or_restore_buttons_and_its_forged_posts_are_refused()
             .expect_code(0)
             .json();
     assert_eq!(restores["restores"].as_array().map(Vec::len), Some(0));
+    // The refusals are in the audit trail like refused gRPC calls, marked as the console's.
+    let denied: Vec<serde_json::Value> = audit(&s)
+        .into_iter()
+        .filter(|e| e["token"] == "watcher" && e["result"] == "PermissionDenied")
+        .collect();
+    for call in ["CreateBackup", "CreateRestore", "CancelBackup"] {
+        let e = denied.iter().find(|e| e["call"] == call);
+        let e = e.unwrap_or_else(|| panic!("no refused {call} in {denied:?}"));
+        assert!(
+            e["peer"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("(console)"),
+            "{e}"
+        );
+    }
+}
+
+fn audit(s: &Setup) -> Vec<serde_json::Value> {
+    s.c.ferry(&["audit", "list", "--since", "1h", "-o", "json"])
+        .expect_code(0)
+        .json()["entries"]
+        .as_array()
+        .expect("entries")
+        .clone()
 }
 
 #[test]
@@ -746,4 +771,107 @@ fn without_a_token_there_is_only_the_sign_in_form_and_forms_need_their_csrf_toke
         before + 1,
         "exactly the POST with its CSRF token backed up"
     );
+    let made = audit(&s)
+        .into_iter()
+        .find(|e| e["token"] == "ops" && e["call"] == "CreateBackup" && e["result"] == "ok")
+        .expect("the console's backup in the audit trail");
+    assert_eq!(made["target"], "app shop", "{made}");
+    assert!(
+        made["peer"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("(console)"),
+        "{made}"
+    );
+}
+
+#[test]
+fn in_place_restores_need_the_apps_name_and_an_admin_and_link_the_safety_backup() {
+    let s = setup();
+    let op = s.token("ops", "default", "operator");
+    let id = s.c.backup_completed("shop", &[])["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let admin = std::fs::read_to_string(s.c.admin_token_file()).unwrap();
+    let form = "application/x-www-form-urlencoded";
+    let path = format!("/backups/{id}/restore");
+    let restore_id = s.rt.block_on(async {
+        // An operator is refused by the same decision as `restore create --overwrite`, and is
+        // not even offered the form.
+        let op_auth = format!("Bearer {op}");
+        let headers = [("Authorization", op_auth.as_str()), ("Content-Type", form)];
+        let page = s.http("GET", &path, &headers, "").await;
+        assert_eq!(page.status, 200);
+        assert!(
+            !page.body.contains("restore-in-place"),
+            "an operator is offered in place"
+        );
+        let a = s
+            .http("POST", &path, &headers, "mode=in-place&confirm=shop")
+            .await;
+        assert_eq!(a.status, 403, "{}", a.body);
+        assert!(a.body.contains("admin"), "{}", a.body);
+        // An admin must type the app's name.
+        let admin_auth = format!("Bearer {}", admin.trim());
+        let headers = [
+            ("Authorization", admin_auth.as_str()),
+            ("Content-Type", form),
+        ];
+        let page = s.http("GET", &path, &headers, "").await;
+        assert!(page.body.contains("restore-in-place"));
+        for confirm in ["", "Shop", "blog"] {
+            let a = s
+                .http(
+                    "POST",
+                    &path,
+                    &headers,
+                    &format!("mode=in-place&confirm={confirm}"),
+                )
+                .await;
+            assert_eq!(a.status, 400, "{confirm:?}: {}", a.body);
+        }
+        let a = s
+            .http("POST", &path, &headers, "mode=in-place&confirm=shop")
+            .await;
+        assert_eq!(a.status, 303, "{}", a.body);
+        let location = a.header_values("location")[0].to_owned();
+        job_id_of(&location)
+    });
+    // Exactly one restore, and it completes.
+    let mut state = serde_json::Value::Null;
+    ferry_integration_tests::wait_for(Duration::from_secs(60), "the in-place restore", || {
+        state =
+            s.c.ferry(&["restore", "get", &restore_id, "-o", "json"])
+                .expect_code(0)
+                .json();
+        state["state"] == "Completed" || state["state"] == "Failed"
+    });
+    assert_eq!(state["state"], "Completed", "{state}");
+    let safety = state["safety_backup"]
+        .as_str()
+        .expect("a safety backup")
+        .to_owned();
+    let restores =
+        s.c.ferry(&["restore", "list", "-o", "json"])
+            .expect_code(0)
+            .json();
+    assert_eq!(restores["restores"].as_array().map(Vec::len), Some(1));
+    s.rt.block_on(async {
+        let admin_auth = format!("Bearer {}", admin.trim());
+        let page = s
+            .http(
+                "GET",
+                &format!("/jobs/{restore_id}"),
+                &[("Authorization", &admin_auth)],
+                "",
+            )
+            .await;
+        assert_eq!(page.status, 200);
+        assert!(
+            page.body.contains(&format!("href=\"/backups/{safety}\"")),
+            "the result does not link the safety backup {safety}: {}",
+            page.body
+        );
+    });
 }
