@@ -133,6 +133,13 @@ async fn sign_in(b: &Browser, s: &Setup, token: &str) {
     b.wait_for("#who").await;
 }
 
+/// Elements reaching past the window's right edge, other than inside a table's own scroller.
+const STICKING_OUT: &str = "return Array.from(document.querySelectorAll('body *'))
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1
+        && !(e.parentElement && e.parentElement.closest('.scroll')))
+    .map(e => e.tagName + '.' + e.className + '#' + e.id).join(', ')
+    + ' (page ' + document.documentElement.scrollWidth + ' px, window ' + window.innerWidth + ' px)';";
+
 fn job_id_of(url: &str) -> String {
     url.rsplit("/jobs/")
         .next()
@@ -374,9 +381,10 @@ fn an_operator_signs_in_backs_up_live_and_restores_a_copy() {
             .await
             .expect("a script");
         publish(&b.screenshot("overview-phone").await, "overview-phone");
+        // What sticks out, if anything (for the failure message).
         let wide = b
             .client
-            .execute("return Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && !(e.parentElement && e.parentElement.closest('.scroll'))).map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right)).join(', ') + ' sw=' + document.documentElement.scrollWidth + ' iw=' + window.innerWidth + ' cw=' + document.documentElement.clientWidth;", vec![])
+            .execute(STICKING_OUT, vec![])
             .await
             .expect("a script");
         assert_eq!(fits, serde_json::json!(true), "the page scrolls sideways on a phone: {wide}");
