@@ -3,6 +3,7 @@
 //! certificates, or plain), the S3 test server, PostgreSQL databases, Redis servers — plus a
 //! test PKI, and a headless Chromium for the web console. One copy of each, for every crate's tests.
 
+#[cfg(feature = "browser")]
 pub mod browser;
 pub mod etcd;
 pub mod pg;
