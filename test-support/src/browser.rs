@@ -92,6 +92,9 @@ impl Browser {
         let port = free_port();
         let mut cmd = Command::new(&chromedriver);
         cmd.arg(format!("--port={port}"));
+        // A process group of its own: the browsers it starts (and their crash handlers) are in
+        // it, and all of them end with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let driver = Proc::spawn("chromedriver", &mut cmd, log_dir.join("chromedriver.log"));
         let profile = tempfile::Builder::new()
             .prefix("ferry-chromium-")
@@ -123,10 +126,14 @@ impl Browser {
         let deadline = Instant::now() + WAIT;
         let client = loop {
             let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector)
-                .capabilities(caps.clone())
-                .connect(&url)
+            // Each attempt bounded too: a browser that never comes up must not hang the test.
+            let mut builder = ClientBuilder::new(connector);
+            builder.capabilities(caps.clone());
+            let attempt = builder.connect(&url);
+            match tokio::time::timeout(WAIT, attempt)
                 .await
+                .map_err(|_| format!("no session within {WAIT:?}"))
+                .and_then(|r| r.map_err(|e| e.to_string()))
             {
                 Ok(c) => break c,
                 Err(e) => {
@@ -158,7 +165,10 @@ impl Browser {
 
     /// Goes to `url` and waits until `css` is on the page.
     pub async fn open(&self, url: &str, css: &str) -> fantoccini::elements::Element {
-        self.client.goto(url).await.expect("navigating");
+        tokio::time::timeout(WAIT, self.client.goto(url))
+            .await
+            .unwrap_or_else(|_| panic!("{url} did not load within {WAIT:?}"))
+            .unwrap_or_else(|e| panic!("navigating to {url}: {e}"));
         self.wait_for(css).await
     }
 
@@ -220,8 +230,49 @@ impl Browser {
 
     /// Ends the session (the driver is killed when dropped).
     pub async fn close(self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
     }
+}
+
+impl Drop for Browser {
+    /// Ends chromedriver's process group — chromedriver, the Chromium it started, its helpers
+    /// and crash handlers, which a failed test's unclosed session would leave behind — and waits
+    /// until they are gone before the profile directory is removed.
+    fn drop(&mut self) {
+        let group = self._driver.pid();
+        if group <= 0 {
+            return;
+        }
+        // SAFETY: kill(2) on the process group this browser's chromedriver leads (made by
+        // `process_group(0)` at its start); no memory is involved.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while group_alive(group) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// True while a process of group `pgid` runs (zombies waiting for their parent do not).
+fn group_alive(pgid: i32) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|entry| {
+        std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // `PID (COMM) STATE PPID PGRP …`: the fields after the last `)`.
+                let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+                let state = fields.next()?;
+                let pgrp: i32 = fields.nth(1)?.parse().ok()?;
+                Some(pgrp == pgid && state != "Z" && state != "X")
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// One HTTP answer.
