@@ -144,6 +144,15 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub worker_identity_file: Vec<PathBuf>,
+    /// Serve the web console on this address (`off`: no console), with the API's TLS, tokens
+    /// and roles [default: 127.0.0.1:7421 with the embedded store (a one-machine install),
+    /// else off].
+    #[arg(long, env = "FERRY_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// Link of a trace id on the console's backup pages, `{trace_id}` replaced, e.g.
+    /// `http://jaeger:16686/trace/{trace_id}` [default: no link].
+    #[arg(long, env = "FERRY_TRACE_URL_TEMPLATE")]
+    pub trace_url_template: Option<String>,
 }
 
 /// The keys a config file may hold.
@@ -191,6 +200,8 @@ pub struct FileConfig {
     pub worker_allow_exec: Option<Vec<String>>,
     pub worker_secrets_dir: Option<PathBuf>,
     pub worker_identity_file: Option<Vec<PathBuf>>,
+    pub http_listen: Option<String>,
+    pub trace_url_template: Option<String>,
 }
 
 mod humantime_serde_opt {
@@ -202,6 +213,56 @@ mod humantime_serde_opt {
         raw.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
             .transpose()
     }
+}
+
+/// Where the web console is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpListen {
+    Off,
+    /// Asked for: failing to listen there fails the start.
+    At(SocketAddr),
+    /// The one-machine install's default: when the address is taken the controller warns and
+    /// runs without a console.
+    Default(SocketAddr),
+}
+
+impl HttpListen {
+    /// `off`, or an address; `None` (not given): the default for the store.
+    pub fn resolve(given: Option<&str>, store: &StoreSpec) -> Result<HttpListen, String> {
+        match given.map(str::trim) {
+            Some("off" | "none" | "") => Ok(HttpListen::Off),
+            Some(addr) => addr
+                .parse()
+                .map(HttpListen::At)
+                .map_err(|_| format!("invalid --http-listen {addr:?}: expected HOST:PORT or off")),
+            None => match store {
+                StoreSpec::Embedded(_) => Ok(HttpListen::Default(
+                    crate::console::DEFAULT_HTTP_LISTEN
+                        .parse()
+                        .map_err(|e| format!("{e}"))?,
+                )),
+                StoreSpec::Etcd(_) => Ok(HttpListen::Off),
+            },
+        }
+    }
+
+    /// The address, unless off.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            HttpListen::Off => None,
+            HttpListen::At(a) | HttpListen::Default(a) => Some(a),
+        }
+    }
+}
+
+/// Checks `--trace-url-template`: an http(s) URL with `{trace_id}` in it.
+pub fn check_trace_template(t: &str) -> Result<(), String> {
+    if !(t.starts_with("http://") || t.starts_with("https://")) || !t.contains("{trace_id}") {
+        return Err(format!(
+            "invalid --trace-url-template {t:?}: expected an http(s) URL with {{trace_id}} in it, e.g. http://jaeger:16686/trace/{{trace_id}}"
+        ));
+    }
+    Ok(())
 }
 
 /// Which store to use.
@@ -337,6 +398,10 @@ pub struct ControllerConfig {
     pub etcd: EtcdAccess,
     pub max_concurrent_requests: usize,
     pub embedded_worker_policy: EmbeddedWorkerPolicy,
+    /// Where the web console is served.
+    pub http_listen: HttpListen,
+    /// `--trace-url-template`.
+    pub trace_url_template: Option<String>,
 }
 
 /// Audit entries are kept this long unless configured.
@@ -365,7 +430,21 @@ impl ControllerConfig {
             etcd: EtcdAccess::default(),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             embedded_worker_policy: EmbeddedWorkerPolicy::default(),
+            // In-process controllers (tests, benchmarks) run many at once: no console unless
+            // asked for.
+            http_listen: HttpListen::Off,
+            trace_url_template: None,
         }
+    }
+
+    /// How to serve the web console, if at all.
+    pub fn console(&self) -> Option<crate::console::ConsoleConfig> {
+        Some(crate::console::ConsoleConfig {
+            listen: self.http_listen.addr()?,
+            tls: self.tls.clone(),
+            trace_url_template: self.trace_url_template.clone(),
+            best_effort: matches!(self.http_listen, HttpListen::Default(_)),
+        })
     }
 
     /// Refuses plain HTTP/2 on an address other machines can reach, unless `insecure` says so.
@@ -374,6 +453,15 @@ impl ControllerConfig {
             return Err(format!(
                 "refusing to listen on {} without TLS: give --tls-cert and --tls-key, listen on a loopback address, or pass --insecure",
                 self.listen
+            ));
+        }
+        if let Some(addr) = self.http_listen.addr()
+            && self.tls.is_none()
+            && !addr.ip().is_loopback()
+            && !self.insecure
+        {
+            return Err(format!(
+                "refusing to serve the web console on {addr} without TLS: give --tls-cert and --tls-key, a loopback --http-listen, or pass --insecure"
             ));
         }
         Ok(())
@@ -448,6 +536,12 @@ impl ControllerConfig {
             password_env: args.etcd_password_env.or(file.etcd_password_env),
             password_file: args.etcd_password_file.or(file.etcd_password_file),
         };
+        let http_listen =
+            HttpListen::resolve(args.http_listen.or(file.http_listen).as_deref(), &store)?;
+        let trace_url_template = args.trace_url_template.or(file.trace_url_template);
+        if let Some(t) = &trace_url_template {
+            check_trace_template(t)?;
+        }
         let policy_default = EmbeddedWorkerPolicy::default();
         let embedded_worker_policy = EmbeddedWorkerPolicy {
             allow_paths: non_empty(args.worker_allow_path)
@@ -516,6 +610,8 @@ impl ControllerConfig {
                 .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS)
                 .max(1),
             embedded_worker_policy,
+            http_listen,
+            trace_url_template,
         })
     }
 }
@@ -603,6 +699,45 @@ mod tests {
         let resolved = access.resolve().unwrap();
         assert_eq!(resolved.user, Some(("ferry".into(), "s3cret".into())));
         assert!(!format!("{resolved:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn the_console_is_on_by_default_only_for_a_one_machine_install() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["ferry-controller"];
+            argv.extend_from_slice(extra);
+            ControllerConfig::resolve(Args::parse_from(argv))
+        };
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            c.http_listen,
+            HttpListen::Default("127.0.0.1:7421".parse().unwrap())
+        );
+        assert!(c.console().unwrap().best_effort);
+        let etcd = parse(&["--store", "etcd:http://127.0.0.1:2379"]).unwrap();
+        assert_eq!(etcd.http_listen, HttpListen::Off);
+        assert!(etcd.console().is_none());
+        let at = parse(&["--http-listen", "127.0.0.1:9000"]).unwrap();
+        assert_eq!(
+            at.http_listen,
+            HttpListen::At("127.0.0.1:9000".parse().unwrap())
+        );
+        assert!(!at.console().unwrap().best_effort);
+        assert_eq!(
+            parse(&["--http-listen", "off"]).unwrap().http_listen,
+            HttpListen::Off
+        );
+        assert!(parse(&["--http-listen", "nowhere"]).is_err());
+        // Plain HTTP beyond loopback needs TLS or --insecure, as for the API.
+        let open = parse(&["--http-listen", "0.0.0.0:7421"]).unwrap();
+        assert!(open.check_transport().unwrap_err().contains("web console"));
+    }
+
+    #[test]
+    fn trace_templates_must_be_urls_with_the_id() {
+        assert!(check_trace_template("http://jaeger:16686/trace/{trace_id}").is_ok());
+        assert!(check_trace_template("http://jaeger:16686/trace/").is_err());
+        assert!(check_trace_template("javascript:alert({trace_id})").is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod dispatch;
 pub mod election;

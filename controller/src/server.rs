@@ -29,6 +29,8 @@ pub struct RunningController {
     pub tls: bool,
     /// The data directory (where a first start wrote `admin.token`).
     pub data_dir: std::path::PathBuf,
+    /// Where the web console listens, if it does.
+    pub console_addr: Option<SocketAddr>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -182,6 +184,21 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
     });
     tracing::info!(%addr, id = %me.id, url = %me.url, store = ?config.store, "controller listening");
     let mut tasks = vec![server];
+    let mut console_addr = None;
+    if let Some(console) = config.console()
+        && let Some((at, task)) =
+            crate::console::serve(ctx.clone(), console, cancel.clone()).await?
+    {
+        let host = if at.ip().is_unspecified() {
+            dialable.ip()
+        } else {
+            at.ip()
+        };
+        tracing::info!(url = %format!("{scheme}://{}/", SocketAddr::new(host, at.port())),
+            "web console listening: sign in with a token (a first start's admin token is in DATA_DIR/admin.token)");
+        console_addr = Some(at);
+        tasks.push(task);
+    }
     tasks.push(tokio::spawn(lead_while_elected(
         ctx.clone(),
         cancel.clone(),
@@ -207,6 +224,7 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<RunningController
         addr,
         tls: config.tls.is_some(),
         data_dir: config.data_dir.clone(),
+        console_addr,
         cancel,
         tasks,
     })

@@ -214,6 +214,15 @@ impl Cluster {
             } else {
                 vec![]
             })
+            // The web console only where a test asks for it (parallel tests would all try
+            // the one-machine default address).
+            .args(
+                if self.controller_args.iter().any(|a| a == "--http-listen") {
+                    vec![]
+                } else {
+                    vec!["--http-listen", "off"]
+                },
+            )
             .args(&self.controller_args)
             .env("RUST_LOG", "info")
             .env("OTEL_BSP_SCHEDULE_DELAY", "200");

@@ -1,8 +1,10 @@
 //! What tests (and the benchmark) start and share: free ports, processes killed on drop, polling,
 //! and launchers of the real services Ferry's tests talk to — etcd (TLS with client
 //! certificates, or plain), the S3 test server, PostgreSQL databases, Redis servers — plus a
-//! test PKI. One copy of each, for every crate's tests.
+//! test PKI, and a headless Chromium for the web console. One copy of each, for every crate's tests.
 
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod etcd;
 pub mod pg;
 pub mod pki;

@@ -39,7 +39,7 @@ impl AuditTarget {
         }
     }
 
-    fn get(&self) -> (String, String) {
+    pub(crate) fn get(&self) -> (String, String) {
         self.0.lock().map(|t| t.clone()).unwrap_or_default()
     }
 }
