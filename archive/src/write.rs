@@ -99,6 +99,14 @@ pub trait TarOutput: Write {
     fn end_content(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// Whether the writer flushes everything before each content boundary, so that the output
+    /// sees exactly where content begins and ends. An output that ignores boundaries says no:
+    /// flushing a compressor twice per file (multithreaded zstd waits for its workers at every
+    /// flush) made a backup of 20,000 small files twice as slow as `tar | zstd`.
+    fn flush_at_boundaries(&self) -> bool {
+        true
+    }
 }
 
 /// A plain tar stream: every byte goes to the writer.
@@ -114,7 +122,11 @@ impl<W: Write> Write for Plain<W> {
     }
 }
 
-impl<W: Write> TarOutput for Plain<W> {}
+impl<W: Write> TarOutput for Plain<W> {
+    fn flush_at_boundaries(&self) -> bool {
+        false
+    }
+}
 
 impl<T: TarOutput + ?Sized> TarOutput for &mut T {
     fn begin_content(&mut self, file: &FileContent<'_>) -> io::Result<bool> {
@@ -123,6 +135,10 @@ impl<T: TarOutput + ?Sized> TarOutput for &mut T {
 
     fn end_content(&mut self) -> io::Result<()> {
         (**self).end_content()
+    }
+
+    fn flush_at_boundaries(&self) -> bool {
+        (**self).flush_at_boundaries()
     }
 }
 
@@ -204,6 +220,18 @@ pub fn tree_size(root: &Path) -> io::Result<u64> {
 struct Guarded<W: Write> {
     inner: BufWriter<W>,
     poisoned: bool,
+}
+
+impl<W: TarOutput> Guarded<W> {
+    /// Flushes everything written so far through to the output, if it wants content
+    /// boundaries (see [`TarOutput::flush_at_boundaries`]).
+    fn flush_for_boundary(&mut self) -> io::Result<()> {
+        if self.inner.get_ref().flush_at_boundaries() {
+            self.inner.flush()
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl<W: Write> Write for Guarded<W> {
@@ -528,8 +556,7 @@ impl<W: TarOutput> TreeWriter<'_, W> {
             key: FileKey::of(meta),
             content_len,
         };
-        out.inner
-            .flush()
+        out.flush_for_boundary()
             .and_then(|()| out.inner.get_mut().begin_content(&file))
             .map_err(|source| ArchiveError::Output {
                 path: rel.to_path_buf(),
@@ -539,8 +566,7 @@ impl<W: TarOutput> TreeWriter<'_, W> {
 
     fn end_content(&mut self, rel: &Path) -> Result<(), ArchiveError> {
         let out = self.builder.get_mut();
-        out.inner
-            .flush()
+        out.flush_for_boundary()
             .and_then(|()| out.inner.get_mut().end_content())
             .map_err(|source| ArchiveError::Output {
                 path: rel.to_path_buf(),
