@@ -84,11 +84,17 @@ where
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The first line of `program --version`, or "version unknown".
+/// The first line of `program --version` (or `program version`, restic's way), or "version
+/// unknown".
 pub fn tool_version(program: &str) -> String {
-    run(program, ["--version"])
-        .ok()
-        .and_then(|out| out.lines().next().map(|l| l.trim().to_owned()))
+    ["--version", "version"]
+        .into_iter()
+        .find_map(|arg| {
+            run(program, [arg])
+                .ok()
+                .and_then(|out| out.lines().next().map(|l| l.trim().to_owned()))
+                .filter(|l| !l.is_empty())
+        })
         .unwrap_or_else(|| format!("{program}, version unknown"))
 }
 
