@@ -3,6 +3,7 @@
 //! ([`model`]). Code past the edge never touches raw prost structs.
 
 pub mod model;
+pub mod names;
 
 /// Generated from `ferry/v1/*.proto`.
 #[allow(clippy::all, missing_docs)]
