@@ -298,6 +298,7 @@ pub fn task_for(job: &JobRecord, shard: &ShardRecord, storage: StorageLocation) 
         traceparent: None,
         data_only: job.restore.as_ref().is_some_and(|r| r.data_only),
         sealed: job.sealed.clone(),
+        pitr: shard.pitr.clone(),
     }
 }
 

@@ -50,6 +50,8 @@ fn command(
         .arg(token_file)
         .env_remove("FERRY_TOKEN")
         .env_remove("FERRY_CONTROLLER")
+        // It exits when this process is gone, also after a SIGKILL (kill_on_drop needs us alive).
+        .env("FERRY_WORKER_PARENT_PID", std::process::id().to_string())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let policy = &config.embedded_worker_policy;

@@ -67,6 +67,7 @@ pub fn new_shard(job_id: &str, planned: &PlannedShard, op: ShardOp) -> ShardReco
         attempt_started_ms: 0,
         staged: None,
         parent_index: None,
+        pitr: None,
     }
 }
 

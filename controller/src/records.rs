@@ -272,6 +272,9 @@ pub struct ShardRecord {
     /// (the newest completed backup of the app in the same location), if there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_index: Option<String>,
+    /// A database restore `--at` a moment: the log to replay (see `ShardTask::pitr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitr: Option<ferry_model::task::PitrTask>,
 }
 
 /// A live worker session, stored under the worker's lease.

@@ -204,6 +204,7 @@ pub mod tests {
             expected_sha256: None,
             expected_bytes: None,
             parent_index: None,
+            pitr: None,
             outcome: None,
             error: String::new(),
             started_at_ms: 0,

@@ -2,6 +2,7 @@
 //! and a backup taken before the restart restores after it.
 
 use ferry_integration_tests::Cluster;
+use std::time::Duration;
 
 #[test]
 fn backups_survive_a_controller_restart() {
@@ -107,4 +108,34 @@ fn a_job_in_flight_resumes_after_the_controller_is_killed() {
         "{done:#}"
     );
     assert_eq!(done["bytes"].as_u64().unwrap(), 4 * (128 << 20));
+}
+
+/// The in-process worker ends with its controller, also when the controller is SIGKILLed (which
+/// gives it no chance to stop its children).
+#[test]
+fn the_embedded_worker_ends_with_a_killed_controller() {
+    let mut c = Cluster::start(&[]);
+    let data = c.path().join("controller-data");
+    let worker_pid = || -> Option<u32> {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            let running = std::fs::read_to_string(e.path().join("stat"))
+                .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").starts_with(" Z"));
+            (running
+                && cmdline.contains("ferry-worker")
+                && cmdline.contains(&*data.to_string_lossy()))
+            .then_some(pid)
+        })
+    };
+    ferry_test_support::wait_for(Duration::from_secs(30), "the in-process worker", || {
+        worker_pid().is_some()
+    });
+    c.controller(0).kill();
+    ferry_test_support::wait_for(
+        Duration::from_secs(10),
+        "the in-process worker to exit after its controller was SIGKILLed",
+        || worker_pid().is_none(),
+    );
 }

@@ -132,6 +132,11 @@ pub struct DatabaseSpec {
     /// them needs a superuser).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub role_passwords: bool,
+    /// Point-in-time restore (DESIGN §1): Ferry keeps a log stream of this server running
+    /// (PostgreSQL WAL, MariaDB/MySQL binlogs) so that `restore create APP --at TIME` can replay
+    /// up to any moment after a backup. PostgreSQL backups then also take a physical base.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pitr: bool,
 }
 
 /// A component's own dump command (stdout is the shard) and restore command (reads stdin).
@@ -249,6 +254,9 @@ fn check_database(component: &str, d: &DatabaseSpec) -> Result<(), ModelError> {
     if (d.roles || d.role_passwords) && d.engine != Engine::Postgres {
         return bad("`roles` and `role_passwords` are only for postgres");
     }
+    if d.pitr && d.engine == Engine::Redis {
+        return bad("`pitr` is for postgres, mariadb and mysql (Redis keeps no log to replay)");
+    }
     if d.role_passwords && !d.roles {
         return bad("`role_passwords` needs `roles: true`");
     }
@@ -287,7 +295,7 @@ components:
     volumes:
       - {name: uploads, path: /srv/shop/uploads, node: host-1}
     databases:
-      - {name: main, engine: postgres, host: 127.0.0.1, port: 5432, user: shop, password_env: SHOP_PG_PASSWORD, databases: [shop]}
+      - {name: main, engine: postgres, host: 127.0.0.1, port: 5432, user: shop, password_env: SHOP_PG_PASSWORD, databases: [shop], pitr: true}
       - {name: cache, engine: redis, host: 127.0.0.1, port: 6379, db: 0}
       - {name: legacy, engine: mariadb, host: 127.0.0.1, port: 3306, user: root, databases: [legacy]}
   - name: realm
@@ -336,6 +344,15 @@ components:
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("invalid app manifest"), "{err}");
+    }
+
+    #[test]
+    fn pitr_is_refused_for_redis() {
+        let yaml = "name: a\ncomponents:\n  - name: c\n    databases: [{name: d, engine: redis, db: 0, pitr: true}]\n";
+        let err = AppSpec::from_yaml(yaml).unwrap_err().to_string();
+        assert!(err.contains("`pitr` is for postgres"), "{err}");
+        let yaml = "name: a\ncomponents:\n  - name: c\n    databases: [{name: d, engine: postgres, databases: [x], pitr: true}]\n";
+        assert!(AppSpec::from_yaml(yaml).unwrap().components[0].databases[0].pitr);
     }
 
     #[test]

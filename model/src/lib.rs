@@ -9,6 +9,7 @@ pub mod error;
 pub mod layout;
 pub mod manifest;
 pub mod names;
+pub mod pitr;
 pub mod rewrite;
 pub mod schedule;
 pub mod storage;

@@ -92,6 +92,10 @@ pub struct ManifestShard {
     /// stream), `sha256` that of the index; the chunks are in the team's packs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<crate::task::RepoOutcome>,
+    /// A database of a `pitr` server: where its log continues after this archive (`FILE:OFFSET`;
+    /// see `task::ShardOutcome::log_position`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_position: Option<String>,
 }
 
 impl BackupManifest {

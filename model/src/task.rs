@@ -27,6 +27,18 @@ pub enum Resource {
         backup: Vec<String>,
         restore: Vec<String>,
     },
+    /// A PostgreSQL server's physical base backup (`pg_basebackup`), taken beside the logical
+    /// dumps of a database entry with `pitr: true`: what a point-in-time restore recovers from.
+    /// A restore without `--at` does not use it.
+    PgBase {
+        spec: DatabaseSpec,
+    },
+    /// The continuous log of a database server with `pitr: true` (PostgreSQL WAL, MariaDB/MySQL
+    /// binlogs), archived chunk by chunk under the app's `logs/` (see [`crate::pitr`]). The shard
+    /// of a stream job: it runs until cancelled.
+    LogStream {
+        spec: DatabaseSpec,
+    },
     /// A component's `pre_backup` or `post_backup` hook: a command run once around all of the
     /// component's shards. Holds no data: it has no archive and is not in the manifest.
     Hook {
@@ -63,6 +75,18 @@ impl Resource {
             Resource::Database { spec, .. } => spec.engine.as_str(),
             Resource::Exec { .. } => "exec",
             Resource::Hook { .. } => "hook",
+            Resource::PgBase { .. } => "postgres-base",
+            Resource::LogStream { .. } => "log-stream",
+        }
+    }
+
+    /// The database server this shard reads or writes, if it is one.
+    pub fn database_spec(&self) -> Option<&DatabaseSpec> {
+        match self {
+            Resource::Database { spec, .. }
+            | Resource::PgBase { spec }
+            | Resource::LogStream { spec } => Some(spec),
+            _ => None,
         }
     }
 
@@ -85,6 +109,13 @@ impl Resource {
                     (Some(db), _) => format!("{db}@{host}"),
                     (None, Some(n)) => format!("db {n}@{host}"),
                     (None, None) => host.to_owned(),
+                }
+            }
+            Resource::PgBase { spec } | Resource::LogStream { spec } => {
+                let host = spec.host.as_deref().unwrap_or("localhost");
+                match spec.port {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host.to_owned(),
                 }
             }
             Resource::Exec { backup, .. } => backup.first().cloned().unwrap_or_default(),
@@ -155,6 +186,14 @@ pub fn plan_shards(spec: &AppSpec) -> Vec<PlannedShard> {
                 ));
                 continue;
             }
+            if d.pitr && d.engine == Engine::Postgres {
+                out.push(shard(
+                    format!("{}.postgres-base.{}", c.name, d.name),
+                    format!("{}/postgres-base/{}", c.name, d.name),
+                    Resource::PgBase { spec: d.clone() },
+                    None,
+                ));
+            }
             for (i, db) in d.databases.iter().enumerate() {
                 out.push(shard(
                     format!("{}.{engine}.{}.{db}", c.name, d.name),
@@ -180,6 +219,29 @@ pub fn plan_shards(spec: &AppSpec) -> Vec<PlannedShard> {
         }
     }
     out
+}
+
+/// The log streams of an app (one per database entry with `pitr: true`): the shards of its
+/// stream job. The id is also the stream's directory under the app's `logs/`.
+pub fn plan_streams(spec: &AppSpec) -> Vec<PlannedShard> {
+    let mut out = Vec::new();
+    for c in &spec.components {
+        for d in c.databases.iter().filter(|d| d.pitr) {
+            out.push(PlannedShard {
+                id: stream_name(&c.name, &d.name),
+                component: c.name.clone(),
+                slot: format!("{}/log-stream/{}", c.name, d.name),
+                resource: Resource::LogStream { spec: d.clone() },
+                node: None,
+            });
+        }
+    }
+    out
+}
+
+/// `COMPONENT.ENTRY`: a database entry's stream, as named in storage.
+pub fn stream_name(component: &str, entry: &str) -> String {
+    format!("{component}.{entry}")
 }
 
 /// The hooks of an app as shards of a backup: a component's `pre_backup` and `post_backup`, on
@@ -216,6 +278,16 @@ pub fn plan_hooks(spec: &AppSpec) -> Vec<PlannedShard> {
 /// The tools a worker needs for a shard: every group must have at least one tool the worker
 /// reported (`pg_dump` for a PostgreSQL backup; `mariadb-dump` or `mysqldump` for MariaDB).
 pub fn required_tools(resource: &Resource, op: ShardOp) -> &'static [&'static [&'static str]] {
+    match (resource, op) {
+        (Resource::PgBase { .. }, ShardOp::Backup) => return &[&["pg_basebackup"]],
+        (Resource::LogStream { spec }, _) => {
+            return match spec.engine {
+                Engine::Postgres => &[&["pg_receivewal"], &["psql"]],
+                _ => &[&["mariadb-binlog", "mysqlbinlog"]],
+            };
+        }
+        _ => {}
+    }
     let Resource::Database { spec, .. } = resource else {
         return &[];
     };
@@ -253,6 +325,9 @@ pub enum ShardOp {
     Stage,
     /// Read the archive, write the resource (a volume: move its staged copy into place).
     Restore,
+    /// Follow a database server's log and archive it chunk by chunk until cancelled
+    /// (`object_key` is the stream's prefix in storage).
+    Stream,
 }
 
 fn yes() -> bool {
@@ -267,6 +342,7 @@ impl ShardOp {
             ShardOp::Verify { .. } => "verify",
             ShardOp::Stage => "stage",
             ShardOp::Restore => "restore",
+            ShardOp::Stream => "stream",
         }
     }
 }
@@ -320,6 +396,27 @@ pub struct ShardTask {
     /// The backup's archives are (to be) encrypted (DESIGN §6 "Data at rest").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<Sealed>,
+    /// A database restore `--at` a moment: replay the archived log up to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitr: Option<PitrTask>,
+}
+
+/// What a database restore needs to reach a moment past its backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PitrTask {
+    /// The moment to reach, ms since the epoch.
+    pub at_ms: i64,
+    /// The stream's prefix in the backup's location (`teams/T/apps/A/logs/STREAM/`).
+    pub logs_prefix: String,
+    /// PostgreSQL: the physical base to recover from (and its SHA-256). MariaDB restores the
+    /// shard's own dump and replays from `position`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_sha256: Option<String>,
+    /// Where the log continues after the archive: `FILE:OFFSET` (the base's or dump's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
 }
 
 /// The keys of a backup in an encrypted location: public halves only.
@@ -382,6 +479,13 @@ pub struct ShardOutcome {
     /// then the index plus the packs bytes this backup added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<RepoOutcome>,
+    /// A database archive of a `pitr` server: where its log continues (`FILE:OFFSET`, the
+    /// binlog position of a MariaDB dump, the start WAL segment of a PostgreSQL base). A
+    /// point-in-time restore: the moment reached (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_position: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_ms: Option<i64>,
 }
 
 /// What a repository backup of one volume wrote and reused.

@@ -148,6 +148,12 @@ pub async fn run(run: Run) -> Result<ShardOutcome, ShardError> {
                 read_data,
             },
         ) => verify(&run, check_target, archive, read_data).await,
+        (
+            Resource::Volume { .. } | Resource::Config { .. } | Resource::Exec { .. },
+            ShardOp::Stream,
+        ) => Err(ShardError::permanent(
+            "only a database server's log is streamed",
+        )),
         (Resource::Volume { .. }, ShardOp::Stage) => volume::stage(&run).await,
         (_, ShardOp::Stage) => Err(ShardError::permanent("only a volume is staged")),
         (Resource::Volume { .. }, ShardOp::Backup) => volume::backup(&run).await,
@@ -161,6 +167,13 @@ pub async fn run(run: Run) -> Result<ShardOutcome, ShardError> {
             "a hook runs only during a backup, not a {}",
             op.as_str()
         ))),
+        (Resource::PgBase { .. } | Resource::LogStream { .. }, op) => {
+            Err(ShardError::permanent(format!(
+                "this worker cannot yet {} a {}",
+                op.as_str(),
+                run.task.resource.kind()
+            )))
+        }
         (Resource::Database { spec, .. }, op) => match (spec.engine, op) {
             (Engine::Postgres, ShardOp::Backup) => postgres::backup(&run).await,
             (Engine::Postgres, _) => postgres::restore(&run).await,
@@ -181,7 +194,11 @@ async fn holds_nothing(run: &Run) -> bool {
             Engine::Mariadb | Engine::Mysql => mariadb::check_empty(run).await.is_ok(),
             Engine::Redis => redis::check_empty(run).await.is_ok(),
         },
-        Resource::Config { .. } | Resource::Exec { .. } | Resource::Hook { .. } => false,
+        Resource::Config { .. }
+        | Resource::Exec { .. }
+        | Resource::Hook { .. }
+        | Resource::PgBase { .. }
+        | Resource::LogStream { .. } => false,
     }
 }
 
@@ -205,6 +222,8 @@ async fn verify(
             Resource::Volume { path } => volume::check_empty(path).await?,
             // Config replaces the target app's config; an exec restore command decides itself.
             Resource::Config { .. } | Resource::Exec { .. } | Resource::Hook { .. } => {}
+            // A base is never restored itself; a stream has no archive.
+            Resource::PgBase { .. } | Resource::LogStream { .. } => {}
             Resource::Database { spec, .. } => match spec.engine {
                 Engine::Postgres => postgres::check_empty(run).await?,
                 Engine::Mariadb | Engine::Mysql => mariadb::check_empty(run).await?,

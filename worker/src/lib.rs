@@ -7,6 +7,7 @@ pub mod engines;
 pub mod executor;
 pub mod memory;
 pub mod metrics;
+pub mod parent;
 pub mod pipeline;
 pub mod policy;
 pub mod session;

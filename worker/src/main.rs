@@ -93,6 +93,7 @@ async fn run() -> std::process::ExitCode {
         args.otlp_endpoint.as_deref(),
         "ferry-worker",
     );
+    ferry_worker::parent::exit_with_parent();
     let token = match (&args.token_file, std::env::var("FERRY_TOKEN")) {
         (Some(file), _) => match std::fs::read_to_string(file) {
             Ok(t) => t.trim().to_owned(),

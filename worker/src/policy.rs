@@ -100,7 +100,9 @@ impl Policy {
                     self.check_program("exec command", argv)?;
                 }
             }
-            Resource::Database { spec, .. } => self.check_secret(spec)?,
+            Resource::Database { spec, .. }
+            | Resource::PgBase { spec }
+            | Resource::LogStream { spec } => self.check_secret(spec)?,
             Resource::Hook { hook, argv } => {
                 self.check_program(&format!("{} hook", hook.as_str()), argv)?
             }
@@ -253,6 +255,7 @@ mod tests {
             db: None,
             roles: false,
             role_passwords: false,
+            pitr: false,
         };
         p.check_secret(&spec(Some("FERRY_SECRET_PG"), None))
             .unwrap();

@@ -157,6 +157,7 @@ fn spec(db: &str) -> DatabaseSpec {
         db: None,
         roles: false,
         role_passwords: false,
+        pitr: false,
     }
 }
 

@@ -173,6 +173,7 @@ fn spec() -> DatabaseSpec {
         db: None,
         roles: false,
         role_passwords: false,
+        pitr: false,
     }
 }
 

@@ -374,6 +374,7 @@ fn build_manifest(job: &JobRecord, shards: &[ShardRecord]) -> BackupManifest {
                     finished_at_ms: s.finished_at_ms,
                     error: if ok { String::new() } else { s.error.clone() },
                     repo: if ok { outcome.repo } else { None },
+                    log_position: if ok { outcome.log_position } else { None },
                 }
             })
             .collect(),

@@ -400,6 +400,8 @@ pub async fn backup_from_command(
         absent: false,
         staged: None,
         repo: None,
+        log_position: None,
+        reached_ms: None,
     })
 }
 

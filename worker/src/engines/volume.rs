@@ -85,6 +85,8 @@ pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
         absent: false,
         staged: None,
         repo: None,
+        log_position: None,
+        reached_ms: None,
     })
 }
 

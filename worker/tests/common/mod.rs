@@ -43,6 +43,7 @@ pub fn task(op: ShardOp, resource: Resource, storage: &StorageLocation, key: &st
         traceparent: None,
         data_only: false,
         sealed: None,
+        pitr: None,
     }
 }
 
