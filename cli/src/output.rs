@@ -69,6 +69,7 @@ fn kind(k: i32) -> &'static str {
         v1::JobKind::Backup => "backup",
         v1::JobKind::Restore => "restore",
         v1::JobKind::Verify => "verify",
+        v1::JobKind::Stream => "stream",
         v1::JobKind::Unspecified => "unknown",
     }
 }

@@ -31,6 +31,11 @@ pub fn app(team: &str, app: &str) -> String {
     format!("{ROOT}apps/{team}/{app}")
 }
 
+/// Prefix of every team's apps.
+pub fn all_apps() -> String {
+    format!("{ROOT}apps/")
+}
+
 /// Prefix of a team's apps.
 pub fn apps_of_team(team: &str) -> String {
     format!("{ROOT}apps/{team}/")

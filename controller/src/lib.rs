@@ -28,6 +28,7 @@ pub mod sealing;
 pub mod server;
 pub mod shards;
 pub mod store;
+pub mod streams;
 pub mod timing;
 pub mod tokens;
 pub mod trust;

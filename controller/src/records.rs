@@ -26,15 +26,19 @@ pub enum JobKind {
     Restore,
     /// Re-reads a backup's archives and checks their checksums, writing nothing.
     Verify,
+    /// Keeps the log streams of an app's `pitr` databases archived (one shard per stream) until
+    /// cancelled; `streams.rs` starts one per such app.
+    Stream,
 }
 
 impl JobKind {
-    /// `backup`, `restore` or `verify`.
+    /// `backup`, `restore`, `verify` or `stream`.
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Backup => "backup",
             JobKind::Restore => "restore",
             JobKind::Verify => "verify",
+            JobKind::Stream => "stream",
         }
     }
 }

@@ -280,6 +280,7 @@ async fn lead_while_elected(ctx: Arc<Context>, cancel: CancellationToken) {
                 let t = cancel.child_token();
                 tokio::spawn(reconciler::run(ctx.clone(), t.clone()));
                 tokio::spawn(crate::schedules::run(ctx.clone(), t.clone()));
+                tokio::spawn(crate::streams::run(ctx.clone(), t.clone()));
                 tokio::spawn(crate::catalog::run(ctx.clone(), t.clone()));
                 tokio::spawn(crate::gc::run(ctx.clone(), t.clone()));
                 tokio::spawn(crate::audit::run(ctx.clone(), t.clone()));

@@ -48,6 +48,12 @@ impl Timings {
         self.heartbeat / 100
     }
 
+    /// How often the leader checks that every app with `pitr` databases has its log streams
+    /// running (and that they match the app).
+    pub fn stream_check(&self) -> Duration {
+        self.heartbeat
+    }
+
     /// How often expired backups and those beyond a schedule's `keep` are deleted.
     pub fn gc_interval(&self) -> Duration {
         self.heartbeat * 5

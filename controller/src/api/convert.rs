@@ -101,6 +101,7 @@ pub fn job(ctx: &Context, view: &JobView) -> v1::Job {
             JobKind::Backup => v1::JobKind::Backup,
             JobKind::Restore => v1::JobKind::Restore,
             JobKind::Verify => v1::JobKind::Verify,
+            JobKind::Stream => v1::JobKind::Stream,
         } as i32,
         state: job_state(j.state) as i32,
         team: j.team.clone(),
@@ -122,7 +123,7 @@ pub fn job(ctx: &Context, view: &JobView) -> v1::Job {
             .unwrap_or_default(),
         target_app: match j.kind {
             JobKind::Restore => j.app.clone(),
-            JobKind::Backup | JobKind::Verify => String::new(),
+            JobKind::Backup | JobKind::Verify | JobKind::Stream => String::new(),
         },
         labels: j.labels.clone().into_iter().collect(),
         trigger: j.trigger.clone(),

@@ -182,6 +182,7 @@ pub fn kind(k: i32) -> &'static str {
         v1::JobKind::Backup => "backup",
         v1::JobKind::Restore => "restore",
         v1::JobKind::Verify => "verify",
+        v1::JobKind::Stream => "stream",
         v1::JobKind::Unspecified => "job",
     }
 }

@@ -9,6 +9,7 @@
 //! restore: [AwaitingBackup (migration) | SafetyBackup (--overwrite)] → Verifying → [Staging]
 //!          → Writing → Committing → Done   (a failed check or stage ends it before Writing)
 //! verify:  Verifying → Done
+//! stream:  Running (until cancelled, or every stream failed for good) → Done
 //! ```
 //!
 //! A job is written after its shards (in batches: etcd takes at most 128 operations per
@@ -70,6 +71,7 @@ impl Phase {
             JobKind::Restore if awaits_backup => Phase::AwaitingBackup,
             JobKind::Restore if job.safety_backup.is_some() => Phase::SafetyBackup,
             JobKind::Restore | JobKind::Verify => Phase::Verifying,
+            JobKind::Stream => Phase::Running,
         }
     }
 }
@@ -355,6 +357,25 @@ pub fn next(job: &JobRecord, shards: &[ShardRecord], seen: &Seen) -> Step {
                 Step::Dispatch
             }
         }
+        (JobKind::Stream, Phase::Running) if job.cancel_requested => {
+            if unfinished(Which::All) {
+                Step::Stop(Which::All)
+            } else {
+                Step::Finish(JobState::Cancelled, "stopped".into())
+            }
+        }
+        (JobKind::Stream, Phase::Running) => {
+            // A stream shard ends only by failing for good (its retries used up); the job then
+            // ends, and `streams.rs` starts a new one, which resumes from what was archived.
+            if all_final(shards.iter()) {
+                Step::Finish(
+                    JobState::Failed,
+                    format!("every stream stopped: {}", shard_errors(shards)),
+                )
+            } else {
+                Step::Dispatch
+            }
+        }
         (kind, phase) => Step::Finish(
             JobState::Failed,
             format!("a {} job cannot be in phase {phase:?}", kind.as_str()),
@@ -533,6 +554,35 @@ mod tests {
         assert_eq!(
             Phase::first(&job(JobKind::Verify, Phase::Running), &[], false),
             Phase::Verifying
+        );
+    }
+
+    #[test]
+    fn a_stream_job_runs_until_cancelled_or_every_stream_failed_for_good() {
+        let j = job(JobKind::Stream, Phase::Running);
+        assert_eq!(Phase::first(&j, &[shard("s")], false), Phase::Running);
+        let running = assign(&shard("s"), "w", 1, None);
+        assert_eq!(next(&j, &[running.clone()], &seen()), Step::Dispatch);
+        // One stream failed for good, another runs: keep the other going.
+        assert_eq!(
+            next(&j, &[failed(shard("a")), running.clone()], &seen()),
+            Step::Dispatch
+        );
+        match next(&j, &[failed(shard("a"))], &seen()) {
+            Step::Finish(JobState::Failed, m) => assert!(m.contains("boom"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let cancelled = JobRecord {
+            cancel_requested: true,
+            ..j
+        };
+        assert_eq!(
+            next(&cancelled, &[running], &seen()),
+            Step::Stop(Which::All)
+        );
+        assert_eq!(
+            next(&cancelled, &[cancel(&shard("s"), 2)], &seen()),
+            Step::Finish(JobState::Cancelled, "stopped".into())
         );
     }
 

@@ -1,0 +1,231 @@
+//! Log streams (point-in-time restore, DESIGN §1): every app that declares a database with
+//! `pitr: true` has one stream job running, with a shard per such database that a worker of the
+//! app's cluster runs until cancelled, archiving the server's log (see `ferry_model::pitr`). The
+//! shards live under the same leases and fencing as any other: a dead worker's stream is handed
+//! to another worker, which resumes from what storage holds.
+//!
+//! The leader checks every heartbeat: an app whose streams have no running job gets one (also
+//! after a job ended because every stream failed for good); a job whose streams no longer match
+//! its app (pitr removed, a database added, the app deleted) is cancelled, and a new one starts
+//! at the next check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use ferry_model::names::new_job_id;
+use ferry_model::pitr::stream_prefix;
+use ferry_model::task::{ShardOp, plan_streams};
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::jobs::{self, new_shard, persist};
+use crate::keys;
+use crate::records::{AppRecord, JobKind, JobRecord};
+use crate::store::list_json;
+
+/// An app's streams as its spec declares them, or as a running job holds them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AppStreams {
+    pub team: String,
+    pub app: String,
+    /// Stream ids (`COMPONENT.ENTRY`) with the spec of each, as JSON, so that a changed
+    /// connection setting also counts as a change.
+    pub streams: BTreeSet<(String, String)>,
+}
+
+/// What to do: apps that need a new stream job, running stream jobs to cancel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub start: Vec<(String, String)>,
+    pub stop: Vec<String>,
+}
+
+/// Compares what apps declare with the running stream jobs (job id → what it streams).
+pub fn changes(declared: &[AppStreams], running: &BTreeMap<String, AppStreams>) -> Changes {
+    let mut out = Changes::default();
+    let wanted: BTreeSet<&AppStreams> = declared.iter().filter(|a| !a.streams.is_empty()).collect();
+    let mut covered = BTreeSet::new();
+    for (id, streams) in running {
+        if wanted.contains(streams) && covered.insert(streams) {
+            continue;
+        }
+        // Out of date, not wanted any more, or a second job for the same app.
+        out.stop.push(id.clone());
+    }
+    let busy: BTreeSet<(&str, &str)> = running
+        .values()
+        .map(|s| (s.team.as_str(), s.app.as_str()))
+        .collect();
+    for a in wanted {
+        if !covered.contains(a) && !busy.contains(&(a.team.as_str(), a.app.as_str())) {
+            out.start.push((a.team.clone(), a.app.clone()));
+        }
+    }
+    out
+}
+
+fn declared(app: &AppRecord) -> AppStreams {
+    AppStreams {
+        team: app.team.clone(),
+        app: app.spec.name.clone(),
+        streams: plan_streams(&app.spec)
+            .into_iter()
+            .map(|p| {
+                let spec = serde_json::to_string(&p.resource).unwrap_or_default();
+                (p.id, spec)
+            })
+            .collect(),
+    }
+}
+
+fn running(job: &JobRecord) -> AppStreams {
+    AppStreams {
+        team: job.team.clone(),
+        app: job.app.clone(),
+        streams: plan_streams(&job.spec)
+            .into_iter()
+            .map(|p| {
+                let spec = serde_json::to_string(&p.resource).unwrap_or_default();
+                (p.id, spec)
+            })
+            .collect(),
+    }
+}
+
+/// Checks every heartbeat until cancelled (leader only).
+pub async fn run(ctx: Arc<Context>, cancel: CancellationToken) {
+    loop {
+        if let Err(e) = check(&ctx).await {
+            tracing::warn!(error = %e, "checking the log streams failed; retrying");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(ctx.timings.stream_check()) => {}
+        }
+    }
+}
+
+async fn check(ctx: &Context) -> Result<()> {
+    let apps: Vec<AppStreams> = list_json::<AppRecord>(&*ctx.store, &keys::all_apps())
+        .await?
+        .iter()
+        .map(|(a, _)| declared(a))
+        .collect();
+    let active: BTreeMap<String, AppStreams> = jobs::active_jobs(ctx)
+        .await?
+        .iter()
+        .filter(|j| j.kind == JobKind::Stream && !j.cancel_requested)
+        .map(|j| (j.id.clone(), running(j)))
+        .collect();
+    let todo = changes(&apps, &active);
+    for id in todo.stop {
+        let team = active.get(&id).map(|a| a.team.clone()).unwrap_or_default();
+        tracing::info!(job = %id, "the app's log streams changed; stopping its stream job");
+        jobs::cancel(ctx, &team, &id, JobKind::Stream).await?;
+    }
+    for (team, app) in todo.start {
+        if let Err(e) = start(ctx, &team, &app).await {
+            tracing::warn!(team = %team, app = %app, error = %e, "cannot start the app's log streams");
+        }
+    }
+    Ok(())
+}
+
+/// Creates the stream job of an app: a shard per `pitr` database, writing into the default
+/// location of the app's cluster.
+async fn start(ctx: &Context, team: &str, app: &str) -> Result<JobRecord> {
+    let app = crate::apps::get(&*ctx.store, team, app).await?;
+    let location = crate::apps::choose_storage(&*ctx.store, None, &app.spec.cluster).await?;
+    let mut job = JobRecord::pending(
+        new_job_id(&format!("stream-{}", app.spec.name)),
+        JobKind::Stream,
+        team.to_owned(),
+        app.spec.name.clone(),
+        app.spec.cluster.clone(),
+        location.name.clone(),
+        app.spec.clone(),
+        "pitr".into(),
+    );
+    let shards: Vec<_> = plan_streams(&app.spec)
+        .iter()
+        .map(|p| {
+            let mut s = new_shard(&job.id, p, ShardOp::Stream);
+            s.object_key = stream_prefix(team, &app.spec.name, &p.id);
+            s
+        })
+        .collect();
+    let first = jobs::phase::Phase::first(&job, &shards, false);
+    persist::create_new(ctx, &mut job, &shards, first).await?;
+    tracing::info!(job = %job.id, streams = shards.len(), "log streams started");
+    Ok(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streams(team: &str, app: &str, ids: &[&str]) -> AppStreams {
+        AppStreams {
+            team: team.into(),
+            app: app.into(),
+            streams: ids.iter().map(|i| (i.to_string(), "{}".into())).collect(),
+        }
+    }
+
+    #[test]
+    fn apps_without_a_running_job_get_one() {
+        let declared = [
+            streams("t", "shop", &["db.main"]),
+            streams("t", "blog", &[]),
+        ];
+        let c = changes(&declared, &BTreeMap::new());
+        assert_eq!(c.start, [("t".to_owned(), "shop".to_owned())]);
+        assert!(c.stop.is_empty());
+    }
+
+    #[test]
+    fn a_matching_job_is_left_alone() {
+        let declared = [streams("t", "shop", &["db.main"])];
+        let running = BTreeMap::from([("j1".to_owned(), streams("t", "shop", &["db.main"]))]);
+        assert_eq!(changes(&declared, &running), Changes::default());
+    }
+
+    #[test]
+    fn changed_removed_and_duplicate_jobs_stop_and_the_app_waits_for_the_next_check() {
+        let declared = [streams("t", "shop", &["db.main", "db.other"])];
+        let running = BTreeMap::from([
+            ("old".to_owned(), streams("t", "shop", &["db.main"])),
+            ("gone".to_owned(), streams("t", "deleted", &["db.x"])),
+        ]);
+        let c = changes(&declared, &running);
+        assert_eq!(c.stop, ["gone", "old"]);
+        // Not started while the old job still runs: the next check starts it.
+        assert!(c.start.is_empty());
+        let twice = BTreeMap::from([
+            (
+                "a".to_owned(),
+                streams("t", "shop", &["db.main", "db.other"]),
+            ),
+            (
+                "b".to_owned(),
+                streams("t", "shop", &["db.main", "db.other"]),
+            ),
+        ]);
+        assert_eq!(changes(&declared, &twice).stop, ["b"]);
+    }
+
+    #[test]
+    fn the_same_app_name_in_another_team_is_another_app() {
+        let declared = [
+            streams("t1", "shop", &["db.main"]),
+            streams("t2", "shop", &["db.main"]),
+        ];
+        let running = BTreeMap::from([("j".to_owned(), streams("t1", "shop", &["db.main"]))]);
+        assert_eq!(
+            changes(&declared, &running).start,
+            [("t2".to_owned(), "shop".to_owned())]
+        );
+    }
+}
