@@ -175,6 +175,10 @@ pub enum AppCmd {
     /// Forget an app (its backups stay).
     #[command(after_help = "Example:\n  ferry app delete shop")]
     Delete { name: String },
+    /// From when to when each `pitr: true` database can be restored (`restore create APP --at`),
+    /// the gaps in between, and how far behind its log archive is.
+    #[command(after_help = "Example:\n  ferry app recovery-window shop")]
+    RecoveryWindow { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -409,10 +413,16 @@ pub enum BackupCmd {
 pub enum RestoreCmd {
     /// Restore a backup (into a new copy unless --overwrite).
     #[command(
-        after_help = "Examples:\n  ferry restore create shop-20261121-103500-3fa2 --to-app shop-copy \\\n      --rewrite /srv/shop=/srv/shop-copy --rewrite shop=shop_copy --wait\n  ferry restore create shop-20261121-103500-3fa2   # the app is gone: bring it back as it was"
+        after_help = "Examples:\n  ferry restore create shop-20261121-103500-3fa2 --to-app shop-copy \\\n      --rewrite /srv/shop=/srv/shop-copy --rewrite shop=shop_copy --wait\n  ferry restore create shop-20261121-103500-3fa2   # the app is gone: bring it back as it was\n  ferry restore create shop --at 2026-12-02T16:39:00Z --to-app shop-copy --rewrite shop=shop_copy --wait\n  ferry restore create shop --at -2h --to-app shop-copy --rewrite shop=shop_copy"
     )]
     Create {
+        /// A backup id; with --at, an app name.
         backup_id: String,
+        /// Point in time: restore the app (named instead of a backup) as it was at TIME
+        /// (RFC 3339, or relative like -2h): `pitr: true` databases are replayed to it, the rest
+        /// comes from the newest backup before it.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
         /// The app that receives the data [default: the backed-up app].
         #[arg(long)]
         to_app: Option<String>,

@@ -177,6 +177,7 @@ rpcs! {
     apply_app(v1::ApplyAppRequest) -> v1::App;
     list_apps(v1::ListAppsRequest) -> v1::ListAppsResponse;
     get_app(v1::GetAppRequest) -> v1::App;
+    get_recovery_window(v1::GetAppRequest) -> v1::RecoveryWindow;
     delete_app(v1::DeleteAppRequest) -> v1::DeleteAppResponse;
     add_storage(v1::AddStorageRequest) -> v1::StorageLocation;
     list_storage(v1::ListStorageRequest) -> v1::ListStorageResponse;

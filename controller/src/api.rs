@@ -76,7 +76,11 @@ scoped! {
     v1::CreateRestoreRequest => |m| {
         let into = if m.to_app.is_empty() { "its app".to_owned() } else { format!("app {}", m.to_app) };
         let how = if m.overwrite { " (overwrite)" } else { "" };
-        format!("backup {} into {into}{how}", m.backup_id)
+        if m.at_ms != 0 {
+            format!("app {} at {} into {into}{how}", m.app, ferry_model::pitr::format_ms(m.at_ms))
+        } else {
+            format!("backup {} into {into}{how}", m.backup_id)
+        }
     };
     v1::ListRestoresRequest => |_m| String::new();
     v1::CreateScheduleRequest => |m| format!("schedule {} of app {}", m.name, m.app);

@@ -98,6 +98,7 @@ pub const TABLE: &[Rule] = &[
     caller("WhoAmI", Viewer, false),
     caller("ListApps", Viewer, false),
     caller("GetApp", Viewer, false),
+    caller("GetRecoveryWindow", Viewer, false),
     caller("ApplyApp", Admin, true),
     caller("DeleteApp", Admin, true),
     caller("ListStorage", Viewer, false),

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod migrate;
 pub mod persist;
 pub mod phase;
+pub mod pitr;
 pub mod restore;
 pub mod verify;
 
@@ -152,10 +153,14 @@ pub fn shards_from_manifest(
         "{}shards/",
         layout::backup_dir(&manifest.team, &manifest.app, &manifest.id)
     );
+    // A PostgreSQL base is read only by a point-in-time restore of the databases (their shards
+    // name it); it is never restored itself.
+    let restoring = matches!(step, FirstStep::Restore | FirstStep::RestoreInPlace);
     manifest
         .shards
         .iter()
         .filter(|m| m.error.is_empty())
+        .filter(|m| !(restoring && m.kind == "postgres-base"))
         .map(|m| {
             // Whoever can write the bucket can edit a manifest: it may only name archives of
             // its own backup (not another team's, not a path that climbs out).

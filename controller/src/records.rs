@@ -197,6 +197,9 @@ pub struct RestorePlan {
     /// Data only, into a new app: the exec shards of the backup that were left out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_out: Vec<String>,
+    /// A point-in-time restore: the moment (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<i64>,
 }
 
 /// The life of a shard.

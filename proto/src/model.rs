@@ -293,12 +293,28 @@ pub struct CreateRestore {
     pub overwrite: bool,
     pub numeric_owner: bool,
     pub rewrites: Vec<Rewrite>,
+    /// Point-in-time: the app and the moment (then `backup_id` is empty).
+    pub at: Option<(String, i64)>,
 }
 
 impl TryFrom<v1::CreateRestoreRequest> for CreateRestore {
     type Error = ProtocolError;
     fn try_from(r: v1::CreateRestoreRequest) -> Result<Self, Self::Error> {
-        check_job_id(&r.backup_id)?;
+        let at = if r.at_ms != 0 || !r.app.is_empty() {
+            check_name("app name", &r.app)?;
+            if !r.backup_id.is_empty() || r.at_ms <= 0 {
+                return Err(ProtocolError::Invalid {
+                    field: "at_ms",
+                    reason: "a point-in-time restore names an app and a moment (at_ms > 0), \
+                             not a backup"
+                        .into(),
+                });
+            }
+            Some((r.app.clone(), r.at_ms))
+        } else {
+            check_job_id(&r.backup_id)?;
+            None
+        };
         let rewrites = r
             .rewrites
             .iter()
@@ -312,6 +328,7 @@ impl TryFrom<v1::CreateRestoreRequest> for CreateRestore {
             overwrite: r.overwrite,
             numeric_owner: r.numeric_owner,
             rewrites,
+            at,
         })
     }
 }

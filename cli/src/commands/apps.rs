@@ -17,6 +17,7 @@ pub async fn run(ctx: &mut Ctx, cmd: AppCmd) -> CliResult {
         AppCmd::Apply { file } => apply(ctx, &file).await,
         AppCmd::List => list(ctx).await,
         AppCmd::Get { name } => get(ctx, name).await,
+        AppCmd::RecoveryWindow { name } => recovery_window(ctx, name).await,
         AppCmd::Delete { name } => {
             let req = v1::DeleteAppRequest {
                 team: ctx.team.clone(),
@@ -112,6 +113,92 @@ async fn list(ctx: &mut Ctx) -> CliResult {
             a.databases.to_string(),
             output::time(a.updated_at_ms),
         ]);
+    }
+    print_table(&t);
+    Ok(())
+}
+
+async fn recovery_window(ctx: &mut Ctx, name: String) -> CliResult {
+    use ferry_model::pitr::format_ms;
+    let w = ctx
+        .client
+        .get_recovery_window(v1::GetAppRequest {
+            team: ctx.team.clone(),
+            name,
+        })
+        .await?
+        .into_inner();
+    let ranges = |v: &[v1::TimeRange]| -> Vec<serde_json::Value> {
+        v.iter()
+            .map(
+                |r| json!({"from": output::time_json(r.from_ms), "to": output::time_json(r.to_ms)}),
+            )
+            .collect()
+    };
+    if ctx.json() {
+        let streams: Vec<_> = w
+            .streams
+            .iter()
+            .map(|s| {
+                json!({
+                    "stream": s.stream,
+                    "engine": s.engine,
+                    "ranges": ranges(&s.ranges),
+                    "gaps": ranges(&s.gaps),
+                    "last_position": s.last_position,
+                    "last_received": output::time_json(s.last_received_ms),
+                    "lag_seconds": (s.last_received_ms > 0)
+                        .then(|| (ferry_model::now_ms() - s.last_received_ms) as f64 / 1000.0),
+                })
+            })
+            .collect();
+        print_json(&json!({"app": w.app, "streams": streams}));
+        return Ok(());
+    }
+    let mut t = table(&[
+        "STREAM",
+        "ENGINE",
+        "FROM",
+        "TO",
+        "GAP AFTER",
+        "ARCHIVED UP TO",
+    ]);
+    for s in &w.streams {
+        let archived = if s.last_received_ms > 0 {
+            format!("{} ({})", s.last_position, format_ms(s.last_received_ms))
+        } else {
+            "nothing yet".into()
+        };
+        if s.ranges.is_empty() {
+            t.add_row(vec![
+                s.stream.clone(),
+                s.engine.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                archived,
+            ]);
+            continue;
+        }
+        for (i, r) in s.ranges.iter().enumerate() {
+            let gap = s
+                .gaps
+                .get(i)
+                .map(|g| format!("{} to {}", format_ms(g.from_ms), format_ms(g.to_ms)))
+                .unwrap_or_else(|| "-".into());
+            t.add_row(vec![
+                s.stream.clone(),
+                s.engine.clone(),
+                format_ms(r.from_ms),
+                format_ms(r.to_ms),
+                gap,
+                if i == 0 {
+                    archived.clone()
+                } else {
+                    String::new()
+                },
+            ]);
+        }
     }
     print_table(&t);
     Ok(())

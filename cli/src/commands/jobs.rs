@@ -148,6 +148,7 @@ pub async fn restore(ctx: &mut Ctx, cmd: RestoreCmd) -> CliResult {
     match cmd {
         RestoreCmd::Create {
             backup_id,
+            at,
             to_app,
             to_cluster,
             overwrite,
@@ -159,6 +160,14 @@ pub async fn restore(ctx: &mut Ctx, cmd: RestoreCmd) -> CliResult {
                 r.parse::<ferry_model::rewrite::Rewrite>()
                     .map_err(|e| CliError::input(e.to_string()))?;
             }
+            let (backup_id, app, at_ms) = match at {
+                Some(at) => {
+                    let at_ms = ferry_model::pitr::parse_at(&at, ferry_model::now_ms())
+                        .map_err(|e| CliError::input(e.to_string()))?;
+                    (String::new(), backup_id, at_ms)
+                }
+                None => (backup_id, String::new(), 0),
+            };
             let job = ctx
                 .client
                 .create_restore(v1::CreateRestoreRequest {
@@ -169,6 +178,8 @@ pub async fn restore(ctx: &mut Ctx, cmd: RestoreCmd) -> CliResult {
                     overwrite,
                     numeric_owner,
                     rewrites,
+                    app,
+                    at_ms,
                 })
                 .await?
                 .into_inner();

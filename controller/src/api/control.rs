@@ -57,6 +57,32 @@ impl ControlService for ControlApi {
         Ok(Response::new(convert::app(&record)))
     }
 
+    async fn get_recovery_window(
+        &self,
+        req: Request<v1::GetAppRequest>,
+    ) -> Result<Response<v1::RecoveryWindow>, Status> {
+        let AppRef { team, name } = scoped(req)?.1.try_into()?;
+        let windows = crate::jobs::pitr::windows(&self.ctx, &team, &name).await?;
+        let range = |i: &ferry_model::pitr::Interval| v1::TimeRange {
+            from_ms: i.from_ms,
+            to_ms: i.to_ms,
+        };
+        Ok(Response::new(v1::RecoveryWindow {
+            app: name,
+            streams: windows
+                .iter()
+                .map(|w| v1::StreamWindow {
+                    stream: w.stream.clone(),
+                    engine: w.engine.clone(),
+                    ranges: w.window.intervals.iter().map(range).collect(),
+                    gaps: w.window.gaps.iter().map(range).collect(),
+                    last_position: w.last.as_ref().map(|l| l.0.to_string()).unwrap_or_default(),
+                    last_received_ms: w.last.as_ref().map_or(0, |l| l.1),
+                })
+                .collect(),
+        }))
+    }
+
     async fn delete_app(
         &self,
         req: Request<v1::DeleteAppRequest>,

@@ -69,6 +69,7 @@ pub async fn create_migration(ctx: &Context, req: Migrate) -> Result<(JobRecord,
             // This installation's own backup, made by this very job.
             data_only: false,
             left_out: Vec::new(),
+            at_ms: None,
         }),
         sealed: backup.sealed.clone(),
         message: format!("waiting for backup {backup_id} in cluster {from}"),

@@ -814,6 +814,7 @@ mod tests {
                 creates_app: true,
                 data_only: false,
                 left_out: vec![],
+                at_ms: None,
             }),
             ..job(JobKind::Restore, Phase::AwaitingBackup)
         };

@@ -21,7 +21,10 @@ use crate::records::{JobKind, JobRecord, JobState, RestorePlan, ShardRecord, Sha
 /// Starts a restore: first every archive is verified (and every target checked empty unless
 /// `overwrite`), then, only if all of that passed, the data is written.
 pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobRecord> {
-    let backup = get_job(ctx, &req.team, &req.backup_id).await?;
+    let backup = match &req.at {
+        Some((app, at_ms)) => super::pitr::choose_backup(ctx, &req.team, app, *at_ms).await?,
+        None => get_job(ctx, &req.team, &req.backup_id).await?,
+    };
     if backup.kind != JobKind::Backup {
         return Err(Error::InvalidArgument(format!(
             "{} is not a backup",
@@ -96,13 +99,16 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     } else {
         FirstStep::Restore
     };
-    let shards = shards_from_manifest(&id, &manifest, &spec, first_step, |m| {
+    let mut shards = shards_from_manifest(&id, &manifest, &spec, first_step, |m| {
         format!(
             "app {target:?} has nothing to receive shard {} ({}); declare it or restore into a \
              new app with --to-app",
             m.id, m.slot
         )
     })?;
+    if let Some((_, at_ms)) = req.at {
+        super::pitr::attach(ctx, &backup, &manifest, at_ms, &mut shards).await?;
+    }
     if shards.is_empty() {
         return Err(Error::FailedPrecondition(format!(
             "backup {} holds no restorable shard",
@@ -150,6 +156,7 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
             creates_app,
             data_only,
             left_out: left_out.clone(),
+            at_ms: req.at.as_ref().map(|(_, at)| *at),
         }),
         signer: signer.label(),
         sealed: super::sealed_of(&manifest),
@@ -175,6 +182,33 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
     let first = Phase::first(&job, &shards, false);
     persist::create_new(ctx, &mut job, &shards, first).await?;
     Ok(job)
+}
+
+/// What a point-in-time restore reached, per shard: the moment a replayed database reached, and
+/// for everything else (volumes, config, Redis, databases without `pitr`) the backup it came
+/// from.
+fn moments_reached(at_ms: i64, backup_id: &str, shards: &[ShardRecord]) -> String {
+    use ferry_model::pitr::format_ms;
+    let mut replayed = Vec::new();
+    let mut from_backup = Vec::new();
+    for s in shards {
+        match s.outcome.as_ref().and_then(|o| o.reached_ms) {
+            Some(ms) => replayed.push(format!("{} reached {}", s.id, format_ms(ms))),
+            None if s.pitr.is_some() => replayed.push(format!("{} did not finish", s.id)),
+            None => from_backup.push(s.id.clone()),
+        }
+    }
+    let mut out = format!("point in time {}", format_ms(at_ms));
+    if !replayed.is_empty() {
+        out.push_str(&format!(": {}", replayed.join(", ")));
+    }
+    if !from_backup.is_empty() {
+        out.push_str(&format!(
+            "; from backup {backup_id} (the newest before it): {}",
+            from_backup.join(", ")
+        ));
+    }
+    out
 }
 
 /// What the result of a data-only restore says.
@@ -219,6 +253,17 @@ pub async fn commit(ctx: &Context, job: JobRecord, shards: &[ShardRecord]) -> Re
     let message = match data_only_note {
         Some(note) if message.is_empty() => note,
         Some(note) => format!("{message}; {note}"),
+        None => message,
+    };
+    let message = match job.restore.as_ref().and_then(|r| Some((r.at_ms?, r))) {
+        Some((at_ms, plan)) => {
+            let note = moments_reached(at_ms, &plan.backup_id, shards);
+            if message.is_empty() {
+                note
+            } else {
+                format!("{message}; {note}")
+            }
+        }
         None => message,
     };
     let mut job = super::backup::finished(job, state, message);

@@ -65,6 +65,7 @@ pub async fn create_verify(
             creates_app: false,
             data_only: false,
             left_out: Vec::new(),
+            at_ms: None,
         }),
         // Verifying hashes what is stored: no key needed (a restore's check step opens the key).
         sealed: None,
