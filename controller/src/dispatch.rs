@@ -50,7 +50,9 @@ pub async fn observe(ctx: &Context, workers: Vec<WorkerRecord>) -> Result<Observ
             tracing::warn!(key = %kv.key, "undecodable assignment skipped");
             continue;
         };
-        *observed.pool.load.entry(worker.to_owned()).or_default() += 1;
+        if !record.stream {
+            *observed.pool.load.entry(worker.to_owned()).or_default() += 1;
+        }
         observed.assignments.insert(
             (job.to_owned(), shard.to_owned()),
             (worker.to_owned(), record.attempt),
@@ -200,6 +202,7 @@ async fn try_assign(
             key: keys::assignment(&worker.id, &job.id, &shard.id),
             value: serde_json::to_vec(&AssignmentRecord {
                 attempt: shard.attempt,
+                stream: shard.op == ShardOp::Stream,
             })
             .unwrap_or_default(),
             lease: worker.lease,

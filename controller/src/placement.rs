@@ -69,6 +69,9 @@ pub enum Placement {
 impl Pool {
     /// Places a shard, counting it on the chosen worker so the next pick spreads the load.
     pub fn place(&mut self, cluster: &str, shard: &ShardRecord) -> Placement {
+        if shard.op == ferry_model::task::ShardOp::Stream {
+            return self.place_stream(cluster, shard);
+        }
         let kind = kind_of(cluster, shard);
         if self.saturated.contains(&kind) {
             return Placement::Busy;
@@ -92,6 +95,20 @@ impl Pool {
             }
             None => Placement::Nobody,
         }
+    }
+}
+
+impl Pool {
+    /// A log stream takes no slot: any eligible worker, another than the one it was lost on
+    /// when there is a choice, else the least loaded.
+    fn place_stream(&self, cluster: &str, shard: &ShardRecord) -> Placement {
+        let load = |w: &WorkerRecord| self.load.get(&w.id).copied().unwrap_or(0);
+        self.workers
+            .iter()
+            .filter(|w| eligible(cluster, shard, w))
+            .min_by_key(|w| (w.id == shard.worker, load(w), w.id.clone()))
+            .cloned()
+            .map_or(Placement::Nobody, Placement::Worker)
     }
 }
 
@@ -170,6 +187,31 @@ mod tests {
         assert_eq!(pool.place("dc-a", &shard("v")), Placement::Busy);
         assert!(pool.saturated.contains(&kind_of("dc-a", &shard("v"))));
         assert_eq!(pool.place("dc-b", &shard("v")), Placement::Nobody);
+    }
+
+    #[test]
+    fn a_stream_takes_no_slot_and_goes_to_another_worker_than_the_one_it_was_lost_on() {
+        let mut pool = Pool {
+            workers: vec![
+                worker("w1", "dc-a", "n1", 1, &[]),
+                worker("w2", "dc-a", "n2", 1, &[]),
+            ],
+            ..Default::default()
+        };
+        pool.load.insert("w1".into(), 1);
+        pool.load.insert("w2".into(), 1);
+        let lost = ShardRecord {
+            op: ShardOp::Stream,
+            worker: "w2".into(),
+            ..shard("s")
+        };
+        // Every slot is taken, yet the stream is placed, and not on the worker it was lost on.
+        match pool.place("dc-a", &lost) {
+            Placement::Worker(w) => assert_eq!(w.id, "w1"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pool.load["w1"], 1, "a stream counts on no slot");
+        assert_eq!(pool.place("dc-b", &lost), Placement::Nobody);
     }
 
     #[test]

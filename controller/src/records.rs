@@ -307,4 +307,8 @@ pub struct WorkerRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AssignmentRecord {
     pub attempt: u32,
+    /// A log stream: long-lived and light, it does not take one of the worker's `--max-shards`
+    /// slots (a worker keeps running backups beside the streams it holds).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
