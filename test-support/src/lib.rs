@@ -1,11 +1,12 @@
 //! What tests (and the benchmark) start and share: free ports, processes killed on drop, polling,
 //! and launchers of the real services Ferry's tests talk to — etcd (TLS with client
-//! certificates, or plain), the S3 test server, PostgreSQL databases, Redis servers — plus a
+//! certificates, or plain), the S3 test server, PostgreSQL databases and servers, MariaDB servers with a binary log, Redis servers — plus a
 //! test PKI, and a headless Chromium for the web console. One copy of each, for every crate's tests.
 
 #[cfg(feature = "browser")]
 pub mod browser;
 pub mod etcd;
+pub mod mariadb;
 pub mod pg;
 pub mod pki;
 pub mod redis;
@@ -18,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use etcd::Etcd;
+pub use mariadb::MariaServer;
 pub use pg::PgDb;
 pub use redis::Redis;
 pub use s3::S3Server;

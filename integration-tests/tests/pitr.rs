@@ -1,0 +1,329 @@
+//! Point-in-time restore of a whole application, on real servers started by the test (a
+//! PostgreSQL cluster and a MariaDB server with its binary log, each on its own port) and real
+//! controller and worker processes: a writer inserts one row every 100 ms into both databases
+//! for a minute; a backup is taken in the middle; the worker holding the PostgreSQL log stream
+//! is SIGKILLed and the stream resumes on the other worker; a restore `--at` a moment right
+//! after the kill, into a copy beside the original, holds exactly the rows committed before that
+//! moment in both databases (one restore job), and the volume as the backup before it had it.
+//! Moments outside the recovery window fail before anything is written, naming the window.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ferry_integration_tests::{Cluster, sh};
+use ferry_test_support::MariaServer;
+use ferry_test_support::pg::PgServer;
+
+/// One row as the writer saw it: its number, and the wall-clock window its commit fell in (ms).
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    n: u64,
+    before_ms: i64,
+    after_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn rfc3339(ms: i64) -> String {
+    ferry_model::pitr::format_ms(ms)
+}
+
+/// The pid of the process whose command line contains every one of `words`, if one runs.
+fn find_process(words: &[&str]) -> Option<(i32, i32)> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !words.iter().all(|w| cmdline.contains(w)) {
+            return None;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let after = stat.rsplit(')').next()?;
+        let mut fields = after.split_whitespace();
+        let state = fields.next()?;
+        let ppid: i32 = fields.next()?.parse().ok()?;
+        (state != "Z").then_some((pid, ppid))
+    })
+}
+
+#[test]
+fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
+    let mut c = Cluster::start(&["--no-embedded-worker"]);
+    let workers = [
+        c.add_worker_with("local", "n1", 2, &[]),
+        c.add_worker_with("local", "n2", 2, &[]),
+    ];
+    let pg = PgServer::start();
+    let my = MariaServer::start();
+    let me = sh("id", &["-un"]).trim().to_owned();
+    pg.psql("postgres", "CREATE DATABASE shop");
+    pg.psql(
+        "shop",
+        "CREATE TABLE t (id serial PRIMARY KEY, n int NOT NULL, ts timestamptz NOT NULL DEFAULT clock_timestamp())",
+    );
+    my.sql("", "CREATE DATABASE shop");
+    my.sql(
+        "shop",
+        "CREATE TABLE t (id int AUTO_INCREMENT PRIMARY KEY, n int NOT NULL, ts datetime(6) NOT NULL DEFAULT now(6))",
+    );
+    let files = c.path().join("srv/files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("state.txt"), "before the backup").unwrap();
+    c.apply(&format!(
+        "name: shop\ncomponents:\n  - name: db\n    databases:\n      \
+         - {{name: pg, engine: postgres, host: 127.0.0.1, port: {}, user: {me}, databases: [shop], pitr: true}}\n      \
+         - {{name: my, engine: mariadb, host: 127.0.0.1, port: {}, user: root, databases: [shop], pitr: true}}\n  \
+         - name: files\n    volumes:\n      - {{name: data, path: {}}}\n",
+        pg.port,
+        my.port,
+        files.display()
+    ))
+    .expect_code(0);
+
+    // Both streams archive something before the writer starts.
+    let window = |c: &Cluster| {
+        c.ferry(&["app", "recovery-window", "shop", "-o", "json"])
+            .expect_code(0)
+            .json()
+    };
+    ferry_test_support::wait_for(
+        Duration::from_secs(60),
+        "both log streams to archive their first chunk",
+        || {
+            let w = window(&c);
+            let streams = w["streams"].as_array().cloned().unwrap_or_default();
+            streams.len() == 2
+                && streams
+                    .iter()
+                    .all(|s| !s["last_position"].as_str().unwrap_or("").is_empty())
+        },
+    );
+
+    // The writer: a row every 100 ms into both databases, each insert its own transaction.
+    let rows: Arc<Mutex<Vec<Row>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (rows, stop) = (rows.clone(), stop.clone());
+        let (pg_port, my_port) = (pg.port.to_string(), my.port.to_string());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let before_ms = now_ms();
+                let sql = format!("INSERT INTO t (n) VALUES ({n})");
+                sh(
+                    "psql",
+                    &[
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &pg_port,
+                        "-d",
+                        "shop",
+                        "-X",
+                        "-v",
+                        "ON_ERROR_STOP=1",
+                        "-qc",
+                        &sql,
+                    ],
+                );
+                sh(
+                    "mariadb",
+                    &[
+                        "-h",
+                        "127.0.0.1",
+                        "-P",
+                        &my_port,
+                        "-uroot",
+                        "shop",
+                        "-e",
+                        &sql,
+                    ],
+                );
+                let after_ms = now_ms();
+                rows.lock().unwrap().push(Row {
+                    n,
+                    before_ms,
+                    after_ms,
+                });
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let started = Instant::now();
+
+    // A backup in the middle; the volume changes after it.
+    std::thread::sleep(Duration::from_secs(15));
+    let backup = c
+        .ferry(&["backup", "create", "shop", "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
+    let backup_id = backup["id"].as_str().unwrap().to_owned();
+    let kinds: Vec<&str> = backup["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"postgres-base"), "{kinds:?}");
+    std::fs::write(files.join("state.txt"), "after the backup").unwrap();
+
+    // The worker running the PostgreSQL stream dies.
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(started.elapsed()));
+    let port = pg.port.to_string();
+    let (_, stream_worker) = find_process(&["pg_receivewal", &port])
+        .expect("a pg_receivewal of the PostgreSQL stream is running");
+    let index = workers
+        .iter()
+        .copied()
+        .find(|i| c.workers[*i].pid() == stream_worker)
+        .expect("pg_receivewal is a child of one of the test's workers");
+    let killed_ms = now_ms();
+    c.workers[index].kill();
+    eprintln!("SIGKILLed worker #{index} (pid {stream_worker}), which held the PostgreSQL stream");
+    ferry_test_support::wait_for(
+        Duration::from_secs(60),
+        "the PostgreSQL stream to resume on the other worker",
+        || find_process(&["pg_receivewal", &port]).is_some_and(|(_, ppid)| ppid != stream_worker),
+    );
+
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(started.elapsed()));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let rows = rows.lock().unwrap().clone();
+    assert!(
+        rows.len() > 200,
+        "the writer wrote only {} rows",
+        rows.len()
+    );
+
+    // The moment: a whole second (MariaDB's binary log has second precision) during the
+    // failover, when no insert was in flight.
+    let in_flight = |t: i64| {
+        rows.iter()
+            .any(|r| r.before_ms - 20 <= t && t <= r.after_ms + 20)
+    };
+    let at_ms = (1..20)
+        .map(|s| (killed_ms / 1000 + s) * 1000)
+        .find(|t| !in_flight(*t) && rows.iter().any(|r| r.before_ms > *t))
+        .expect("a whole second without an insert in flight");
+    let expected: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.after_ms < at_ms)
+        .map(|r| r.n)
+        .collect();
+    let k = expected.len() as u64;
+    assert_eq!(expected, (1..=k).collect::<Vec<_>>());
+
+    // The window reaches past the moment, without a gap across the failover.
+    ferry_test_support::wait_for(
+        Duration::from_secs(60),
+        "the recovery window to reach the chosen moment",
+        || {
+            window(&c)["streams"].as_array().is_some_and(|s| {
+                s.iter().all(|s| {
+                    s["ranges"].as_array().is_some_and(|r| {
+                        r.last().and_then(|r| r["to"].as_str()).is_some_and(|to| {
+                            ferry_model::pitr::parse_at(to, 0).is_ok_and(|to| to > at_ms)
+                        })
+                    })
+                })
+            })
+        },
+    );
+    let w = window(&c);
+    for s in w["streams"].as_array().unwrap() {
+        assert_eq!(s["gaps"].as_array().unwrap().len(), 0, "{w}");
+        assert_eq!(s["ranges"].as_array().unwrap().len(), 1, "{w}");
+    }
+
+    let copy_files = c.path().join("srv/files-copy");
+    let at = rfc3339(at_ms);
+    let restore = c
+        .ferry(&[
+            "restore",
+            "create",
+            "shop",
+            "--at",
+            &at,
+            "--to-app",
+            "shop-copy",
+            "--rewrite",
+            "shop=shop_copy",
+            "--rewrite",
+            &format!("{}={}", files.display(), copy_files.display()),
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    assert_eq!(restore["state"], "Completed", "{restore}");
+    let message = restore["message"].as_str().unwrap_or_default();
+    assert!(message.contains("reached"), "{message}");
+    assert!(message.contains(&backup_id), "{message}");
+
+    let pg_rows = pg.psql("shop_copy", "SELECT count(*), max(n), sum(n) FROM t");
+    assert_eq!(
+        pg_rows.trim(),
+        format!("{k}|{k}|{}", k * (k + 1) / 2),
+        "PostgreSQL holds exactly the rows committed before {at}"
+    );
+    let my_rows = my.sql("shop_copy", "SELECT count(*), max(n), sum(n) FROM t");
+    assert_eq!(
+        my_rows.trim(),
+        format!("{k}\t{k}\t{}", k * (k + 1) / 2),
+        "MariaDB holds exactly the rows committed before {at}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(copy_files.join("state.txt")).unwrap(),
+        "before the backup",
+        "the volume comes from the backup before the moment"
+    );
+    // The source was not touched.
+    let source = pg.psql("shop", "SELECT count(*) FROM t");
+    assert_eq!(source.trim(), rows.len().to_string());
+
+    // Outside the window: before the backup, and in the future. Nothing is written.
+    let before = c.ferry(&[
+        "restore",
+        "create",
+        "shop",
+        "--at",
+        &rfc3339(now_ms() - 3_600_000),
+        "--to-app",
+        "shop-early",
+        "--rewrite",
+        "shop=shop_early",
+    ]);
+    assert_eq!(before.code, 2, "{}", before.stderr);
+    assert!(
+        before.stderr.contains("before the oldest completed backup"),
+        "{}",
+        before.stderr
+    );
+    let future = c.ferry(&[
+        "restore",
+        "create",
+        "shop",
+        "--at",
+        &rfc3339(now_ms() + 3_600_000),
+        "--to-app",
+        "shop-late",
+        "--rewrite",
+        "shop=shop_late",
+    ]);
+    assert_eq!(future.code, 2, "{}", future.stderr);
+    assert!(
+        future.stderr.contains("recovery window"),
+        "{}",
+        future.stderr
+    );
+    let databases = pg.psql("postgres", "SELECT datname FROM pg_database");
+    assert!(!databases.contains("shop_early") && !databases.contains("shop_late"));
+}
