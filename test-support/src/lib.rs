@@ -6,6 +6,7 @@
 #[cfg(feature = "browser")]
 pub mod browser;
 pub mod etcd;
+pub mod mariadb;
 pub mod pg;
 pub mod pki;
 pub mod redis;
@@ -18,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use etcd::Etcd;
+pub use mariadb::MariaServer;
 pub use pg::PgDb;
 pub use redis::Redis;
 pub use s3::S3Server;

@@ -42,6 +42,7 @@ pub struct Executor {
     metrics: WorkerMetrics,
     policy: Arc<Policy>,
     identities: Arc<Identities>,
+    work_dir: std::path::PathBuf,
 }
 
 impl Executor {
@@ -53,9 +54,11 @@ impl Executor {
         metrics: WorkerMetrics,
         policy: Policy,
         identities: Arc<Identities>,
+        work_dir: std::path::PathBuf,
     ) -> Self {
         Executor {
             identities,
+            work_dir,
             metrics,
             policy: Arc::new(policy),
             tools: Arc::new(tools),
@@ -217,6 +220,7 @@ impl Executor {
             tools: self.tools.clone(),
             policy: self.policy.clone(),
             identities: self.identities.clone(),
+            work_dir: self.work_dir.clone(),
         };
         let work = engines::run(run);
         let result = tokio::select! {

@@ -15,6 +15,10 @@ pub const KNOWN_TOOLS: &[&str] = &[
     "mysqldump",
     "mysql",
     "redis-cli",
+    "pg_basebackup",
+    "pg_receivewal",
+    "mariadb-binlog",
+    "mysqlbinlog",
 ];
 
 /// Where Debian keeps each PostgreSQL version's client tools (`15/bin/psql`, …).

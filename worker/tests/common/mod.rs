@@ -59,6 +59,7 @@ pub async fn run(task: ShardTask) -> Result<ShardOutcome, ShardError> {
         tools: Arc::new(tools),
         policy: Arc::new(ferry_worker::policy::Policy::default()),
         identities: Arc::new(ferry_crypto::seal::Identities::default()),
+        work_dir: std::env::temp_dir().join("ferry-worker-tests"),
     })
     .await
 }
