@@ -117,6 +117,8 @@ impl PgServer {
             // said explicitly).
             .args(["-c", "wal_level=replica", "-c", "max_wal_senders=10"])
             .args(["-c", "max_replication_slots=10"])
+            // Commit times, so that a test can tell exactly which rows a moment holds.
+            .args(["-c", "track_commit_timestamp=on"])
             .args(["-k", &dir.path().to_string_lossy()]);
         let log = std::env::temp_dir().join(format!("ferry-pg-{port}.log"));
         let proc = crate::Proc::spawn("postgres (second server)", &mut cmd, log);

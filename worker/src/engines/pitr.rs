@@ -363,7 +363,7 @@ impl TempServer {
                     })?
             }
         };
-        let sql = "SELECT (extract(epoch FROM pg_catalog.pg_last_xact_replay_timestamp()) * 1000)::bigint";
+        let sql = "SELECT floor(extract(epoch FROM pg_catalog.pg_last_xact_replay_timestamp()) * 1000)::bigint";
         let replayed = self.conn.psql(db, sql)?;
         let reached = replayed.trim().parse::<i64>().ok().or_else(|| {
             let log = std::fs::read_to_string(self.dir.join("postgres-1.log")).unwrap_or_default()

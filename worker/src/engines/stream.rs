@@ -279,7 +279,7 @@ impl PgSource {
                 let mut lsn = conn.psql(&db, &sql)?;
                 if lsn.trim().is_empty() {
                     let create = format!(
-                        "SELECT restart_lsn FROM pg_catalog.pg_create_physical_replication_slot('{slot}', true)"
+                        "SELECT lsn FROM pg_catalog.pg_create_physical_replication_slot('{slot}', true)"
                     );
                     lsn = conn.psql(&db, &create).map_err(|e| {
                         conn.explain(e, &format!("creating replication slot {slot}"))
