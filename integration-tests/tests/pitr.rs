@@ -66,10 +66,9 @@ fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
         "shop",
         "CREATE TABLE t (id serial PRIMARY KEY, n int NOT NULL, ts timestamptz NOT NULL DEFAULT clock_timestamp())",
     );
-    my.sql("", "CREATE DATABASE shop");
+    my.sql("CREATE DATABASE shop");
     my.sql(
-        "shop",
-        "CREATE TABLE t (id int AUTO_INCREMENT PRIMARY KEY, n int NOT NULL, ts datetime(6) NOT NULL DEFAULT now(6))",
+        "CREATE TABLE shop.t (id int AUTO_INCREMENT PRIMARY KEY, n int NOT NULL, ts datetime(6) NOT NULL DEFAULT now(6))",
     );
     let files = c.path().join("srv/files");
     std::fs::create_dir_all(&files).unwrap();
@@ -274,7 +273,7 @@ fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
         format!("{k}|{k}|{}", k * (k + 1) / 2),
         "PostgreSQL holds exactly the rows committed before {at}"
     );
-    let my_rows = my.sql("shop_copy", "SELECT count(*), max(n), sum(n) FROM t");
+    let my_rows = my.sql("SELECT count(*), max(n), sum(n) FROM shop_copy.t");
     assert_eq!(
         my_rows.trim(),
         format!("{k}\t{k}\t{}", k * (k + 1) / 2),

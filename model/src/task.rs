@@ -417,6 +417,11 @@ pub struct PitrTask {
     /// Where the log continues after the archive: `FILE:OFFSET` (the base's or dump's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
+    /// The database's name in the backup (the shard's resource names the restore's target,
+    /// after rewrites): what a PostgreSQL restore reads from the recovered server. None: the
+    /// same name as the target. (MariaDB takes it from the shard's dump.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_database: Option<String>,
 }
 
 /// The keys of a backup in an encrypted location: public halves only.

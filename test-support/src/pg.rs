@@ -113,6 +113,12 @@ impl PgServer {
         let mut cmd = run_as(&bin.join("postgres"));
         cmd.args(["-D", &data.to_string_lossy(), "-p", &port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            // Physical replication for log streams and base backups (PostgreSQL 15's defaults,
+            // said explicitly).
+            .args(["-c", "wal_level=replica", "-c", "max_wal_senders=10"])
+            .args(["-c", "max_replication_slots=10"])
+            // Commit times, so that a test can tell exactly which rows a moment holds.
+            .args(["-c", "track_commit_timestamp=on"])
             .args(["-k", &dir.path().to_string_lossy()]);
         let log = std::env::temp_dir().join(format!("ferry-pg-{port}.log"));
         let proc = crate::Proc::spawn("postgres (second server)", &mut cmd, log);

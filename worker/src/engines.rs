@@ -7,9 +7,12 @@ pub mod exec;
 pub mod hook;
 pub mod mariadb;
 pub mod pg_roles;
+pub mod pitr;
 pub mod postgres;
+pub mod process;
 pub mod rdb;
 pub mod redis;
+pub mod stream;
 pub mod volume;
 
 use std::collections::BTreeMap;
@@ -77,6 +80,9 @@ pub struct Run {
     pub policy: Arc<crate::policy::Policy>,
     /// The identities that open encrypted backups (`--identity-file`).
     pub identities: Arc<ferry_crypto::seal::Identities>,
+    /// This worker's scratch directory (`--work-dir`): a log stream's local files, a
+    /// point-in-time restore's temporary server. Each engine removes what it made there.
+    pub work_dir: std::path::PathBuf,
 }
 
 impl Run {
@@ -167,11 +173,16 @@ pub async fn run(run: Run) -> Result<ShardOutcome, ShardError> {
             "a hook runs only during a backup, not a {}",
             op.as_str()
         ))),
+        (Resource::LogStream { .. }, ShardOp::Stream) => stream::run(&run).await,
+        (Resource::PgBase { .. }, ShardOp::Backup) => postgres::backup_base(&run).await,
+        (Resource::Database { .. } | Resource::PgBase { .. }, ShardOp::Stream) => Err(
+            ShardError::permanent("only a database server's log is streamed"),
+        ),
         (Resource::PgBase { .. } | Resource::LogStream { .. }, op) => {
             Err(ShardError::permanent(format!(
-                "this worker cannot yet {} a {}",
-                op.as_str(),
-                run.task.resource.kind()
+                "a {} is never {}d: a point-in-time restore of a database shard reads it",
+                run.task.resource.kind(),
+                op.as_str()
             )))
         }
         (Resource::Database { spec, .. }, op) => match (spec.engine, op) {

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_model::task::{Resource, ShardOutcome, ShardTask};
+use ferry_model::task::{Resource, ShardOp, ShardOutcome, ShardTask};
 use ferry_proto::model::ShardKey;
 use ferry_proto::v1;
 use tokio::sync::Semaphore;
@@ -42,6 +42,7 @@ pub struct Executor {
     metrics: WorkerMetrics,
     policy: Arc<Policy>,
     identities: Arc<Identities>,
+    work_dir: std::path::PathBuf,
 }
 
 impl Executor {
@@ -53,9 +54,11 @@ impl Executor {
         metrics: WorkerMetrics,
         policy: Policy,
         identities: Arc<Identities>,
+        work_dir: std::path::PathBuf,
     ) -> Self {
         Executor {
             identities,
+            work_dir,
             metrics,
             policy: Arc::new(policy),
             tools: Arc::new(tools),
@@ -173,12 +176,19 @@ impl Executor {
         task: ShardTask,
         cancel: CancellationToken,
     ) -> Result<ShardOutcome, ShardError> {
-        let _permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ShardError::transient("worker shutting down"))?;
+        // A log stream runs until cancelled and is light: it takes no `--max-shards` slot (the
+        // controller does not count it either), so backups keep running beside it.
+        let _permit = if task.op == ShardOp::Stream {
+            None
+        } else {
+            Some(
+                self.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ShardError::transient("worker shutting down"))?,
+            )
+        };
         let key = format!("{}/{}#{}", task.job_id, task.shard_id, task.attempt);
         tracing::info!(job = %task.job_id, shard = %task.shard_id, attempt = task.attempt,
             op = task.op.as_str(), "shard started");
@@ -217,6 +227,7 @@ impl Executor {
             tools: self.tools.clone(),
             policy: self.policy.clone(),
             identities: self.identities.clone(),
+            work_dir: self.work_dir.clone(),
         };
         let work = engines::run(run);
         let result = tokio::select! {

@@ -34,6 +34,7 @@ pub async fn run(config: WorkerConfig, cancel: CancellationToken) -> anyhow::Res
         metrics,
         config.policy.clone(),
         config.identities.clone(),
+        config.work_dir.clone(),
     );
     let mut backoff = Duration::from_millis(200);
     let mut known_id: Option<String> = None;

@@ -231,6 +231,11 @@ pub async fn attach(
                 continue;
             }
             let own = m.log_position.clone();
+            // The slot's last part is the database's index in the backed-up entry.
+            let source_database = spec.as_ref().and_then(|spec| {
+                let i: usize = m.slot.rsplit('/').next()?.parse().ok()?;
+                spec.databases.get(i).cloned()
+            });
             shard.pitr = Some(PitrTask {
                 at_ms,
                 logs_prefix: prefix.clone(),
@@ -240,6 +245,7 @@ pub async fn attach(
                     .and_then(|b| b.log_position.clone())
                     .or(own)
                     .or_else(|| Some(position.to_string())),
+                source_database,
             });
         }
     }

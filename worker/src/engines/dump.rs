@@ -101,7 +101,7 @@ pub fn server_of(host: Option<&str>, port: Option<u16>) -> String {
 }
 
 /// Collects a child's stderr on a side thread so that it can never block the child.
-fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<Vec<u8>> {
+pub(crate) fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<Vec<u8>> {
     let mut stderr = child.stderr.take();
     std::thread::spawn(move || {
         let mut out = Vec::new();
@@ -123,7 +123,7 @@ fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<Vec<u8>> {
 }
 
 /// The program's name for messages: `pg_restore`, not the path it was run from.
-fn program(cmd: &Command) -> String {
+pub(crate) fn program(cmd: &Command) -> String {
     let program = std::path::Path::new(cmd.get_program());
     program
         .file_name()
@@ -132,7 +132,7 @@ fn program(cmd: &Command) -> String {
         .into_owned()
 }
 
-fn spawn(cmd: &mut Command, stdin: Stdio, stdout: Stdio) -> Result<Child, ShardError> {
+pub(crate) fn spawn(cmd: &mut Command, stdin: Stdio, stdout: Stdio) -> Result<Child, ShardError> {
     cmd.stdin(stdin)
         .stdout(stdout)
         .stderr(Stdio::piped())
@@ -147,7 +147,7 @@ fn spawn(cmd: &mut Command, stdin: Stdio, stdout: Stdio) -> Result<Child, ShardE
 
 /// Waits for a child and turns a failure into an error carrying its stderr tail (cut by
 /// `relevant`, so an engine can keep data a tool echoes out of error messages).
-fn finish(
+pub(crate) fn finish(
     cmd: &Command,
     mut child: Child,
     stderr: std::thread::JoinHandle<Vec<u8>>,
@@ -356,8 +356,19 @@ impl<R: Read> Read for Chunks<'_, R> {
 /// Backs up a shard from a command's stdout (`pg_dump`, `mariadb-dump`, an exec `backup`).
 pub async fn backup_from_command(
     run: &Run,
+    cmd: Command,
+    info: DumpInfo,
+) -> Result<ShardOutcome, ShardError> {
+    backup_from_command_watched(run, cmd, info, |_| {}).await
+}
+
+/// [`backup_from_command`], showing every block of the command's stdout to `watch` on its way
+/// into the archive (to pick a fact out of a dump's head without reading it twice).
+pub async fn backup_from_command_watched(
+    run: &Run,
     mut cmd: Command,
     info: DumpInfo,
+    mut watch: impl FnMut(&[u8]) + Send + 'static,
 ) -> Result<ShardOutcome, ShardError> {
     let counters = run.counters.clone();
     let tool_version = info.tool_version.clone();
@@ -375,7 +386,11 @@ pub async fn backup_from_command(
                 .stdout
                 .take()
                 .ok_or_else(|| ShardError::transient("no stdout"))?;
-            let written = write_dump(out, &info, &mut stdout, &counters.done);
+            let mut watched = Watched {
+                inner: &mut stdout,
+                watch: &mut watch,
+            };
+            let written = write_dump(out, &info, &mut watched, &counters.done);
             drop(stdout);
             if written.is_err() {
                 // The upload side failed or was cancelled: stop the tool.
@@ -412,12 +427,31 @@ where
     T: Send + 'static,
     F: FnOnce(&DumpInfo, &mut dyn Read) -> Result<T, ShardError> + Send + 'static,
 {
+    let (key, sha256) = (
+        run.task.object_key.clone(),
+        run.task.expected_sha256.clone(),
+    );
+    read_archive(run, &key, sha256, consume).await
+}
+
+/// [`restore_with`] for any dump-shaped archive of the backup (`key`, checked against `sha256`):
+/// a PostgreSQL base beside the shard's own dump.
+pub async fn read_archive<T, F>(
+    run: &Run,
+    key: &str,
+    sha256: Option<String>,
+    consume: F,
+) -> Result<T, ShardError>
+where
+    T: Send + 'static,
+    F: FnOnce(&DumpInfo, &mut dyn Read) -> Result<T, ShardError> + Send + 'static,
+{
     let counters = run.counters.clone();
     let stage = tracing::info_span!("restore", bytes = tracing::field::Empty);
     download_decompressed(
         &*run.store,
-        &run.task.object_key,
-        run.task.expected_sha256.clone(),
+        key,
+        sha256,
         run.archive_key().await?,
         move |input| {
             let _stage = stage.enter();
@@ -475,6 +509,20 @@ pub fn pipe_into(
     copied.map_err(|e| {
         ShardError::transient(format!("streaming the dump into {}: {e}", program(&cmd)))
     })
+}
+
+/// Shows what is read through it to `watch`.
+struct Watched<'a, R: Read, W: FnMut(&[u8])> {
+    inner: &'a mut R,
+    watch: &'a mut W,
+}
+
+impl<R: Read, W: FnMut(&[u8])> Read for Watched<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.watch)(&buf[..n]);
+        Ok(n)
+    }
 }
 
 struct CountingReader<'a> {

@@ -78,7 +78,7 @@ use retarget::ident;
 /// Dump tools, preferred first.
 const DUMP_TOOLS: &[&str] = &["mariadb-dump", "mysqldump"];
 /// SQL clients, preferred first.
-const CLIENT_TOOLS: &[&str] = &["mariadb", "mysql"];
+pub(super) const CLIENT_TOOLS: &[&str] = &["mariadb", "mysql"];
 /// Seconds a client waits for a connection.
 const CONNECT_TIMEOUT: &str = "--connect-timeout=10";
 /// The largest packet (row, statement) the tools accept; the server's own limit still applies.
@@ -110,16 +110,106 @@ pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
         database: Some(db.clone()),
         options,
     };
-    let cmd = conn.dump_command(dump_tool, &info.tool_version, &db);
-    dump::backup_from_command(run, cmd, info)
+    let mut cmd = conn.dump_command(dump_tool, &info.tool_version, &db);
+    let (spec, _) = dump::named_database(run, "mariadb/mysql")?;
+    if !spec.pitr {
+        return dump::backup_from_command(run, cmd, info)
+            .await
+            .map_err(|e| conn.explain(e, &format!("dumping database \"{db}\"")));
+    }
+    // A point-in-time restore replays the binlog from where the dump's snapshot is: the tool
+    // writes that position as a comment at the dump's head, picked out as it streams by.
+    {
+        let conn = conn.clone();
+        blocking(move || conn.require_row_format(client)).await?;
+    }
+    cmd.arg("--master-data=2");
+    let head = Arc::new(std::sync::Mutex::new(HeadScan::default()));
+    let watch = {
+        let head = head.clone();
+        move |bytes: &[u8]| head.lock().unwrap_or_else(|e| e.into_inner()).feed(bytes)
+    };
+    let mut outcome = dump::backup_from_command_watched(run, cmd, info, watch)
         .await
-        .map_err(|e| conn.explain(e, &format!("dumping database \"{db}\"")))
+        .map_err(|e| conn.explain(e, &format!("dumping database \"{db}\"")))?;
+    let found = head.lock().unwrap_or_else(|e| e.into_inner()).found.take();
+    let Some(position) = found else {
+        return Err(ShardError::transient(format!(
+            "the dump of database \"{db}\" on {} recorded no binlog position (--master-data)",
+            conn.server()
+        )));
+    };
+    outcome.log_position = Some(position);
+    Ok(outcome)
+}
+
+/// Looks for the binlog position in a dump's first lines:
+/// `-- CHANGE MASTER TO MASTER_LOG_FILE='binlog.000003', MASTER_LOG_POS=47011;`.
+#[derive(Default)]
+struct HeadScan {
+    line: Vec<u8>,
+    seen: u64,
+    /// `FILE:POS`, once found.
+    found: Option<String>,
+}
+
+impl HeadScan {
+    /// How much of the dump is looked at: the comment comes before any data.
+    const HEAD: u64 = 1 << 20;
+    /// Longer lines are data, not the comment: only their start is kept.
+    const LINE: usize = 4096;
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.found.is_some() || self.seen >= Self::HEAD {
+                return;
+            }
+            self.seen += 1;
+            if b == b'\n' {
+                self.found = binlog_position(&String::from_utf8_lossy(&self.line));
+                self.line.clear();
+            } else if self.line.len() < Self::LINE {
+                self.line.push(b);
+            }
+        }
+    }
+}
+
+/// `FILE:POS` from a `CHANGE MASTER TO` (or MySQL's `CHANGE REPLICATION SOURCE TO`) comment.
+fn binlog_position(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("-- CHANGE ")?;
+    let file_at = rest.find("_LOG_FILE='")? + "_LOG_FILE='".len();
+    let file = &rest[file_at..rest[file_at..].find('\'')? + file_at];
+    let pos_at = rest.find("_LOG_POS=")? + "_LOG_POS=".len();
+    let pos: String = rest[pos_at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let pos: u64 = pos.parse().ok()?;
+    ferry_model::pitr::valid_file(file).then(|| format!("{file}:{pos}"))
 }
 
 /// Restores the shard archive into the target database, creating it (or, with `--overwrite`,
 /// replacing it) first.
 pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
+    if let Some(p) = &run.task.pitr {
+        return super::pitr::restore_mariadb(run, p).await;
+    }
+    restore_dump(run).await.map(|(outcome, _)| outcome)
+}
+
+/// What [`restore_dump`] did besides the outcome.
+pub(super) struct Restored {
+    /// The database the dump was made of.
+    pub source: String,
+    /// This attempt created the target (a later failure should drop it).
+    pub created: bool,
+}
+
+/// The restore of the shard's dump (see [`restore`]).
+pub(super) async fn restore_dump(run: &Run) -> Result<(ShardOutcome, Restored), ShardError> {
     let (conn, db) = Conn::from_run(run)?;
+    let source_name = Arc::new(std::sync::Mutex::new(db.clone()));
     let client = pick(run, CLIENT_TOOLS)?;
     let overwrite = run.task.overwrite;
     // Set once this attempt has created the database, and once the client got to run.
@@ -128,6 +218,7 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
     let restored = {
         let (conn, db) = (conn.clone(), db.clone());
         let (created, replaying) = (created.clone(), replaying.clone());
+        let source_name = source_name.clone();
         dump::restore_with(run, move |info, input| {
             if info.engine != "mariadb" && info.engine != "mysql" {
                 return Err(ShardError::permanent(format!(
@@ -138,6 +229,7 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
             conn.prepare_target(client, &db, info, overwrite, &created)?;
             replaying.store(true, Ordering::SeqCst);
             let source = info.database.clone().unwrap_or_else(|| db.clone());
+            source.clone_into(&mut source_name.lock().unwrap_or_else(|e| e.into_inner()));
             replay(
                 conn.restore_command(client, &db),
                 input,
@@ -147,11 +239,20 @@ pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
         .await
     };
     match restored {
-        Ok(bytes) => Ok(ShardOutcome {
-            source_bytes: bytes,
-            tool_version: Some(run.tool_version(client)).filter(|v| !v.is_empty()),
-            ..Default::default()
-        }),
+        Ok(bytes) => Ok((
+            ShardOutcome {
+                source_bytes: bytes,
+                tool_version: Some(run.tool_version(client)).filter(|v| !v.is_empty()),
+                ..Default::default()
+            },
+            Restored {
+                source: source_name
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+                created: created.load(Ordering::SeqCst),
+            },
+        )),
         Err(e) => {
             let mut e = if replaying.load(Ordering::SeqCst) {
                 conn.explain(e, &format!("restoring into database \"{db}\""))
@@ -189,7 +290,7 @@ pub async fn check_empty(run: &Run) -> Result<(), ShardError> {
 }
 
 /// The first tool of `group` this worker has.
-fn pick(run: &Run, group: &[&'static str]) -> Result<&'static str, ShardError> {
+pub(super) fn pick(run: &Run, group: &[&'static str]) -> Result<&'static str, ShardError> {
     group
         .iter()
         .copied()
@@ -230,7 +331,7 @@ enum TargetState {
 
 /// How to reach the server of a shard: the spec's host, port and user plus the resolved password.
 #[derive(Clone)]
-struct Conn {
+pub(super) struct Conn {
     engine: Engine,
     host: Option<String>,
     port: Option<u16>,
@@ -246,7 +347,7 @@ impl Conn {
         Ok((Conn::new(spec)?, db.to_owned()))
     }
 
-    fn new(spec: &DatabaseSpec) -> Result<Conn, ShardError> {
+    pub(super) fn new(spec: &DatabaseSpec) -> Result<Conn, ShardError> {
         Ok(Conn {
             engine: spec.engine,
             host: spec.host.clone(),
@@ -257,7 +358,7 @@ impl Conn {
     }
 
     /// `host:port` for messages.
-    fn server(&self) -> String {
+    pub(super) fn server(&self) -> String {
         dump::server_of(self.host.as_deref(), self.port)
     }
 
@@ -270,7 +371,7 @@ impl Conn {
     }
 
     /// `tool` with the connection flags and the password in its environment.
-    fn command(&self, tool: &str) -> Command {
+    pub(super) fn command(&self, tool: &str) -> Command {
         let mut cmd = Command::new(tool);
         if let Some(host) = &self.host {
             cmd.arg("-h").arg(host).arg("--protocol=TCP");
@@ -301,7 +402,7 @@ impl Conn {
     }
 
     /// Runs `sql` with the client and returns its output; errors carry `what` and the server.
-    fn query(&self, tool: &str, sql: &str, what: &str) -> Result<String, ShardError> {
+    pub(super) fn query(&self, tool: &str, sql: &str, what: &str) -> Result<String, ShardError> {
         let mut cmd = self.client(tool);
         cmd.arg("-e").arg(sql);
         dump::run_capture(cmd).map_err(|e| self.explain(e, what))
@@ -439,8 +540,59 @@ impl Conn {
         Ok(())
     }
 
+    /// Fails permanently unless the server logs rows (`binlog_format=ROW`): statements could
+    /// not be replayed into a database under another name.
+    pub(super) fn require_row_format(&self, client: &str) -> Result<(), ShardError> {
+        let out = self.query(
+            client,
+            "SELECT @@GLOBAL.binlog_format, @@GLOBAL.log_bin",
+            "reading binlog_format",
+        )?;
+        let line = out.lines().next().unwrap_or_default();
+        let mut cols = line.split('\t');
+        let (format, log_bin) = (cols.next().unwrap_or_default(), cols.next());
+        if log_bin == Some("0") {
+            return Err(ShardError::permanent(format!(
+                "binary logging is off on {} (log_bin): point-in-time restore needs the binlog",
+                self.server()
+            )));
+        }
+        if !format.eq_ignore_ascii_case("ROW") {
+            return Err(ShardError::permanent(format!(
+                "binlog_format is {format} on {}: point-in-time restore needs binlog_format=ROW \
+                 (set it in the server's configuration)",
+                self.server()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The binlog file the server writes now (`SHOW MASTER STATUS`).
+    pub(super) fn current_binlog(&self, client: &str) -> Result<String, ShardError> {
+        let out = self.query(client, "SHOW MASTER STATUS", "reading the binlog position")?;
+        let file = out.split('\t').next().unwrap_or_default().trim().to_owned();
+        if !ferry_model::pitr::valid_file(&file) {
+            return Err(ShardError::permanent(format!(
+                "{} reports no binlog (SHOW MASTER STATUS: {:?}): is log_bin on?",
+                self.server(),
+                out.trim()
+            )));
+        }
+        Ok(file)
+    }
+
+    /// The binlog files the server still has (`SHOW BINARY LOGS`).
+    pub(super) fn binlogs(&self, client: &str) -> Result<Vec<String>, ShardError> {
+        let out = self.query(client, "SHOW BINARY LOGS", "listing the binlogs")?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split('\t').next())
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Drops `db` (after a failed restore that created it).
-    fn drop_database(&self, client: &str, db: &str) -> Result<(), ShardError> {
+    pub(super) fn drop_database(&self, client: &str, db: &str) -> Result<(), ShardError> {
         let sql = format!("DROP DATABASE IF EXISTS {}", ident(db));
         self.query(client, &sql, &format!("dropping database \"{db}\""))
             .map(drop)
@@ -480,7 +632,7 @@ impl Conn {
     }
 
     /// The client replaying a dump from stdin into `db`.
-    fn restore_command(&self, tool: &str, db: &str) -> Command {
+    pub(super) fn restore_command(&self, tool: &str, db: &str) -> Command {
         let mut cmd = self.command(tool);
         cmd.args([
             CONNECT_TIMEOUT,
@@ -495,7 +647,7 @@ impl Conn {
 
     /// Adds context to a tool's error, decides whether it is permanent, and makes sure the
     /// password is not in it.
-    fn explain(&self, e: ShardError, what: &str) -> ShardError {
+    pub(super) fn explain(&self, e: ShardError, what: &str) -> ShardError {
         let mut message = if what.is_empty() {
             e.message
         } else {
@@ -623,7 +775,7 @@ fn replay(
 
 /// The client's stderr from its last `ERROR` line on. Before that line it echoes the failing
 /// statement, which can be a row-laden INSERT: table data has no place in an error report.
-fn last_error(stderr: &[u8]) -> &[u8] {
+pub(super) fn last_error(stderr: &[u8]) -> &[u8] {
     let at = find_last(stderr, b"\nERROR ").map(|i| i + 1);
     match at {
         Some(i) => &stderr[i..],
@@ -661,6 +813,23 @@ mod tests {
             b"ERROR 1062 (23000) at line 9: Duplicate entry\n"
         );
         assert_eq!(last_error(b"ERROR 2002: x"), b"ERROR 2002: x");
+    }
+
+    #[test]
+    fn the_binlog_position_is_read_from_the_dump_head() {
+        let mut scan = HeadScan::default();
+        let head = b"/*M!999999\\- enable the sandbox mode */\n--\n-- CHANGE MASTER TO MASTER_LOG_FILE='binlog.000003', MASTER_LOG_POS=47011;\n\nCREATE TABLE";
+        for part in head.chunks(7) {
+            scan.feed(part);
+        }
+        assert_eq!(scan.found.as_deref(), Some("binlog.000003:47011"));
+        assert_eq!(
+            binlog_position(
+                "-- CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE='b.000001', SOURCE_LOG_POS=4;"
+            ),
+            Some("b.000001:4".to_owned())
+        );
+        assert_eq!(binlog_position("INSERT INTO t VALUES ('-- CHANGE')"), None);
     }
 
     #[test]

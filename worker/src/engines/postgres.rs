@@ -17,7 +17,7 @@
 //!   through arguments, errors or logs; `--no-password` makes a missing one fail instead of
 //!   prompting.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -37,24 +37,11 @@ const CONNECT_TIMEOUT_SECS: &str = "10";
 pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
     let (conn, db) = Conn::from_run(run)?;
     let (spec, _) = dump::named_database(run, "postgres")?;
-    let (with_roles, with_passwords) = (spec.roles, spec.role_passwords);
-    let options = {
+    let info = {
         let (conn, db) = (conn.clone(), db.clone());
-        blocking(move || {
-            let mut options = conn.database_options(&db)?;
-            if with_roles {
-                let globals = conn.role_definitions(&db, &options, with_passwords)?;
-                options.insert("globals".into(), Value::String(globals));
-            }
-            Ok(options)
-        })
-        .await?
-    };
-    let info = DumpInfo {
-        engine: "postgres".into(),
-        tool_version: run.tool_version("pg_dump"),
-        database: Some(db.clone()),
-        options,
+        let (roles, passwords, version) =
+            (spec.roles, spec.role_passwords, run.tool_version("pg_dump"));
+        blocking(move || conn.dump_info(&db, roles, passwords, version)).await?
     };
     let mut cmd = conn.command("pg_dump", &db);
     cmd.args(["--format=custom", "--compress=0"]);
@@ -63,108 +50,201 @@ pub async fn backup(run: &Run) -> Result<ShardOutcome, ShardError> {
         .map_err(|e| conn.explain(e, &format!("dumping database \"{db}\"")))
 }
 
-/// Restores the shard archive into the target database, creating it (or, with `--overwrite`,
-/// replacing it) first.
-pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
-    let (conn, db) = Conn::from_run(run)?;
-    let overwrite = run.task.overwrite;
-    let prepared = Arc::new(Mutex::new(Prepared::default()));
-    let notes = Arc::new(Mutex::new(Vec::new()));
-    let restored = {
-        let (conn, db, prepared, notes) =
-            (conn.clone(), db.clone(), prepared.clone(), notes.clone());
-        dump::restore_with(run, move |info, input| {
-            if info.engine != "postgres" {
-                return Err(ShardError::permanent(format!(
-                    "the archive holds a {} dump, not a postgres one",
-                    info.engine
-                )));
-            }
-            let target = conn.prepare_target(&db, info, overwrite)?;
-            *prepared.lock().unwrap_or_else(|e| e.into_inner()) = target;
-            let mut notes = notes.lock().unwrap_or_else(|e| e.into_inner());
-            let missing = conn.missing_roles(&db, info, &mut notes)?;
-            if missing.is_empty() {
-                let mut cmd = conn.command("pg_restore", &db);
-                cmd.args(["--no-owner", "--exit-on-error", "--single-transaction"]);
-                return dump::pipe_into(cmd, input, dump::everything);
-            }
-            // Grants to roles this server lacks would stop pg_restore: go through its script
-            // instead, leaving those grants out.
-            let mut script = Command::new(crate::tools::program("pg_restore"));
-            script.args(["--no-owner", "--file=-"]);
-            let mut psql = conn.command("psql", &db);
-            psql.args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "--single-transaction",
-                "-f",
-                "-",
-            ]);
-            let leave_out = missing.clone();
-            let (bytes, dropped) = dump::pipe_through(
-                script,
-                move |from, to| {
-                    let from = std::io::BufReader::with_capacity(64 << 10, from);
-                    pg_roles::drop_grants_to(from, std::io::BufWriter::new(to), &leave_out)
-                },
-                psql,
-                first_error,
-                input,
-            )?;
-            notes.push(format!(
-                "{dropped} privilege statement(s) left out: they name role(s) missing on {}: {} \
-                 (declare `roles: true` on the database to carry the roles with the backup)",
-                conn.location(),
-                missing.join(", ")
-            ));
-            Ok(bytes)
-        })
-        .await
+/// A physical base backup of the whole server (`Resource::PgBase`, for point-in-time restores):
+/// `pg_basebackup -D - -Ft -X fetch --checkpoint=fast`, its tar streamed through the dump
+/// archive like every dump. The WAL file that was current before it started is where the
+/// log continues after it: the outcome's `log_position` (`FILE:0`).
+pub async fn backup_base(run: &Run) -> Result<ShardOutcome, ShardError> {
+    let ferry_model::task::Resource::PgBase { spec } = &run.task.resource else {
+        return Err(ShardError::permanent("not a postgres-base shard"));
     };
-    let prepared = std::mem::take(&mut *prepared.lock().unwrap_or_else(|e| e.into_inner()));
-    let notes = std::mem::take(&mut *notes.lock().unwrap_or_else(|e| e.into_inner()));
-    match restored {
-        Ok(bytes) => {
-            // After the content: a setting such as default_transaction_read_only must not get
-            // in pg_restore's way.
-            let refused = {
-                let (conn, db) = (conn.clone(), db.clone());
-                blocking(move || Ok(conn.apply_properties(&db, prepared.properties))).await?
-            };
-            Ok(ShardOutcome {
-                source_bytes: bytes,
-                tool_version: Some(run.tool_version("pg_restore")).filter(|v| !v.is_empty()),
-                detail: notes
-                    .into_iter()
-                    .chain(refused)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                ..Default::default()
-            })
+    let conn = Conn::new(spec)?;
+    let db = spec
+        .databases
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "postgres".to_owned());
+    let start = {
+        let (conn, db) = (conn.clone(), db.clone());
+        blocking(move || {
+            conn.psql(
+                &db,
+                "SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn())",
+            )
+            .map_err(|e| conn.explain(e, "reading the current WAL file"))
+        })
+        .await?
+    };
+    let start = start.trim().to_owned();
+    if !ferry_model::pitr::valid_file(&start) {
+        return Err(ShardError::transient(format!(
+            "unexpected WAL file name {start:?} from {}",
+            conn.location()
+        )));
+    }
+    let mut options = Map::new();
+    options.insert("start_wal".into(), Value::String(start.clone()));
+    let info = DumpInfo {
+        engine: BASE_ENGINE.into(),
+        tool_version: run.tool_version("pg_basebackup"),
+        database: None,
+        options,
+    };
+    let mut cmd = conn.command("pg_basebackup", &db);
+    cmd.args(["-D", "-", "-Ft", "-X", "fetch", "--checkpoint=fast"]);
+    let mut outcome = dump::backup_from_command(run, cmd, info)
+        .await
+        .map_err(|e| conn.explain(e, "taking a base backup"))?;
+    outcome.log_position = Some(format!("{start}:0"));
+    Ok(outcome)
+}
+
+/// The engine a base archive's [`DumpInfo`] names.
+pub const BASE_ENGINE: &str = "postgres-base";
+
+/// Restores the shard archive into the target database, creating it (or, with `--overwrite`,
+/// replacing it) first. With `task.pitr`, recovers the server's base to the moment first and
+/// moves the database from there (`pitr.rs`).
+pub async fn restore(run: &Run) -> Result<ShardOutcome, ShardError> {
+    if let Some(p) = &run.task.pitr {
+        return super::pitr::restore_postgres(run, p).await;
+    }
+    let (conn, db) = Conn::from_run(run)?;
+    let loader = Loader::new(conn, db, run.task.overwrite);
+    let restored = {
+        let loader = loader.clone();
+        dump::restore_with(run, move |info, input| loader.load(info, input)).await
+    };
+    loader.finish(run, restored).await
+}
+
+/// Loads a pg_dump custom-format stream into the target database: the shared half of a
+/// restore from the shard's archive and of one from a recovered temporary server.
+#[derive(Clone)]
+pub(super) struct Loader {
+    conn: Conn,
+    db: String,
+    overwrite: bool,
+    prepared: Arc<Mutex<Prepared>>,
+    notes: Arc<Mutex<Vec<String>>>,
+}
+
+impl Loader {
+    /// Loads into database `db` of `conn`'s server.
+    pub(super) fn new(conn: Conn, db: String, overwrite: bool) -> Loader {
+        Loader {
+            conn,
+            db,
+            overwrite,
+            prepared: Arc::default(),
+            notes: Arc::default(),
         }
-        Err(e) => {
-            if prepared.fresh {
-                // The restore rolled back; leave no empty database behind that it created.
-                let (conn, target) = (conn.clone(), db.clone());
-                if let Err(err) = blocking(move || conn.drop_if_still_empty(&target)).await {
-                    tracing::warn!(
-                        database = %db,
-                        error = %err,
-                        "could not remove the database a failed restore created"
-                    );
+    }
+
+    /// Prepares the target as `info` describes the source and streams `input` (pg_dump's
+    /// custom format) into it with pg_restore. Returns the bytes read. Blocks.
+    pub(super) fn load(&self, info: &DumpInfo, input: &mut dyn Read) -> Result<u64, ShardError> {
+        let (conn, db) = (&self.conn, &self.db);
+        if info.engine != "postgres" {
+            return Err(ShardError::permanent(format!(
+                "the archive holds a {} dump, not a postgres one",
+                info.engine
+            )));
+        }
+        let target = conn.prepare_target(db, info, self.overwrite)?;
+        *self.prepared.lock().unwrap_or_else(|e| e.into_inner()) = target;
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        let missing = conn.missing_roles(db, info, &mut notes)?;
+        if missing.is_empty() {
+            let mut cmd = conn.command("pg_restore", db);
+            cmd.args(["--no-owner", "--exit-on-error", "--single-transaction"]);
+            return dump::pipe_into(cmd, input, dump::everything);
+        }
+        // Grants to roles this server lacks would stop pg_restore: go through its script
+        // instead, leaving those grants out.
+        let mut script = Command::new(crate::tools::program("pg_restore"));
+        script.args(["--no-owner", "--file=-"]);
+        let mut psql = conn.command("psql", db);
+        psql.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--single-transaction",
+            "-f",
+            "-",
+        ]);
+        let leave_out = missing.clone();
+        let (bytes, dropped) = dump::pipe_through(
+            script,
+            move |from, to| {
+                let from = std::io::BufReader::with_capacity(64 << 10, from);
+                pg_roles::drop_grants_to(from, std::io::BufWriter::new(to), &leave_out)
+            },
+            psql,
+            first_error,
+            input,
+        )?;
+        notes.push(format!(
+            "{dropped} privilege statement(s) left out: they name role(s) missing on {}: {} \
+             (declare `roles: true` on the database to carry the roles with the backup)",
+            conn.location(),
+            missing.join(", ")
+        ));
+        Ok(bytes)
+    }
+
+    /// After [`Loader::load`]: applies the source database's settings on success, removes a
+    /// database the failed attempt created, and words the outcome.
+    pub(super) async fn finish(
+        &self,
+        run: &Run,
+        restored: Result<u64, ShardError>,
+    ) -> Result<ShardOutcome, ShardError> {
+        let (conn, db) = (self.conn.clone(), self.db.clone());
+        let prepared =
+            std::mem::take(&mut *self.prepared.lock().unwrap_or_else(|e| e.into_inner()));
+        let notes = std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()));
+        match restored {
+            Ok(bytes) => {
+                // After the content: a setting such as default_transaction_read_only must not get
+                // in pg_restore's way.
+                let refused = {
+                    let (conn, db) = (conn.clone(), db.clone());
+                    blocking(move || Ok(conn.apply_properties(&db, prepared.properties))).await?
+                };
+                Ok(ShardOutcome {
+                    source_bytes: bytes,
+                    tool_version: Some(run.tool_version("pg_restore")).filter(|v| !v.is_empty()),
+                    detail: notes
+                        .into_iter()
+                        .chain(refused)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    ..Default::default()
+                })
+            }
+            Err(e) => {
+                if prepared.fresh {
+                    // The restore rolled back; leave no empty database behind that it created.
+                    let (conn, target) = (conn.clone(), db.clone());
+                    if let Err(err) = blocking(move || conn.drop_if_still_empty(&target)).await {
+                        tracing::warn!(
+                            database = %db,
+                            error = %err,
+                            "could not remove the database a failed restore created"
+                        );
+                    }
                 }
+                // Errors of the preparation carry their context already; pg_restore's do not.
+                if e.message.starts_with("pg_restore") {
+                    return Err(conn.explain(e, &format!("restoring into database \"{db}\"")));
+                }
+                Err(ShardError {
+                    permanent: e.permanent || is_permanent(&e.message),
+                    ..e
+                })
             }
-            // Errors of the preparation carry their context already; pg_restore's do not.
-            if e.message.starts_with("pg_restore") {
-                return Err(conn.explain(e, &format!("restoring into database \"{db}\"")));
-            }
-            Err(ShardError {
-                permanent: e.permanent || is_permanent(&e.message),
-                ..e
-            })
         }
     }
 }
@@ -198,7 +278,7 @@ async fn blocking<T: Send + 'static>(
 /// How to reach the server of a shard: the spec's host, port and user plus the resolved password.
 /// Deliberately not `Debug`: it holds the password.
 #[derive(Clone)]
-struct Conn {
+pub(super) struct Conn {
     host: Option<String>,
     port: Option<u16>,
     user: Option<String>,
@@ -217,7 +297,7 @@ impl Conn {
         Ok((Conn::new(spec)?, db.to_owned()))
     }
 
-    fn new(spec: &DatabaseSpec) -> Result<Conn, ShardError> {
+    pub(super) fn new(spec: &DatabaseSpec) -> Result<Conn, ShardError> {
         Ok(Conn {
             host: spec.host.clone(),
             port: spec.port,
@@ -227,13 +307,13 @@ impl Conn {
     }
 
     /// `host:port` for messages.
-    fn location(&self) -> String {
+    pub(super) fn location(&self) -> String {
         dump::server_of(self.host.as_deref(), self.port)
     }
 
     /// A libpq tool connected to `db`: connection flags, `--no-password`, and the password only
     /// in the environment.
-    fn command(&self, program: &str, db: &str) -> Command {
+    pub(super) fn command(&self, program: &str, db: &str) -> Command {
         let mut cmd = Command::new(crate::tools::program(program));
         if let Some(host) = &self.host {
             cmd.arg("-h").arg(host);
@@ -255,7 +335,7 @@ impl Conn {
     }
 
     /// Runs one SQL statement with psql in `db` and returns its unaligned, tuples-only output.
-    fn psql(&self, db: &str, sql: &str) -> Result<String, ShardError> {
+    pub(super) fn psql(&self, db: &str, sql: &str) -> Result<String, ShardError> {
         let mut cmd = self.command("psql", db);
         cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
         dump::run_capture(cmd)
@@ -304,13 +384,46 @@ impl Conn {
     }
 
     /// Adds context to an error, and makes it permanent when retrying cannot help.
-    fn explain(&self, e: ShardError, doing: &str) -> ShardError {
+    pub(super) fn explain(&self, e: ShardError, doing: &str) -> ShardError {
         if e == ShardError::cancelled() {
             return e;
         }
         ShardError {
             permanent: e.permanent || is_permanent(&e.message),
             message: format!("{doing} on {}: {}", self.location(), e.message),
+        }
+    }
+
+    /// What a dump of `db` records about its source: encoding, locale, settings, comment and
+    /// (with `roles`) the definitions of the roles its grants name.
+    pub(super) fn dump_info(
+        &self,
+        db: &str,
+        with_roles: bool,
+        with_passwords: bool,
+        tool_version: String,
+    ) -> Result<DumpInfo, ShardError> {
+        let mut options = self.database_options(db)?;
+        if with_roles {
+            let globals = self.role_definitions(db, &options, with_passwords)?;
+            options.insert("globals".into(), Value::String(globals));
+        }
+        Ok(DumpInfo {
+            engine: "postgres".into(),
+            tool_version,
+            database: Some(db.to_owned()),
+            options,
+        })
+    }
+
+    /// A connection to a server of this worker's own (a temporary recovery instance): its
+    /// socket directory and port, no password.
+    pub(super) fn local(socket_dir: &std::path::Path, port: u16, user: Option<String>) -> Conn {
+        Conn {
+            host: Some(socket_dir.to_string_lossy().into_owned()),
+            port: Some(port),
+            user,
+            password: None,
         }
     }
 
@@ -328,7 +441,7 @@ impl Conn {
     }
 
     /// The source database's encoding and locale, to create the restored one alike.
-    fn database_options(&self, db: &str) -> Result<Map<String, Value>, ShardError> {
+    pub(super) fn database_options(&self, db: &str) -> Result<Map<String, Value>, ShardError> {
         // Settings (ALTER DATABASE … SET) and the comment belong to the database, not to its
         // content, so pg_dump leaves them out without --create: carry them in DumpInfo.
         // to_jsonb(d) reads the locale-provider columns without naming them: they differ
@@ -480,7 +593,7 @@ impl Conn {
 
     /// `pg_dumpall --roles-only` (password hashes only when asked), cut down to the roles the
     /// database's privileges name (`roles` in `options`, see [`pg_roles`]).
-    fn role_definitions(
+    pub(super) fn role_definitions(
         &self,
         db: &str,
         options: &Map<String, Value>,

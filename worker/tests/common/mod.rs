@@ -49,16 +49,27 @@ pub fn task(op: ShardOp, resource: Resource, storage: &StorageLocation, key: &st
 
 /// Runs one task with the tools this machine has.
 pub async fn run(task: ShardTask) -> Result<ShardOutcome, ShardError> {
+    run_until(task, CancellationToken::new()).await
+}
+
+/// Runs one task until it ends or `cancel` fires (a log stream runs until then).
+pub async fn run_until(
+    task: ShardTask,
+    cancel: CancellationToken,
+) -> Result<ShardOutcome, ShardError> {
     let store = ferry_storage::open(&task.storage).expect("opening storage");
     let tools = ferry_worker::tools::detect().await;
     engines::run(Run {
         task,
         store,
         counters: Arc::new(Counters::default()),
-        cancel: CancellationToken::new(),
+        cancel,
         tools: Arc::new(tools),
         policy: Arc::new(ferry_worker::policy::Policy::default()),
         identities: Arc::new(ferry_crypto::seal::Identities::default()),
+        // One per test process: tests running at once must not share scratch space. Under the
+        // system temp dir (not a 0700 tempdir): a temporary PostgreSQL runs as `postgres`.
+        work_dir: std::env::temp_dir().join(format!("ferry-worker-tests-{}", std::process::id())),
     })
     .await
 }

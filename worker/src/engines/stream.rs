@@ -1,0 +1,593 @@
+//! Log streams (`ShardOp::Stream` on `Resource::LogStream`): a database server's log — PostgreSQL
+//! WAL, MariaDB/MySQL binlogs — followed with the server's own tool and archived as it grows, in
+//! chunks under the stream's prefix (`task.object_key`; key format in `ferry_model::pitr`).
+//!
+//! - **Where it resumes**: the chunks already under the prefix, cut into spans
+//!   (`pitr::spans`); archiving goes on from the end of the last one, so no byte is archived
+//!   twice by attempts that follow each other. A resumed tool re-reads the current file from its
+//!   start; only the bytes past that end are uploaded.
+//! - **PostgreSQL**: `pg_receivewal --synchronous --slot ferry_HASH --no-loop` into the stream's
+//!   work directory. The physical replication slot (created when missing, named after a hash of
+//!   the prefix) keeps the server's WAL until it was received; with `--synchronous` the slot's
+//!   `restart_lsn` is what pg_receivewal has flushed, and every second the bytes up to it are
+//!   uploaded (segment file name = the WAL file, offset = LSN mod 16 MiB). A resumed stream
+//!   puts an empty `SEGMENT.partial` in the directory, which makes pg_receivewal start at that
+//!   segment; a slot that no longer holds the segment (recreated, advanced) restarts at its own
+//!   position, and the hole shows as a gap in the recovery window.
+//! - **MariaDB/MySQL**: `binlog_format` must be ROW (a statement-based binlog cannot be replayed
+//!   into a database under another name). `mariadb-binlog --read-from-remote-server --raw
+//!   --stop-never` from the resumed file (else the server's current one, `SHOW MASTER STATUS`),
+//!   with a replica server id of its own (hash of the prefix, high range); every second the new
+//!   bytes of each file are uploaded. A file is complete once the next one exists.
+//! - The tool runs as a [`Supervised`] child: it dies with the worker, and stops when the
+//!   stream is cancelled (then the stream returns Ok) or fails (the tool exited: a transient
+//!   error, the controller retries). The work directory is removed on the way out.
+//! - Chunks are the log's raw bytes, streamed from the local file into storage (never whole in
+//!   memory); `RECEIVED_MS` is when the worker saw them in the local file, so every commit in a
+//!   chunk happened before it.
+//!
+//! Known limits: a chunk is not compressed nor encrypted; PostgreSQL bytes flushed but not yet
+//! uploaded when the worker dies are received again only while the server still holds their
+//! segment (the slot reserves from its `restart_lsn`, which may be past them).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ferry_model::app::{DatabaseSpec, Engine};
+use ferry_model::pitr::{self, Chunk, Position};
+use ferry_model::task::{Resource, ShardOutcome};
+use ferry_storage::{BoxReader, ObjectStore};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::sync::CancellationToken;
+
+use super::process::Supervised;
+use super::{Run, ShardError, mariadb, postgres};
+
+/// How often new bytes are looked for and uploaded.
+const TICK: Duration = Duration::from_secs(1);
+/// A WAL segment's size: the only one streams support (file names and successors assume it).
+pub const WAL_SEGMENT: u64 = 16 << 20;
+
+/// Follows the server's log and archives it until cancelled.
+pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
+    let Resource::LogStream { spec } = &run.task.resource else {
+        return Err(ShardError::permanent("only a log-stream shard is streamed"));
+    };
+    let prefix = run.task.object_key.clone();
+    if !prefix.ends_with('/') {
+        return Err(ShardError::permanent(format!(
+            "a stream's key must be a prefix ending in '/', not {prefix:?}"
+        )));
+    }
+    let chunks = list_chunks(&*run.store, &prefix).await?;
+    let resume = pitr::spans(&chunks).last().map(|s| s.end.clone());
+    let dir = WorkDir::create(
+        &run.work_dir,
+        &format!("stream-{}-{}", short_hash(&prefix), run.task.attempt),
+    )?;
+    let mut source = match spec.engine {
+        Engine::Postgres => Source::Pg(PgSource::start(spec, &prefix, resume, &dir.0).await?),
+        Engine::Mariadb | Engine::Mysql => {
+            Source::Maria(MariaSource::start(run, spec, &prefix, resume, &dir.0).await?)
+        }
+        Engine::Redis => {
+            return Err(ShardError::permanent("Redis has no log to stream"));
+        }
+    };
+    tracing::info!(stream = %prefix, from = %source.cursor(), "log stream started");
+    let mut archived = 0u64;
+    loop {
+        tokio::select! {
+            _ = run.cancel.cancelled() => break,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        if let Some(status) = source.child().exited() {
+            return Err(ShardError::transient(format!(
+                "{} exited ({status}): {}",
+                source.child().name(),
+                stderr_tail(&dir.0)
+            )));
+        }
+        let ready = source.ready().await?;
+        let received_ms = now_ms();
+        for (file, end, complete) in ready {
+            let cursor = source.cursor().clone();
+            debug_assert_eq!(cursor.file, file);
+            if end > cursor.offset {
+                let key = Chunk::key_for(
+                    &prefix,
+                    &file,
+                    cursor.offset,
+                    end,
+                    received_ms,
+                    run.task.attempt,
+                );
+                let path = source.local_file(&file)?;
+                match upload(&*run.store, &key, &path, cursor.offset, end, &run.cancel).await {
+                    Err(e) if run.cancel.is_cancelled() => {
+                        tracing::debug!(error = %e, "upload stopped by the cancellation");
+                        break;
+                    }
+                    other => other?,
+                }
+                archived += end - cursor.offset;
+                run.counters
+                    .done
+                    .fetch_add(end - cursor.offset, Ordering::Relaxed);
+            }
+            source.set_cursor(Position {
+                file: file.clone(),
+                offset: end.max(cursor.offset),
+            });
+            if complete {
+                // Every byte of it is archived: the next file starts at 0.
+                let _ = std::fs::remove_file(source.local_file(&file)?);
+                let next = pitr::successor(&file).ok_or_else(|| {
+                    ShardError::permanent(format!("no log file follows {file:?}"))
+                })?;
+                source.set_cursor(Position {
+                    file: next,
+                    offset: 0,
+                });
+            }
+        }
+    }
+    let end = source.cursor().clone();
+    drop(source); // stops the tool before its directory goes
+    drop(dir);
+    Ok(ShardOutcome {
+        source_bytes: archived,
+        detail: format!("archived {archived} byte(s); the log is archived up to {end}"),
+        log_position: Some(end.to_string()),
+        ..Default::default()
+    })
+}
+
+/// The chunks under a stream's prefix (stray objects ignored).
+pub async fn list_chunks(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Chunk>, ShardError> {
+    let objects = store
+        .list(prefix)
+        .await
+        .map_err(|e| ShardError::transient(format!("storage: listing {prefix}: {e}")))?;
+    Ok(objects
+        .iter()
+        .filter_map(|o| Chunk::parse(prefix, &o.key))
+        .collect())
+}
+
+/// Uploads bytes `offset..end` of a local file as one chunk object, streaming.
+async fn upload(
+    store: &dyn ObjectStore,
+    key: &str,
+    path: &Path,
+    offset: u64,
+    end: u64,
+    cancel: &CancellationToken,
+) -> Result<(), ShardError> {
+    let io = |e: std::io::Error| ShardError::transient(format!("reading {}: {e}", path.display()));
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(io)?;
+    let body: BoxReader = Box::pin(file.take(end - offset));
+    let n = store
+        .put(key, body, cancel)
+        .await
+        .map_err(|e| ShardError::transient(format!("storage: {e}")))?;
+    if n != end - offset {
+        // put only commits a clean end, so a short file leaves a short chunk: say so.
+        return Err(ShardError::transient(format!(
+            "{} held {n} byte(s) from {offset}, not {}",
+            path.display(),
+            end - offset
+        )));
+    }
+    Ok(())
+}
+
+/// The following tool of either engine.
+enum Source {
+    Pg(PgSource),
+    Maria(MariaSource),
+}
+
+impl Source {
+    fn child(&self) -> &Supervised {
+        match self {
+            Source::Pg(s) => &s.child,
+            Source::Maria(s) => &s.child,
+        }
+    }
+
+    fn cursor(&self) -> &Position {
+        match self {
+            Source::Pg(s) => &s.cursor,
+            Source::Maria(s) => &s.cursor,
+        }
+    }
+
+    fn set_cursor(&mut self, to: Position) {
+        match self {
+            Source::Pg(s) => s.cursor = to,
+            Source::Maria(s) => s.cursor = to,
+        }
+    }
+
+    /// The files that may be archived now, from the cursor's on: each with the end of what may
+    /// be taken and whether the file is complete.
+    async fn ready(&self) -> Result<Vec<(String, u64, bool)>, ShardError> {
+        match self {
+            Source::Pg(s) => s.ready().await,
+            Source::Maria(s) => Ok(s.ready()),
+        }
+    }
+
+    /// Where the tool keeps `file`.
+    fn local_file(&self, file: &str) -> Result<PathBuf, ShardError> {
+        match self {
+            Source::Pg(s) => Ok(s.local_file(file)),
+            Source::Maria(s) => Ok(s.dir.join(file)),
+        }
+    }
+}
+
+/// `pg_receivewal` with its slot.
+struct PgSource {
+    child: Supervised,
+    conn: postgres::Conn,
+    db: String,
+    slot: String,
+    timeline: String,
+    dir: PathBuf,
+    cursor: Position,
+}
+
+impl PgSource {
+    async fn start(
+        spec: &DatabaseSpec,
+        prefix: &str,
+        resume: Option<Position>,
+        dir: &Path,
+    ) -> Result<PgSource, ShardError> {
+        let conn = postgres::Conn::new(spec)?;
+        let db = spec
+            .databases
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "postgres".to_owned());
+        let slot = format!("ferry_{}", short_hash(prefix));
+        let (restart_lsn, timeline) = {
+            let (conn, db, slot) = (conn.clone(), db.clone(), slot.clone());
+            blocking(move || {
+                let size = conn.psql(
+                    &db,
+                    "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'",
+                )?;
+                if size.trim() != WAL_SEGMENT.to_string() {
+                    return Err(ShardError::permanent(format!(
+                        "wal_segment_size is {} bytes on {}: streams support 16 MiB segments only",
+                        size.trim(),
+                        conn.location()
+                    )));
+                }
+                let sql = format!(
+                    "SELECT restart_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = '{slot}'"
+                );
+                let mut lsn = conn.psql(&db, &sql)?;
+                if lsn.trim().is_empty() {
+                    let create = format!(
+                        "SELECT lsn FROM pg_catalog.pg_create_physical_replication_slot('{slot}', true)"
+                    );
+                    lsn = conn.psql(&db, &create).map_err(|e| {
+                        conn.explain(e, &format!("creating replication slot {slot}"))
+                    })?;
+                    tracing::info!(slot = %slot, "created the stream's replication slot");
+                }
+                let timeline =
+                    conn.psql(&db, "SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()")?;
+                Ok((lsn.trim().to_owned(), timeline.trim().to_owned()))
+            })
+            .await?
+        };
+        let restart = parse_lsn(&restart_lsn).ok_or_else(|| {
+            ShardError::transient(format!(
+                "slot {slot}: unexpected restart_lsn {restart_lsn:?}"
+            ))
+        })?;
+        let timeline: u32 = timeline
+            .parse()
+            .map_err(|_| ShardError::transient(format!("unexpected timeline {timeline:?}")))?;
+        let timeline = format!("{timeline:08X}");
+        let held = wal_file(&timeline, restart / WAL_SEGMENT);
+        let cursor = match resume {
+            Some(pos) if segment_number(&pos.file).is_some_and(|n| n >= restart / WAL_SEGMENT) => {
+                // An empty segment of the right size makes pg_receivewal start there.
+                let seed = std::fs::File::create(dir.join(format!("{}.partial", pos.file)))
+                    .and_then(|f| f.set_len(WAL_SEGMENT))
+                    .map_err(|e| ShardError::transient(format!("preparing {dir:?}: {e}")));
+                seed?;
+                pos
+            }
+            Some(pos) => {
+                tracing::warn!(
+                    slot = %slot,
+                    archived_to = %pos,
+                    slot_holds_from = %held,
+                    "the slot no longer holds the WAL after what is archived: the stream has a gap"
+                );
+                Position {
+                    file: held,
+                    offset: 0,
+                }
+            }
+            None => Position {
+                file: held,
+                offset: 0,
+            },
+        };
+        let mut cmd = conn.command("pg_receivewal", &db);
+        cmd.arg("-D")
+            .arg(dir)
+            .args(["--slot", &slot, "--synchronous", "--no-loop"]);
+        let child = spawn_logged(cmd, dir, libc::SIGINT)?;
+        Ok(PgSource {
+            child,
+            conn,
+            db,
+            slot,
+            timeline,
+            dir: dir.to_owned(),
+            cursor,
+        })
+    }
+
+    /// Up to the slot's restart_lsn: what pg_receivewal has flushed.
+    async fn ready(&self) -> Result<Vec<(String, u64, bool)>, ShardError> {
+        let (conn, db) = (self.conn.clone(), self.db.clone());
+        let sql = format!(
+            "SELECT restart_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = '{}'",
+            self.slot
+        );
+        let out = blocking(move || conn.psql(&db, &sql)).await?;
+        let Some(flushed) = parse_lsn(out.trim()) else {
+            return Err(ShardError::transient(format!(
+                "replication slot {} is gone (or has no restart_lsn: {:?})",
+                self.slot,
+                out.trim()
+            )));
+        };
+        let mut out = Vec::new();
+        let mut file = self.cursor.file.clone();
+        let mut segment = segment_number(&file)
+            .ok_or_else(|| ShardError::permanent(format!("not a WAL file name: {file:?}")))?;
+        while segment < flushed / WAL_SEGMENT {
+            out.push((file.clone(), WAL_SEGMENT, true));
+            segment += 1;
+            file = wal_file(&self.timeline, segment);
+        }
+        out.push((file, flushed % WAL_SEGMENT, false));
+        Ok(out)
+    }
+
+    /// pg_receivewal renames `SEGMENT.partial` to `SEGMENT` when it is complete.
+    fn local_file(&self, file: &str) -> PathBuf {
+        let done = self.dir.join(file);
+        if done.exists() {
+            return done;
+        }
+        let partial = self.dir.join(format!("{file}.partial"));
+        if partial.exists() {
+            return partial;
+        }
+        // Renamed between the two looks.
+        done
+    }
+}
+
+/// `mariadb-binlog --read-from-remote-server --raw --stop-never`.
+struct MariaSource {
+    child: Supervised,
+    dir: PathBuf,
+    cursor: Position,
+}
+
+impl MariaSource {
+    async fn start(
+        run: &Run,
+        spec: &DatabaseSpec,
+        prefix: &str,
+        resume: Option<Position>,
+        dir: &Path,
+    ) -> Result<MariaSource, ShardError> {
+        let conn = mariadb::Conn::new(spec)?;
+        let client = mariadb::pick(run, mariadb::CLIENT_TOOLS)?;
+        let tool = mariadb::pick(run, &["mariadb-binlog", "mysqlbinlog"])?;
+        let first = {
+            let conn = conn.clone();
+            blocking(move || {
+                conn.require_row_format(client)?;
+                let current = conn.current_binlog(client)?;
+                let listed = conn.binlogs(client)?;
+                Ok(match resume {
+                    Some(pos) if listed.contains(&pos.file) => pos,
+                    Some(pos) => {
+                        // Purged before it was archived: go on from what the server still has.
+                        let next = listed
+                            .into_iter()
+                            .find(|f| f > &pos.file)
+                            .unwrap_or(current);
+                        tracing::warn!(archived_to = %pos, from = %next,
+                            "the server no longer has the binlog after what is archived: the stream has a gap");
+                        Position {
+                            file: next,
+                            offset: 0,
+                        }
+                    }
+                    None => Position {
+                        file: current,
+                        offset: 0,
+                    },
+                })
+            })
+            .await?
+        };
+        let mut cmd = conn.command(tool);
+        let mut result_file = dir.as_os_str().to_owned();
+        result_file.push("/");
+        cmd.args([
+            "--read-from-remote-server",
+            "--raw",
+            "--stop-never",
+            &format!("--stop-never-slave-server-id={}", server_id(prefix)),
+        ])
+        .arg({
+            let mut flag = std::ffi::OsString::from("--result-file=");
+            flag.push(&result_file);
+            flag
+        })
+        .arg(&first.file);
+        let child = spawn_logged(cmd, dir, libc::SIGTERM)?;
+        Ok(MariaSource {
+            child,
+            dir: dir.to_owned(),
+            cursor: first,
+        })
+    }
+
+    /// Each file's size; a file is complete once the next one exists (the tool writes one
+    /// event at a time and opens the next file after the last event of the previous one).
+    fn ready(&self) -> Vec<(String, u64, bool)> {
+        let mut out = Vec::new();
+        let mut file = self.cursor.file.clone();
+        loop {
+            let next = pitr::successor(&file);
+            let complete = next.as_ref().is_some_and(|n| self.dir.join(n).exists());
+            let Ok(meta) = std::fs::metadata(self.dir.join(&file)) else {
+                break; // not received yet
+            };
+            out.push((file.clone(), meta.len(), complete));
+            match next {
+                Some(n) if complete => file = n,
+                _ => break,
+            }
+        }
+        out
+    }
+}
+
+/// Starts a streaming tool with its stderr in `DIR/stderr.log`.
+fn spawn_logged(mut cmd: Command, dir: &Path, stop_signal: i32) -> Result<Supervised, ShardError> {
+    let log = std::fs::File::create(dir.join("stderr.log"))
+        .map_err(|e| ShardError::transient(format!("creating a log in {dir:?}: {e}")))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    Supervised::spawn(cmd, stop_signal)
+}
+
+/// The last lines of a streaming tool's stderr.
+fn stderr_tail(dir: &Path) -> String {
+    let text = std::fs::read(dir.join("stderr.log")).unwrap_or_default();
+    crate::executor::tail(&text[text.len().saturating_sub(4096)..])
+}
+
+/// A directory of the work dir, removed (with what is in it) when dropped.
+pub struct WorkDir(pub PathBuf);
+
+impl WorkDir {
+    /// `WORK_DIR/NAME`, emptied first (a crashed attempt's leftovers), absolute.
+    pub fn create(work_dir: &Path, name: &str) -> Result<WorkDir, ShardError> {
+        let dir = std::path::absolute(work_dir.join(name))
+            .map_err(|e| ShardError::transient(format!("work dir {work_dir:?}: {e}")))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ShardError::transient(format!("creating {dir:?}: {e}")))?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.0.display(), error = %e, "could not remove a work directory");
+        }
+    }
+}
+
+/// 16 hex digits of the SHA-256 of `text`: stable names (slots, directories) from a prefix.
+pub fn short_hash(text: &str) -> String {
+    hex::encode(&Sha256::digest(text.as_bytes())[..8])
+}
+
+/// A replica server id of the stream's own, stable across attempts (a second reader with the
+/// same id would make the server drop the first), in a range real replicas rarely use.
+fn server_id(prefix: &str) -> u32 {
+    let digest = Sha256::digest(prefix.as_bytes());
+    let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    2_000_000_000 + n % 2_000_000_000
+}
+
+/// `16/B374D848` → the LSN as a number.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// The WAL file of segment number `segment` (16 MiB segments) on `timeline` (8 hex digits).
+pub fn wal_file(timeline: &str, segment: u64) -> String {
+    format!("{timeline}{:08X}{:08X}", segment >> 8, segment & 0xFF)
+}
+
+/// The segment number of a WAL file name.
+pub fn segment_number(file: &str) -> Option<u64> {
+    if file.len() != 24 {
+        return None;
+    }
+    let log = u64::from_str_radix(file.get(8..16)?, 16).ok()?;
+    let seg = u64::from_str_radix(file.get(16..24)?, 16).ok()?;
+    Some((log << 8) | seg)
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs short blocking work (client calls) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ShardError> + Send + 'static,
+) -> Result<T, ShardError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ShardError::transient(format!("stream helper thread failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_names_and_lsns() {
+        assert_eq!(parse_lsn("0/1511B00"), Some(0x1511B00));
+        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
+        assert_eq!(parse_lsn(""), None);
+        let seg = 0x1511B00 / WAL_SEGMENT;
+        assert_eq!(wal_file("00000001", seg), "000000010000000000000001");
+        assert_eq!(wal_file("00000001", 0x100), "000000010000000100000000");
+        assert_eq!(segment_number("000000010000000100000000"), Some(0x100));
+        assert_eq!(
+            pitr::successor(&wal_file("00000001", 0xFF)).unwrap(),
+            wal_file("00000001", 0x100)
+        );
+        assert!(server_id("a/") >= 2_000_000_000);
+        assert_eq!(short_hash("x").len(), 16);
+    }
+}
