@@ -58,6 +58,7 @@ fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
         c.add_worker_with("local", "n1", 2, &[]),
         c.add_worker_with("local", "n2", 2, &[]),
     ];
+    c.add_local_storage("archive", "local");
     let pg = PgServer::start();
     let my = MariaServer::start();
     let me = sh("id", &["-un"]).trim().to_owned();
