@@ -327,6 +327,11 @@ async fn mariadb_restore_to_a_moment_holds_exactly_the_rows_written_before_it() 
         .log_position
         .clone()
         .expect("the dump's binlog position");
+    let rows_after_dump: usize = server
+        .sql("SELECT COUNT(*) FROM shop.t")
+        .trim()
+        .parse()
+        .unwrap();
     // The replay spans two binlog files.
     server.sql("FLUSH BINARY LOGS");
 
@@ -399,9 +404,10 @@ async fn mariadb_restore_to_a_moment_holds_exactly_the_rows_written_before_it() 
         restored, expected,
         "exactly the rows written before the moment"
     );
+    assert_eq!(restored.lines().count(), 40, "every row before the pause");
     assert!(
-        restored.lines().count() > 20,
-        "the replay added rows to the dump's: {restored}"
+        rows_after_dump < 40,
+        "the dump ({rows_after_dump} rows) was taken before the moment: the replay added rows"
     );
     assert_eq!(outcome.reached_ms, Some(at_ms));
     assert!(outcome.detail.starts_with("reached "), "{}", outcome.detail);

@@ -264,12 +264,13 @@ fn extract_base(info: &DumpInfo, input: &mut dyn Read, data: &Path) -> Result<u6
         )));
     }
     let mut counted = Counted { inner: input, n: 0 };
-    let mut archive = tar::Archive::new(&mut counted);
-    archive.set_preserve_permissions(true);
-    archive
-        .unpack(data)
-        .map_err(|e| ShardError::transient(format!("extracting the base backup: {e}")))?;
-    drop(archive);
+    {
+        let mut archive = tar::Archive::new(&mut counted);
+        archive.set_preserve_permissions(true);
+        archive
+            .unpack(data)
+            .map_err(|e| ShardError::transient(format!("extracting the base backup: {e}")))?;
+    }
     // The tar's end padding: the dump reader wants everything read.
     std::io::copy(&mut counted, &mut std::io::sink())
         .map_err(|e| ShardError::transient(format!("reading the base backup: {e}")))?;

@@ -363,6 +363,10 @@ impl PgSource {
         let mut file = self.cursor.file.clone();
         let mut segment = segment_number(&file)
             .ok_or_else(|| ShardError::permanent(format!("not a WAL file name: {file:?}")))?;
+        if flushed / WAL_SEGMENT < segment {
+            // A resumed pg_receivewal re-receiving what is archived already.
+            return Ok(out);
+        }
         while segment < flushed / WAL_SEGMENT {
             out.push((file.clone(), WAL_SEGMENT, true));
             segment += 1;
