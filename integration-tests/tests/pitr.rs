@@ -6,6 +6,7 @@
 //! after the kill, into a copy beside the original, holds exactly the rows committed before that
 //! moment in both databases (one restore job), and the volume as the backup before it had it.
 //! Moments outside the recovery window fail before anything is written, naming the window.
+//! The location is encrypted: the archived log, like every archive, holds no plaintext.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,6 +34,36 @@ fn rfc3339(ms: i64) -> String {
     ferry_model::pitr::format_ms(ms)
 }
 
+const MARKER: &str = "FERRY-PITR-PLAINTEXT-4b7d";
+
+/// `age-keygen -o FILE`; returns the file and its public recipient.
+fn age_key(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let file = dir.join("location.key");
+    sh("age-keygen", &["-o", file.to_str().unwrap()]);
+    let recipient = sh("age-keygen", &["-y", file.to_str().unwrap()])
+        .trim()
+        .to_owned();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    (file, recipient)
+}
+
+/// Every file under `dir`, recursively.
+fn all_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// The pid of the process whose command line contains every one of `words`, if one runs.
 fn find_process(words: &[&str]) -> Option<(i32, i32)> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -54,22 +85,36 @@ fn find_process(words: &[&str]) -> Option<(i32, i32)> {
 #[test]
 fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
     let mut c = Cluster::start(&["--no-embedded-worker"]);
+    let (identity, recipient) = age_key(c.path());
+    let identity = identity.to_str().unwrap().to_owned();
     let workers = [
-        c.add_worker_with("local", "n1", 2, &[]),
-        c.add_worker_with("local", "n2", 2, &[]),
+        c.add_worker_args("local", "n1", 2, &[], &["--identity-file", &identity]),
+        c.add_worker_args("local", "n2", 2, &[], &["--identity-file", &identity]),
     ];
-    c.add_local_storage("archive", "local");
+    let archive = c.path().join("archive");
+    c.ferry(&[
+        "storage",
+        "add",
+        "archive",
+        "--local",
+        archive.to_str().unwrap(),
+        "--cluster",
+        "local",
+        "--encrypt-to",
+        &recipient,
+    ])
+    .expect_code(0);
     let pg = PgServer::start();
     let my = MariaServer::start();
     let me = sh("id", &["-un"]).trim().to_owned();
     pg.psql("postgres", "CREATE DATABASE shop");
     pg.psql(
         "shop",
-        "CREATE TABLE t (id serial PRIMARY KEY, n int NOT NULL, ts timestamptz NOT NULL DEFAULT clock_timestamp())",
+        &format!("CREATE TABLE t (id serial PRIMARY KEY, n int NOT NULL, ts timestamptz NOT NULL DEFAULT clock_timestamp(), note text NOT NULL DEFAULT '{MARKER}')"),
     );
     my.sql("CREATE DATABASE shop");
     my.sql(
-        "CREATE TABLE shop.t (id int AUTO_INCREMENT PRIMARY KEY, n int NOT NULL, ts datetime(6) NOT NULL DEFAULT now(6))",
+        &format!("CREATE TABLE shop.t (id int AUTO_INCREMENT PRIMARY KEY, n int NOT NULL, ts datetime(6) NOT NULL DEFAULT now(6), note varchar(64) NOT NULL DEFAULT '{MARKER}')"),
     );
     let files = c.path().join("srv/files");
     std::fs::create_dir_all(&files).unwrap();
@@ -323,6 +368,31 @@ fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
         future.stderr.contains("recovery window"),
         "{}",
         future.stderr
+    );
+    // Encrypted at rest: every log chunk is an age file, and no file of the location holds a
+    // row's plaintext.
+    let logs = archive.join("teams/default/apps/shop/logs");
+    let mut chunks = 0;
+    for file in all_files(&archive) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+            "{} holds plaintext",
+            file.display()
+        );
+        if file.starts_with(&logs) {
+            chunks += 1;
+            assert!(
+                file.to_string_lossy().ends_with(".age"),
+                "{}",
+                file.display()
+            );
+        }
+    }
+    assert!(
+        chunks > 10,
+        "only {chunks} log chunks under {}",
+        logs.display()
     );
     let databases = pg.psql("postgres", "SELECT datname FROM pg_database");
     assert!(!databases.contains("shop_early") && !databases.contains("shop_late"));

@@ -13,7 +13,15 @@
 //! when the worker had received them (so every commit in the chunk happened at or before it),
 //! `ATTEMPT` the stream shard's attempt that wrote it. Chunks are never rewritten: a stream that
 //! resumes on another worker lists what is there and archives from the end of it; two attempts
-//! that overlap hold the same bytes of the same file, and readers take each byte once.
+//! that overlap hold the same bytes of the same file, and readers take each byte once. In an
+//! encrypted location a chunk is an age file to the location's recipients, its key ending in
+//! `.age` ([`SEALED_SUFFIX`]); a chunk holds at most [`MAX_CHUNK`] bytes of log.
+
+/// The most log bytes one chunk holds (bounds what a sealed chunk needs in memory).
+pub const MAX_CHUNK: u64 = 8 << 20;
+
+/// The suffix of a chunk encrypted to its location's recipients.
+pub const SEALED_SUFFIX: &str = ".age";
 
 use std::collections::BTreeMap;
 
@@ -95,6 +103,7 @@ impl Chunk {
         if !valid_file(file) {
             return None;
         }
+        let name = name.strip_suffix(SEALED_SUFFIX).unwrap_or(name);
         let mut parts = name.split('.');
         let range = parts.next()?;
         let received_ms: i64 = parts.next()?.parse().ok()?;
@@ -392,6 +401,9 @@ mod tests {
         );
         let c = Chunk::parse(P, &key).unwrap();
         assert_eq!((c.offset, c.end, c.received_ms), (4, 900, 1_700_000));
+        let sealed = Chunk::parse(P, &format!("{key}{SEALED_SUFFIX}")).unwrap();
+        assert_eq!((sealed.offset, sealed.end), (4, 900));
+        assert!(sealed.key.ends_with(".age"));
         for stray in [
             "teams/t/apps/a/logs/c.db/x/notes.txt",
             "teams/t/apps/a/logs/c.db/../0-1.1.1",

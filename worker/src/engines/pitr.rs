@@ -129,6 +129,9 @@ async fn assemble(
             .await
             .map_err(|e| ShardError::transient(format!("storage: {e}")))?;
         let read = |e: std::io::Error| ShardError::transient(format!("reading {}: {e}", piece.key));
+        if piece.key.ends_with(pitr::SEALED_SUFFIX) {
+            body = open_sealed(run, &piece.key, body).await?;
+        }
         let skipped = tokio::io::copy(&mut (&mut body).take(piece.skip), &mut tokio::io::sink())
             .await
             .map_err(read)?;
@@ -151,6 +154,35 @@ async fn assemble(
             .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(files)
+}
+
+/// The plaintext of an encrypted log chunk (at most `pitr::MAX_CHUNK` bytes, so it is read
+/// whole), opened with this worker's `--identity-file`.
+async fn open_sealed(
+    run: &Run,
+    key: &str,
+    mut body: ferry_storage::BoxReader,
+) -> Result<ferry_storage::BoxReader, ShardError> {
+    let mut sealed = Vec::new();
+    (&mut body)
+        .take(pitr::MAX_CHUNK + (1 << 20))
+        .read_to_end(&mut sealed)
+        .await
+        .map_err(|e| ShardError::transient(format!("reading {key}: {e}")))?;
+    if run.identities.is_empty() {
+        return Err(ShardError::permanent(format!(
+            "log chunk {key} is encrypted: give this worker the location's identity with \
+             --identity-file"
+        )));
+    }
+    let mut plain = Vec::new();
+    run.identities
+        .decrypt(&sealed[..], key)
+        .map_err(|e| ShardError::permanent(e.to_string()))?
+        .take(pitr::MAX_CHUNK)
+        .read_to_end(&mut plain)
+        .map_err(|e| ShardError::permanent(format!("decrypting {key}: {e}")))?;
+    Ok(Box::pin(std::io::Cursor::new(plain)))
 }
 
 /// A unique directory name for this attempt's restore.

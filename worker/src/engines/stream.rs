@@ -26,7 +26,10 @@
 //!   memory); `RECEIVED_MS` is when the worker saw them in the local file, so every commit in a
 //!   chunk happened before it.
 //!
-//! Known limits: a chunk is not compressed nor encrypted; PostgreSQL bytes flushed but not yet
+//! - In an encrypted location (`encrypt_to`) each chunk is an age file to the location's
+//!   recipients (`….age`); a restore opens it with `--identity-file`.
+//!
+//! Known limits: a chunk is not compressed; PostgreSQL bytes flushed but not yet
 //! uploaded when the worker dies are received again only while the server still holds their
 //! segment (the slot reserves from its `restart_lsn`, which may be past them).
 
@@ -79,11 +82,18 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
     };
     tracing::info!(stream = %prefix, from = %source.cursor(), "log stream started");
     let mut archived = 0u64;
+    // Set when a tick left bytes behind (a chunk is at most MAX_CHUNK): go on without a pause.
+    let mut behind = false;
     loop {
-        tokio::select! {
-            _ = run.cancel.cancelled() => break,
-            _ = tokio::time::sleep(TICK) => {}
+        if !behind {
+            tokio::select! {
+                _ = run.cancel.cancelled() => break,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        } else if run.cancel.is_cancelled() {
+            break;
         }
+        behind = false;
         if let Some(status) = source.child().exited() {
             return Err(ShardError::transient(format!(
                 "{} exited ({status}): {}",
@@ -96,8 +106,16 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
         for (file, end, complete) in ready {
             let cursor = source.cursor().clone();
             debug_assert_eq!(cursor.file, file);
+            // At most MAX_CHUNK bytes a chunk (the rest goes at the next tick); a file is
+            // complete only once every byte of it went.
+            let capped = end > cursor.offset + pitr::MAX_CHUNK;
+            let (end, complete) = if capped {
+                (cursor.offset + pitr::MAX_CHUNK, false)
+            } else {
+                (end, complete)
+            };
             if end > cursor.offset {
-                let key = Chunk::key_for(
+                let mut key = Chunk::key_for(
                     &prefix,
                     &file,
                     cursor.offset,
@@ -105,8 +123,13 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
                     received_ms,
                     run.task.attempt,
                 );
+                let recipients = &run.task.storage.encrypt_to;
+                if !recipients.is_empty() {
+                    key.push_str(pitr::SEALED_SUFFIX);
+                }
                 let path = source.local_file(&file)?;
-                match upload(&*run.store, &key, &path, cursor.offset, end, &run.cancel).await {
+                let range = (cursor.offset, end);
+                match upload(&*run.store, &key, &path, range, recipients, &run.cancel).await {
                     Err(e) if run.cancel.is_cancelled() => {
                         tracing::debug!(error = %e, "upload stopped by the cancellation");
                         break;
@@ -122,6 +145,11 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
                 file: file.clone(),
                 offset: end.max(cursor.offset),
             });
+            if capped {
+                // The rest of this file (and the files after it) right away.
+                behind = true;
+                break;
+            }
             if complete {
                 // Every byte of it is archived: the next file starts at 0.
                 let _ = std::fs::remove_file(source.local_file(&file)?);
@@ -158,13 +186,15 @@ pub async fn list_chunks(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Ch
         .collect())
 }
 
-/// Uploads bytes `offset..end` of a local file as one chunk object, streaming.
+/// Uploads bytes `offset..end` of a local file as one chunk object: streamed as they are, or,
+/// for an encrypted location (`recipients`), encrypted to its recipients (a chunk holds at most
+/// `pitr::MAX_CHUNK` bytes, so this stays bounded).
 async fn upload(
     store: &dyn ObjectStore,
     key: &str,
     path: &Path,
-    offset: u64,
-    end: u64,
+    (offset, end): (u64, u64),
+    recipients: &[String],
     cancel: &CancellationToken,
 ) -> Result<(), ShardError> {
     let io = |e: std::io::Error| ShardError::transient(format!("reading {}: {e}", path.display()));
@@ -172,12 +202,33 @@ async fn upload(
     file.seek(std::io::SeekFrom::Start(offset))
         .await
         .map_err(io)?;
-    let body: BoxReader = Box::pin(file.take(end - offset));
+    let (body, expected): (BoxReader, u64) = if recipients.is_empty() {
+        (Box::pin(file.take(end - offset)), end - offset)
+    } else {
+        let mut plain = Vec::with_capacity((end - offset) as usize);
+        (&mut file)
+            .take(end - offset)
+            .read_to_end(&mut plain)
+            .await
+            .map_err(io)?;
+        if plain.len() as u64 != end - offset {
+            return Err(ShardError::transient(format!(
+                "{} held {} byte(s) from {offset}, not {}",
+                path.display(),
+                plain.len(),
+                end - offset
+            )));
+        }
+        let sealed = ferry_crypto::seal::seal(recipients, &plain)
+            .map_err(|e| ShardError::permanent(format!("encrypting a log chunk: {e}")))?;
+        let len = sealed.len() as u64;
+        (Box::pin(std::io::Cursor::new(sealed)), len)
+    };
     let n = store
         .put(key, body, cancel)
         .await
         .map_err(|e| ShardError::transient(format!("storage: {e}")))?;
-    if n != end - offset {
+    if n != expected {
         // put only commits a clean end, so a short file leaves a short chunk: say so.
         return Err(ShardError::transient(format!(
             "{} held {n} byte(s) from {offset}, not {}",
