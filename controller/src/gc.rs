@@ -2,11 +2,14 @@
 //! and every `--gc-interval`. The decision is `ferry_repo::gc::plan` (pure, unit-tested); this
 //! module gathers its inputs from the catalog — the packs lists of every committed backup in
 //! the location, and the start of the oldest running backup — and applies it team by team.
+//! It also prunes point-in-time logs (`ferry_model::pitr::prunable`): chunks of log files older
+//! than the oldest base any committed backup in the location continues from.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use ferry_model::layout;
+use ferry_model::pitr::{self, Position};
 use ferry_model::storage::StorageLocation;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +27,8 @@ pub struct GcReport {
     pub referenced: u64,
     pub young: u64,
     pub aborted: u64,
+    /// Log chunks no kept backup needs (deleted, or in a dry run: would be).
+    pub log_chunks: u64,
 }
 
 /// Collects the packs of every team in `location` that no committed backup references.
@@ -46,16 +51,34 @@ pub async fn collect_location(
         .map(|j| j.created_at_ms)
         .min();
     let mut lists = Vec::new();
+    // The oldest position each stream's bases continue from, per (team, app, stream).
+    let mut oldest: BTreeMap<(String, String, String), Position> = BTreeMap::new();
     for job in jobs.iter().filter(|j| {
         j.kind == JobKind::Backup
             && j.storage == location.name
             && matches!(j.state, JobState::Completed | JobState::PartiallyFailed)
     }) {
         for shard in shards_of(ctx, &job.id).await? {
-            if shard.state == ShardState::Succeeded
-                && let Some(list) = layout::packs_key_of(&shard.object_key)
-            {
+            if shard.state != ShardState::Succeeded {
+                continue;
+            }
+            if let Some(list) = layout::packs_key_of(&shard.object_key) {
                 lists.push(list);
+            }
+            let position = shard
+                .outcome
+                .as_ref()
+                .and_then(|o| o.log_position.as_deref());
+            if let (Some(position), Some(stream)) = (
+                position.and_then(Position::parse),
+                pitr::stream_of_slot(&shard.slot),
+            ) {
+                let entry = oldest
+                    .entry((job.team.clone(), job.app.clone(), stream))
+                    .or_insert_with(|| position.clone());
+                if position < *entry {
+                    *entry = position;
+                }
             }
         }
     }
@@ -79,7 +102,22 @@ pub async fn collect_location(
         report.young += plan.young;
         report.aborted += plan.aborted;
     }
-    tracing::info!(storage = %location.name, dry_run, deleted = report.deleted,
+    for ((team, app, stream), position) in &oldest {
+        let prefix = pitr::stream_prefix(team, app, stream);
+        let chunks: Vec<pitr::Chunk> = store
+            .list(&prefix)
+            .await?
+            .iter()
+            .filter_map(|o| pitr::Chunk::parse(&prefix, &o.key))
+            .collect();
+        for chunk in pitr::prunable(&chunks, Some(position)) {
+            if !dry_run {
+                store.delete(&chunk.key).await?;
+            }
+            report.log_chunks += 1;
+        }
+    }
+    tracing::info!(storage = %location.name, dry_run, deleted = report.deleted, log_chunks = report.log_chunks,
         bytes = report.bytes, referenced = report.referenced, young = report.young, aborted = report.aborted,
         "repository packs collected");
     Ok(report)

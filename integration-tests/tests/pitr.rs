@@ -394,6 +394,37 @@ fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
         "only {chunks} log chunks under {}",
         logs.display()
     );
+    // Retention: a second backup (after new log files began), the first one deleted: the log
+    // only the first one needed goes, and the window starts at the second.
+    my.sql("FLUSH BINARY LOGS");
+    pg.psql("postgres", "SELECT pg_switch_wal()");
+    let second = c
+        .ferry(&["backup", "create", "shop", "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
+    c.ferry(&["backup", "delete", &backup_id]).expect_code(0);
+    let gc = c
+        .ferry(&["storage", "gc", "archive", "-o", "json"])
+        .expect_code(0)
+        .json();
+    assert!(gc["log_chunks_deleted"].as_u64().unwrap() > 0, "{gc}");
+    let second_id = second["id"].as_str().unwrap();
+    let w = window(&c);
+    for s in w["streams"].as_array().unwrap() {
+        let from = s["ranges"][0]["from"].as_str().unwrap();
+        let from = ferry_model::pitr::parse_at(from, 0).unwrap();
+        assert!(from > at_ms, "{second_id}: {w}");
+    }
+    let gone = c.ferry(&[
+        "restore",
+        "create",
+        "shop",
+        "--at",
+        &at,
+        "--to-app",
+        "shop-gone",
+    ]);
+    assert_eq!(gone.code, 2, "{}", gone.stderr);
     let databases = pg.psql("postgres", "SELECT datname FROM pg_database");
     assert!(!databases.contains("shop_early") && !databases.contains("shop_late"));
 }

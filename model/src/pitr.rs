@@ -338,6 +338,27 @@ pub fn plan<'a>(
     )))
 }
 
+/// The chunks no base needs any more: those of log files before the file of the oldest base
+/// (`oldest`, the earliest position any kept backup continues from; a restore reads whole files
+/// from there on). Without a base nothing goes: a backup running now will need what is there.
+pub fn prunable<'a>(chunks: &'a [Chunk], oldest: Option<&Position>) -> Vec<&'a Chunk> {
+    let Some(oldest) = oldest else {
+        return Vec::new();
+    };
+    chunks.iter().filter(|c| c.file < oldest.file).collect()
+}
+
+/// The stream (`COMPONENT.ENTRY`) a backup shard's log position belongs to, from its slot:
+/// `COMPONENT/postgres-base/ENTRY` or `COMPONENT/ENGINE/ENTRY/INDEX`.
+pub fn stream_of_slot(slot: &str) -> Option<String> {
+    let parts: Vec<&str> = slot.split('/').collect();
+    match parts.as_slice() {
+        [component, "postgres-base", entry] => Some(crate::task::stream_name(component, entry)),
+        [component, _, entry, _] => Some(crate::task::stream_name(component, entry)),
+        _ => None,
+    }
+}
+
 /// `from … to …[, from … to …] (gaps: …)`, or that there is none.
 pub fn describe(w: &Window) -> String {
     if w.intervals.is_empty() {
@@ -526,6 +547,25 @@ mod tests {
             "{before}"
         );
         assert!(plan(4_001, &bases, &s).is_err());
+    }
+
+    #[test]
+    fn only_files_before_the_oldest_base_are_pruned_and_nothing_without_a_base() {
+        let chunks = [
+            chunk("binlog.000001", 0, 100, 1),
+            chunk("binlog.000002", 0, 100, 2),
+            chunk("binlog.000003", 0, 100, 3),
+        ];
+        assert!(prunable(&chunks, None).is_empty());
+        let oldest = Position::parse("binlog.000002:50").unwrap();
+        let gone: Vec<&str> = prunable(&chunks, Some(&oldest))
+            .iter()
+            .map(|c| c.file.as_str())
+            .collect();
+        assert_eq!(gone, ["binlog.000001"]);
+        assert_eq!(stream_of_slot("db/postgres-base/main").unwrap(), "db.main");
+        assert_eq!(stream_of_slot("db/mariadb/legacy/0").unwrap(), "db.legacy");
+        assert_eq!(stream_of_slot("api/volume/up"), None);
     }
 
     #[test]

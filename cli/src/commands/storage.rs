@@ -106,17 +106,20 @@ pub async fn run(ctx: &mut Ctx, cmd: StorageCmd) -> CliResult {
                 print_json(&json!({"storage": name, "dry_run": dry_run,
                     "packs_deleted": r.packs_deleted, "bytes_freed": r.bytes_freed,
                     "packs_referenced": r.packs_referenced, "packs_young": r.packs_young,
-                    "uploads_aborted": r.uploads_aborted}));
+                    "uploads_aborted": r.uploads_aborted,
+                    "log_chunks_deleted": r.log_chunks_deleted}));
             } else {
                 let verb = if dry_run { "would delete" } else { "deleted" };
                 println!(
                     "storage {name}: {verb} {} unreferenced pack(s), {}; kept {} referenced and {} \
-                     too young to collect; aborted {} unfinished upload(s)",
+                     too young to collect; aborted {} unfinished upload(s); {verb} {} log chunk(s) \
+                     no kept backup needs",
                     r.packs_deleted,
                     bytesize::ByteSize(r.bytes_freed),
                     r.packs_referenced,
                     r.packs_young,
-                    r.uploads_aborted
+                    r.uploads_aborted,
+                    r.log_chunks_deleted
                 );
             }
             Ok(())

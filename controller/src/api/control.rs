@@ -156,6 +156,7 @@ impl ControlService for ControlApi {
             packs_referenced: r.referenced,
             packs_young: r.young,
             uploads_aborted: r.aborted,
+            log_chunks_deleted: r.log_chunks,
         }))
     }
 
