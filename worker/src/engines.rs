@@ -83,6 +83,8 @@ pub struct Run {
     /// This worker's scratch directory (`--work-dir`): a log stream's local files, a
     /// point-in-time restore's temporary server. Each engine removes what it made there.
     pub work_dir: std::path::PathBuf,
+    /// The worker's metrics (log streams report their lag); none in tests of one engine.
+    pub metrics: Option<crate::metrics::WorkerMetrics>,
 }
 
 impl Run {

@@ -228,6 +228,7 @@ impl Executor {
             policy: self.policy.clone(),
             identities: self.identities.clone(),
             work_dir: self.work_dir.clone(),
+            metrics: Some(self.metrics.clone()),
         };
         let work = engines::run(run);
         let result = tokio::select! {

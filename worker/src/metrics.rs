@@ -22,6 +22,24 @@ pub struct Op {
     pub op: String,
 }
 
+/// `stream` = TEAM/APP/COMPONENT.ENTRY
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Stream {
+    pub stream: String,
+}
+
+impl Stream {
+    /// The label of a stream from its prefix (`teams/T/apps/A/logs/STREAM/`).
+    pub fn of_prefix(prefix: &str) -> Stream {
+        let parts: Vec<&str> = prefix.trim_end_matches('/').split('/').collect();
+        let stream = match parts.as_slice() {
+            ["teams", team, "apps", app, "logs", stream] => format!("{team}/{app}/{stream}"),
+            _ => prefix.to_owned(),
+        };
+        Stream { stream }
+    }
+}
+
 /// What a worker counts.
 #[derive(Clone)]
 pub struct WorkerMetrics {
@@ -30,6 +48,10 @@ pub struct WorkerMetrics {
     pub source_bytes: Family<Op, Counter>,
     pub stored_bytes: Family<Op, Counter>,
     pub running: Gauge,
+    /// Log streams this worker runs: seconds since the archive last caught up with the local
+    /// copy of the log (0 when idle), and bytes archived.
+    pub stream_lag: Family<Stream, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub stream_archived: Family<Stream, Counter>,
 }
 
 impl WorkerMetrics {
@@ -41,7 +63,19 @@ impl WorkerMetrics {
             source_bytes: Family::default(),
             stored_bytes: Family::default(),
             running: Gauge::default(),
+            stream_lag: Family::default(),
+            stream_archived: Family::default(),
         };
+        registry.register(
+            "ferry_worker_stream_lag_seconds",
+            "Log streams: seconds since the archive last held everything the worker had received",
+            m.stream_lag.clone(),
+        );
+        registry.register(
+            "ferry_worker_stream_archived_bytes",
+            "Log streams: bytes of log archived",
+            m.stream_archived.clone(),
+        );
         registry.register(
             "ferry_worker_shards",
             "Shard attempts finished by this worker",
@@ -72,3 +106,17 @@ impl WorkerMetrics {
 }
 
 pub use ferry_telemetry::metrics::serve;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_is_labelled_team_app_stream() {
+        assert_eq!(
+            Stream::of_prefix("teams/t/apps/shop/logs/db.main/").stream,
+            "t/shop/db.main"
+        );
+        assert_eq!(Stream::of_prefix("odd/").stream, "odd/");
+    }
+}

@@ -562,7 +562,10 @@ mod tests {
         let j = job(JobKind::Stream, Phase::Running);
         assert_eq!(Phase::first(&j, &[shard("s")], false), Phase::Running);
         let running = assign(&shard("s"), "w", 1, None);
-        assert_eq!(next(&j, &[running.clone()], &seen()), Step::Dispatch);
+        assert_eq!(
+            next(&j, std::slice::from_ref(&running), &seen()),
+            Step::Dispatch
+        );
         // One stream failed for good, another runs: keep the other going.
         assert_eq!(
             next(&j, &[failed(shard("a")), running.clone()], &seen()),

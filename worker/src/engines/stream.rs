@@ -82,6 +82,9 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
     };
     tracing::info!(stream = %prefix, from = %source.cursor(), "log stream started");
     let mut archived = 0u64;
+    let label = crate::metrics::Stream::of_prefix(&prefix);
+    // When the archive last held everything received (the lag metric counts from it).
+    let mut caught_up = std::time::Instant::now();
     // Set when a tick left bytes behind (a chunk is at most MAX_CHUNK): go on without a pause.
     let mut behind = false;
     loop {
@@ -137,6 +140,11 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
                     other => other?,
                 }
                 archived += end - cursor.offset;
+                if let Some(m) = &run.metrics {
+                    m.stream_archived
+                        .get_or_create(&label)
+                        .inc_by(end - cursor.offset);
+                }
                 run.counters
                     .done
                     .fetch_add(end - cursor.offset, Ordering::Relaxed);
@@ -162,6 +170,17 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
                 });
             }
         }
+        if !behind {
+            caught_up = std::time::Instant::now();
+        }
+        if let Some(m) = &run.metrics {
+            m.stream_lag
+                .get_or_create(&label)
+                .set(caught_up.elapsed().as_secs_f64());
+        }
+    }
+    if let Some(m) = &run.metrics {
+        m.stream_lag.remove(&label);
     }
     let end = source.cursor().clone();
     drop(source); // stops the tool before its directory goes

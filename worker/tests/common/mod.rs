@@ -70,6 +70,7 @@ pub async fn run_until(
         // One per test process: tests running at once must not share scratch space. Under the
         // system temp dir (not a 0700 tempdir): a temporary PostgreSQL runs as `postgres`.
         work_dir: std::env::temp_dir().join(format!("ferry-worker-tests-{}", std::process::id())),
+        metrics: None,
     })
     .await
 }
