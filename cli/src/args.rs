@@ -494,6 +494,11 @@ pub enum ScheduleCmd {
         /// Keep the newest N completed backups of this schedule; older ones are deleted.
         #[arg(long)]
         keep: Option<u32>,
+        /// Keep every backup a point-in-time restore to a moment of the last DURATION needs
+        /// (e.g. 7d): with `pitr: true` databases, the app stays restorable to any moment of
+        /// the window. With --keep, a backup either keeps stays.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        keep_window: Option<std::time::Duration>,
         /// Storage location [default: the one serving the app's cluster].
         #[arg(long)]
         storage: Option<String>,

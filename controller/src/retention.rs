@@ -1,16 +1,32 @@
 //! Retention decisions, pure: which finished backups go (their TTL expired; a schedule keeps
-//! only its newest N completed ones) and which finished restore and verify jobs leave the
+//! only its newest N completed ones, and with a keep window every backup a restore to a moment
+//! inside the window needs) and which finished restore and verify jobs leave the
 //! history (`--job-history`). The leader's collector (`schedules::collect`) applies them.
 
 use crate::records::{JobKind, JobRecord, JobState};
 
-/// What a schedule keeps: its trigger (`schedule/NAME`), its team and its `keep`.
+/// What a schedule keeps: its trigger (`schedule/NAME`), its team, its `keep` (the newest N
+/// completed backups) and its `keep_window_ms` (every backup a restore to a moment of the last
+/// window needs: those completed inside it and the newest one before it). Both may be set; a
+/// backup either keeps stays.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keep {
     pub team: String,
     pub trigger: String,
     pub name: String,
-    pub keep: u32,
+    pub keep: Option<u32>,
+    pub keep_window_ms: Option<i64>,
+}
+
+impl Keep {
+    fn describe(&self) -> String {
+        match (self.keep, self.keep_window_ms) {
+            (Some(n), Some(w)) => format!("keeps {n} and a window of {}s", w / 1000),
+            (Some(n), None) => format!("keeps {n}"),
+            (None, Some(w)) => format!("keeps a window of {}s", w / 1000),
+            (None, None) => "keeps everything".into(),
+        }
+    }
 }
 
 /// The finished backups to delete, each with the reason.
@@ -29,28 +45,44 @@ pub fn doomed_backups<'a>(
         .filter(|j| j.expires_at_ms.is_some_and(|t| t <= now_ms))
         .map(|j| (j, "its TTL expired".to_owned()))
         .collect();
-    for s in schedules {
+    for s in schedules
+        .iter()
+        .filter(|s| s.keep.is_some() || s.keep_window_ms.is_some())
+    {
         let mut mine: Vec<&JobRecord> = finished
             .iter()
             .copied()
             .filter(|j| j.team == s.team && j.trigger == s.trigger)
             .collect();
         mine.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.id.cmp(&a.id)));
-        // Keep the newest N that completed; older ones go, and so do failed runs older than
-        // the oldest one kept.
-        let kept: Vec<&JobRecord> = mine
+        // Keep the newest N that completed, and those a moment of the window needs; older ones
+        // go, and so do failed runs older than the oldest one kept.
+        let completed: Vec<&JobRecord> = mine
             .iter()
             .copied()
             .filter(|j| j.state == JobState::Completed)
-            .take(s.keep as usize)
             .collect();
+        let mut kept: Vec<&JobRecord> = completed
+            .iter()
+            .copied()
+            .take(s.keep.unwrap_or(0) as usize)
+            .collect();
+        if let Some(window) = s.keep_window_ms {
+            let start = now_ms - window;
+            // Newest first: those completed inside the window, then the one a moment at the
+            // window's start restores from.
+            let inside = completed.iter().take_while(|j| j.finished_at_ms >= start);
+            let before = completed.iter().find(|j| j.finished_at_ms < start);
+            kept.extend(inside.chain(before).copied());
+        }
+        kept.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.id.cmp(&a.id)));
         let Some(oldest_kept) = kept.last().map(|j| j.created_at_ms) else {
             continue;
         };
         for j in mine {
             let keep_it = kept.iter().any(|k| k.id == j.id) || j.created_at_ms > oldest_kept;
             if !keep_it && !doomed.iter().any(|(d, _)| d.id == j.id) {
-                doomed.push((j, format!("schedule {} keeps {}", s.name, s.keep)));
+                doomed.push((j, format!("schedule {} {}", s.name, s.describe())));
             }
         }
     }
@@ -95,8 +127,46 @@ mod tests {
             team: "t".into(),
             trigger: "schedule/nightly".into(),
             name: "nightly".into(),
-            keep: n,
+            keep: Some(n),
+            keep_window_ms: None,
         }
+    }
+
+    #[test]
+    fn a_keep_window_keeps_what_a_moment_inside_it_restores_from() {
+        let t = "schedule/nightly";
+        // Completed at 11, 21, 31, 41 (created + 1).
+        let all = [
+            backup("b1", 10, JobState::Completed, t),
+            backup("b2", 20, JobState::Completed, t),
+            backup("b3", 30, JobState::Completed, t),
+            backup("b4", 40, JobState::Completed, t),
+        ];
+        let window = |w: i64, n: Option<u32>| Keep {
+            keep: n,
+            keep_window_ms: Some(w),
+            ..keep(0)
+        };
+        let doomed = |k: Keep| -> Vec<String> {
+            let mut ids: Vec<String> = doomed_backups(&all, &[k], 45)
+                .iter()
+                .map(|(j, _)| j.id.clone())
+                .collect();
+            ids.sort();
+            ids
+        };
+        // The window starts at 20: b3 and b4 completed inside it, b2 (completed at 21 — inside
+        // too); b1 is what a moment at 20 restores from, so it stays.
+        assert!(doomed(window(25, None)).is_empty());
+        // The window starts at 35: b4 inside, b3 (completed 31) the one before; b1, b2 go.
+        assert_eq!(doomed(window(10, None)), ["b1", "b2"]);
+        // keep 3 and a short window: the union.
+        assert_eq!(doomed(window(10, Some(3))), ["b1"]);
+        assert!(
+            doomed_backups(&all, &[window(10, None)], 45)[0]
+                .1
+                .contains("window")
+        );
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct ScheduleRecord {
     pub tz: Option<String>,
     #[serde(default)]
     pub keep: Option<u32>,
+    /// Keep every backup a restore to a moment of the last this-many ms needs (`--keep-window`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_window_ms: Option<i64>,
     #[serde(default)]
     pub storage: Option<String>,
     #[serde(default)]
@@ -96,6 +99,7 @@ pub async fn create(ctx: &Context, req: CreateSchedule) -> Result<ScheduleRecord
         every: req.every,
         tz: req.tz,
         keep: req.keep,
+        keep_window_ms: req.keep_window_ms,
         storage: req.storage,
         paused: false,
         next_run_ms: 0,
@@ -266,13 +270,12 @@ pub async fn collect(ctx: &Context) -> Result<()> {
         list_json::<ScheduleRecord>(&*ctx.store, &keys::schedules(None))
             .await?
             .into_iter()
-            .filter_map(|(s, _)| {
-                Some(crate::retention::Keep {
-                    team: s.team.clone(),
-                    trigger: s.trigger(),
-                    name: s.name.clone(),
-                    keep: s.keep?,
-                })
+            .map(|(s, _)| crate::retention::Keep {
+                team: s.team.clone(),
+                trigger: s.trigger(),
+                name: s.name.clone(),
+                keep: s.keep,
+                keep_window_ms: s.keep_window_ms,
             })
             .collect();
     let history = ctx.settings.job_history.as_millis() as i64;

@@ -195,6 +195,39 @@ fn a_schedule_runs_on_time_keeps_n_and_pauses() {
     });
     c.ferry(&["schedule", "delete", "fast"]).expect_code(0);
     c.ferry(&["schedule", "get", "fast"]).expect_code(3);
+
+    // A keep window instead of a count: what a restore to a moment of the last 4 s needs.
+    let windowed = c
+        .ferry(&[
+            "schedule",
+            "create",
+            "windowed",
+            "--app",
+            "app",
+            "--cron",
+            "*/2 * * * * *",
+            "--keep-window",
+            "4s",
+            "-o",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    assert_eq!(windowed["keep_window_seconds"], 4, "{windowed:#}");
+    wait_for(Duration::from_secs(40), "four windowed runs", || {
+        schedule(&c, "windowed")["runs"].as_u64().unwrap() >= 4
+    });
+    c.ferry(&["schedule", "pause", "windowed"]).expect_code(0);
+    // Once the window has passed the last run, only that run is needed (a moment of the
+    // window restores from it): the others go.
+    wait_for(
+        Duration::from_secs(30),
+        "the window to keep only the newest backup",
+        || {
+            let mine = scheduled(&c, "windowed");
+            mine.len() == 1 && mine[0]["state"] == "Completed"
+        },
+    );
 }
 
 #[test]

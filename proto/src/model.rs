@@ -511,6 +511,7 @@ pub struct CreateSchedule {
     pub every: Option<ferry_model::schedule::Every>,
     pub tz: Option<String>,
     pub keep: Option<u32>,
+    pub keep_window_ms: Option<i64>,
     pub storage: Option<String>,
 }
 
@@ -544,6 +545,16 @@ impl TryFrom<v1::CreateScheduleRequest> for CreateSchedule {
             every,
             tz,
             keep: (r.keep > 0).then_some(r.keep),
+            keep_window_ms: match r.keep_window_seconds {
+                0 => None,
+                s if s > 0 => Some(s.saturating_mul(1000)),
+                _ => {
+                    return Err(ProtocolError::Invalid {
+                        field: "keep_window_seconds",
+                        reason: "a keep window is a positive duration".into(),
+                    });
+                }
+            },
             storage: optional_name("storage name", r.storage)?,
         })
     }

@@ -22,6 +22,7 @@ pub async fn run(ctx: &mut Ctx, cmd: ScheduleCmd) -> CliResult {
             tz,
             every,
             keep,
+            keep_window,
             storage,
         } => {
             let req = v1::CreateScheduleRequest {
@@ -32,6 +33,7 @@ pub async fn run(ctx: &mut Ctx, cmd: ScheduleCmd) -> CliResult {
                 every: every.unwrap_or_default(),
                 tz: tz.unwrap_or_default(),
                 keep: keep.unwrap_or(0),
+                keep_window_seconds: keep_window.map_or(0, |d| d.as_secs() as i64),
                 storage: storage.unwrap_or_default(),
             };
             let s = ctx.client.create_schedule(req).await?.into_inner();
@@ -139,6 +141,7 @@ fn schedule_json(s: &v1::Schedule) -> serde_json::Value {
         "name": s.name, "team": s.team, "app": s.app, "cron": s.cron,
         "every": if s.every.is_empty() { serde_json::Value::Null } else { s.every.clone().into() },
         "tz": s.tz, "keep": if s.keep == 0 { serde_json::Value::Null } else { s.keep.into() },
+        "keep_window_seconds": if s.keep_window_seconds == 0 { serde_json::Value::Null } else { s.keep_window_seconds.into() },
         "storage": s.storage, "paused": s.paused,
         "next_run": if s.paused { serde_json::Value::Null } else { output::time_json(s.next_run_ms) },
         "last_run": output::time_json(s.last_run_ms), "last_backup": s.last_backup,
@@ -156,12 +159,17 @@ fn show(ctx: &Ctx, s: &v1::Schedule, what: &str) {
     }
     println!("App:\t{}", s.app);
     println!("When:\t{} ({})", when(s), s.tz);
+    let window = (s.keep_window_seconds > 0).then(|| {
+        humantime::format_duration(std::time::Duration::from_secs(s.keep_window_seconds as u64))
+    });
     println!(
         "Keep:\t{}",
-        if s.keep == 0 {
-            "every backup".into()
-        } else {
-            format!("newest {}", s.keep)
+        match (s.keep, window) {
+            (0, None) => "every backup".into(),
+            (n, None) => format!("newest {n}"),
+            (0, Some(w)) => format!("what a restore to any moment of the last {w} needs"),
+            (n, Some(w)) =>
+                format!("newest {n}, and what a restore to any moment of the last {w} needs"),
         }
     );
     println!("State:\t{}", if s.paused { "paused" } else { "active" });

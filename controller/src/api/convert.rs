@@ -149,6 +149,7 @@ pub fn schedule(s: &crate::schedules::ScheduleRecord) -> v1::Schedule {
             .unwrap_or_default(),
         tz: s.tz.clone().unwrap_or_else(|| "UTC".into()),
         keep: s.keep.unwrap_or(0),
+        keep_window_seconds: s.keep_window_ms.map_or(0, |ms| ms / 1000),
         storage: s.storage.clone().unwrap_or_default(),
         paused: s.paused,
         next_run_ms: s.next_run_ms,

@@ -973,6 +973,9 @@ pub async fn create_schedule(State(c): State<Arc<Console>>, v: Visitor, body: By
         tz: f.tz.trim().to_owned(),
         keep,
         storage: f.storage,
+        // The console's form offers keep N only; `ferry schedule create --keep-window` sets a
+        // window.
+        keep_window_seconds: 0,
     };
     c.call(&v, "CreateSchedule", req, |a, r| a.create_schedule(r))
         .await?;
