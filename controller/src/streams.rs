@@ -5,7 +5,9 @@
 //! to another worker, which resumes from what storage holds.
 //!
 //! The leader checks every heartbeat: an app whose streams have no running job gets one (also
-//! after a job ended because every stream failed for good); a job whose streams no longer match
+//! after a job ended because every stream failed for good, but not sooner than
+//! `timing::stream_restart` after that: a server setting that fails every attempt must not
+//! make a job per heartbeat); a job whose streams no longer match
 //! its app (pitr removed, a database added, the app deleted) is cancelled, and a new one starts
 //! at the next check.
 
@@ -42,8 +44,13 @@ pub struct Changes {
     pub stop: Vec<String>,
 }
 
-/// Compares what apps declare with the running stream jobs (job id → what it streams).
-pub fn changes(declared: &[AppStreams], running: &BTreeMap<String, AppStreams>) -> Changes {
+/// Compares what apps declare with the running stream jobs (job id → what it streams); apps in
+/// `resting` (their last stream job failed a short while ago) get no new one yet.
+pub fn changes(
+    declared: &[AppStreams],
+    running: &BTreeMap<String, AppStreams>,
+    resting: &BTreeSet<(String, String)>,
+) -> Changes {
     let mut out = Changes::default();
     let wanted: BTreeSet<&AppStreams> = declared.iter().filter(|a| !a.streams.is_empty()).collect();
     let mut covered = BTreeSet::new();
@@ -59,7 +66,11 @@ pub fn changes(declared: &[AppStreams], running: &BTreeMap<String, AppStreams>) 
         .map(|s| (s.team.as_str(), s.app.as_str()))
         .collect();
     for a in wanted {
-        if !covered.contains(a) && !busy.contains(&(a.team.as_str(), a.app.as_str())) {
+        let key = (a.team.clone(), a.app.clone());
+        if !covered.contains(a)
+            && !busy.contains(&(a.team.as_str(), a.app.as_str()))
+            && !resting.contains(&key)
+        {
             out.start.push((a.team.clone(), a.app.clone()));
         }
     }
@@ -119,7 +130,8 @@ async fn check(ctx: &Context) -> Result<()> {
         .filter(|j| j.kind == JobKind::Stream && !j.cancel_requested)
         .map(|j| (j.id.clone(), running(j)))
         .collect();
-    let todo = changes(&apps, &active);
+    let resting = resting(ctx, &apps).await?;
+    let todo = changes(&apps, &active, &resting);
     for id in todo.stop {
         let team = active.get(&id).map(|a| a.team.clone()).unwrap_or_default();
         tracing::info!(job = %id, "the app's log streams changed; stopping its stream job");
@@ -131,6 +143,27 @@ async fn check(ctx: &Context) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Apps with streams whose newest stream job failed less than `stream_restart` ago.
+async fn resting(ctx: &Context, apps: &[AppStreams]) -> Result<BTreeSet<(String, String)>> {
+    let with_streams: BTreeSet<(&str, &str)> = apps
+        .iter()
+        .filter(|a| !a.streams.is_empty())
+        .map(|a| (a.team.as_str(), a.app.as_str()))
+        .collect();
+    if with_streams.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let since = ferry_model::now_ms() - ctx.timings.stream_restart().as_millis() as i64;
+    Ok(jobs::list_jobs(ctx)
+        .await?
+        .iter()
+        .filter(|j| j.kind == JobKind::Stream && j.state == crate::records::JobState::Failed)
+        .filter(|j| j.finished_at_ms > since)
+        .filter(|j| with_streams.contains(&(j.team.as_str(), j.app.as_str())))
+        .map(|j| (j.team.clone(), j.app.clone()))
+        .collect())
 }
 
 /// Creates the stream job of an app: a shard per `pitr` database, writing into the default
@@ -180,16 +213,26 @@ mod tests {
             streams("t", "shop", &["db.main"]),
             streams("t", "blog", &[]),
         ];
-        let c = changes(&declared, &BTreeMap::new());
+        let c = changes(&declared, &BTreeMap::new(), &BTreeSet::new());
         assert_eq!(c.start, [("t".to_owned(), "shop".to_owned())]);
         assert!(c.stop.is_empty());
+        // Its last stream job failed a moment ago: not yet.
+        let resting = BTreeSet::from([("t".to_owned(), "shop".to_owned())]);
+        assert!(
+            changes(&declared, &BTreeMap::new(), &resting)
+                .start
+                .is_empty()
+        );
     }
 
     #[test]
     fn a_matching_job_is_left_alone() {
         let declared = [streams("t", "shop", &["db.main"])];
         let running = BTreeMap::from([("j1".to_owned(), streams("t", "shop", &["db.main"]))]);
-        assert_eq!(changes(&declared, &running), Changes::default());
+        assert_eq!(
+            changes(&declared, &running, &BTreeSet::new()),
+            Changes::default()
+        );
     }
 
     #[test]
@@ -199,7 +242,7 @@ mod tests {
             ("old".to_owned(), streams("t", "shop", &["db.main"])),
             ("gone".to_owned(), streams("t", "deleted", &["db.x"])),
         ]);
-        let c = changes(&declared, &running);
+        let c = changes(&declared, &running, &BTreeSet::new());
         assert_eq!(c.stop, ["gone", "old"]);
         // Not started while the old job still runs: the next check starts it.
         assert!(c.start.is_empty());
@@ -213,7 +256,7 @@ mod tests {
                 streams("t", "shop", &["db.main", "db.other"]),
             ),
         ]);
-        assert_eq!(changes(&declared, &twice).stop, ["b"]);
+        assert_eq!(changes(&declared, &twice, &BTreeSet::new()).stop, ["b"]);
     }
 
     #[test]
@@ -224,7 +267,7 @@ mod tests {
         ];
         let running = BTreeMap::from([("j".to_owned(), streams("t1", "shop", &["db.main"]))]);
         assert_eq!(
-            changes(&declared, &running).start,
+            changes(&declared, &running, &BTreeSet::new()).start,
             [("t2".to_owned(), "shop".to_owned())]
         );
     }

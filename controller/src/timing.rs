@@ -54,6 +54,12 @@ impl Timings {
         self.heartbeat
     }
 
+    /// How long after an app's stream job failed (every stream failed for good) a new one is
+    /// started: 30 heartbeats (a minute by default).
+    pub fn stream_restart(&self) -> Duration {
+        self.heartbeat * 30
+    }
+
     /// How often expired backups and those beyond a schedule's `keep` are deleted.
     pub fn gc_interval(&self) -> Duration {
         self.heartbeat * 5

@@ -428,3 +428,71 @@ fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
     let databases = pg.psql("postgres", "SELECT datname FROM pg_database");
     assert!(!databases.contains("shop_early") && !databases.contains("shop_late"));
 }
+
+/// A `pitr` database on a server that keeps no binary log: the stream fails for good (no retry
+/// can fix a server setting), and `app recovery-window` says why, naming the setting; a backup
+/// (which needs the binlog position too) fails the same way instead of leaving a base nothing
+/// can replay from.
+#[test]
+fn a_server_without_a_usable_log_says_why() {
+    let c = Cluster::start(&[]);
+    let db = format!("ferry_pitr_nolog_{}", ferry_integration_tests::unique());
+    sh(
+        "mariadb",
+        &["-uroot", "-e", &format!("CREATE DATABASE `{db}`")],
+    );
+    struct Drop_(String);
+    impl Drop for Drop_ {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("mariadb")
+                .args([
+                    "-uroot",
+                    "-e",
+                    &format!("DROP DATABASE IF EXISTS `{}`", self.0),
+                ])
+                .status();
+        }
+    }
+    let _drop = Drop_(db.clone());
+    // The machine's own MariaDB runs without log_bin.
+    assert_eq!(
+        sh("mariadb", &["-uroot", "-N", "-e", "SELECT @@log_bin"]).trim(),
+        "0"
+    );
+    c.apply(&format!(
+        "name: nolog\ncomponents:\n  - name: db\n    databases:\n      \
+         - {{name: my, engine: mariadb, host: 127.0.0.1, port: 3306, user: root, databases: [{db}], pitr: true}}\n"
+    ))
+    .expect_code(0);
+    let mut last = serde_json::Value::Null;
+    ferry_test_support::wait_for(
+        Duration::from_secs(60),
+        "the stream to fail, saying why",
+        || {
+            last = c
+                .ferry(&["app", "recovery-window", "nolog", "-o", "json"])
+                .expect_code(0)
+                .json();
+            last["streams"][0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("log_bin"))
+        },
+    );
+    assert_eq!(last["streams"][0]["state"], "Failed", "{last:#}");
+    // No new stream job per heartbeat while the server stays as it is (a minute's rest; 9 s
+    // at the tests' heartbeat).
+    std::thread::sleep(Duration::from_secs(3));
+    let again = c
+        .ferry(&["app", "recovery-window", "nolog", "-o", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        again["streams"][0]["job"], last["streams"][0]["job"],
+        "{again:#}"
+    );
+    let table = c.ferry(&["app", "recovery-window", "nolog"]).expect_code(0);
+    assert!(table.stderr.contains("log_bin"), "{}", table.stderr);
+    let backup = c.ferry(&["backup", "create", "nolog", "--wait", "-o", "json"]);
+    assert_eq!(backup.code, 1, "{}", backup.stdout);
+    assert!(backup.stdout.contains("log_bin"), "{}", backup.stdout);
+}

@@ -146,6 +146,11 @@ async fn recovery_window(ctx: &mut Ctx, name: String) -> CliResult {
                     "ranges": ranges(&s.ranges),
                     "gaps": ranges(&s.gaps),
                     "last_position": s.last_position,
+                    "state": s.state,
+                    "worker": s.worker,
+                    "attempt": s.attempt,
+                    "error": s.error,
+                    "job": s.job,
                     "last_received": output::time_json(s.last_received_ms),
                     "lag_seconds": (s.last_received_ms > 0)
                         .then(|| (ferry_model::now_ms() - s.last_received_ms) as f64 / 1000.0),
@@ -162,7 +167,17 @@ async fn recovery_window(ctx: &mut Ctx, name: String) -> CliResult {
         "TO",
         "GAP AFTER",
         "ARCHIVED UP TO",
+        "STREAM STATE",
     ]);
+    let state = |s: &v1::StreamWindow| {
+        if s.state.is_empty() {
+            "not started".to_owned()
+        } else if s.worker.is_empty() {
+            s.state.clone()
+        } else {
+            format!("{} on {} (attempt {})", s.state, s.worker, s.attempt)
+        }
+    };
     for s in &w.streams {
         let archived = if s.last_received_ms > 0 {
             format!("{} ({})", s.last_position, format_ms(s.last_received_ms))
@@ -177,6 +192,7 @@ async fn recovery_window(ctx: &mut Ctx, name: String) -> CliResult {
                 "-".into(),
                 "-".into(),
                 archived,
+                state(s),
             ]);
             continue;
         }
@@ -197,10 +213,14 @@ async fn recovery_window(ctx: &mut Ctx, name: String) -> CliResult {
                 } else {
                     String::new()
                 },
+                if i == 0 { state(s) } else { String::new() },
             ]);
         }
     }
     print_table(&t);
+    for s in w.streams.iter().filter(|s| !s.error.is_empty()) {
+        eprintln!("{}: last error: {}", s.stream, s.error);
+    }
     Ok(())
 }
 

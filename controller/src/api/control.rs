@@ -78,6 +78,33 @@ impl ControlService for ControlApi {
                     gaps: w.window.gaps.iter().map(range).collect(),
                     last_position: w.last.as_ref().map(|l| l.0.to_string()).unwrap_or_default(),
                     last_received_ms: w.last.as_ref().map_or(0, |l| l.1),
+                    state: w
+                        .shard
+                        .as_ref()
+                        .map(|s| {
+                            // A stream shard reports progress as it archives: running once
+                            // handed out and reporting.
+                            let progress = self.ctx.progress_of(&s.job_id, &s.id, s.attempt);
+                            let state = convert::shard_state(s.state, progress.is_some());
+                            ferry_proto::names::shard_state(state as i32).to_owned()
+                        })
+                        .unwrap_or_default(),
+                    worker: w
+                        .shard
+                        .as_ref()
+                        .map(|s| s.worker.clone())
+                        .unwrap_or_default(),
+                    attempt: w.shard.as_ref().map_or(0, |s| s.attempt),
+                    error: w
+                        .shard
+                        .as_ref()
+                        .map(|s| s.error.clone())
+                        .unwrap_or_default(),
+                    job: w
+                        .shard
+                        .as_ref()
+                        .map(|s| s.job_id.clone())
+                        .unwrap_or_default(),
                 })
                 .collect(),
         }))

@@ -48,7 +48,7 @@ fn job_state(s: JobState) -> v1::JobState {
     }
 }
 
-fn shard_state(s: ShardState, progress: bool) -> v1::ShardState {
+pub fn shard_state(s: ShardState, progress: bool) -> v1::ShardState {
     match s {
         ShardState::Pending => v1::ShardState::Pending,
         ShardState::Assigned if progress => v1::ShardState::Running,

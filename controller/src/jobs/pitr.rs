@@ -29,6 +29,8 @@ pub struct StreamWindow {
     pub window: Window,
     /// The end of the newest archived span and when it was received.
     pub last: Option<(Position, i64)>,
+    /// Its shard in the app's newest stream job, if one ran.
+    pub shard: Option<ShardRecord>,
 }
 
 /// Completed backups of an app, newest first.
@@ -107,6 +109,16 @@ pub async fn windows(ctx: &Context, team: &str, app: &str) -> Result<Vec<StreamW
     }
     let location = crate::apps::choose_storage(&*ctx.store, None, &spec.cluster).await?;
     let store = ferry_storage::open(&location)?;
+    // The newest stream job of the app: where each stream runs, or why it stopped.
+    let stream_job = super::list_jobs(ctx)
+        .await?
+        .into_iter()
+        .filter(|j| j.team == team && j.app == app && j.kind == JobKind::Stream)
+        .max_by_key(|j| (j.created_at_ms, j.id.clone()));
+    let stream_shards = match &stream_job {
+        Some(j) => super::shards_of(ctx, &j.id).await?,
+        None => Vec::new(),
+    };
     let mut manifests = Vec::new();
     for b in backups
         .iter()
@@ -142,6 +154,7 @@ pub async fn windows(ctx: &Context, team: &str, app: &str) -> Result<Vec<StreamW
                 .unwrap_or_default(),
             window: pitr::window(&bases, &spans),
             last: spans.last().map(|s| (s.end.clone(), s.to_ms)),
+            shard: stream_shards.iter().find(|s| s.id == stream.id).cloned(),
         });
     }
     Ok(out)
