@@ -330,6 +330,9 @@ fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
         "before the backup",
         "the volume comes from the backup before the moment"
     );
+    // The copy does not stream (it would hold a second slot on the same server).
+    let copy = c.ferry(&["app", "get", "shop-copy"]).expect_code(0).stdout;
+    assert!(!copy.contains("pitr"), "{copy}");
     // The source was not touched.
     let source = pg.psql("shop", "SELECT count(*) FROM t");
     assert_eq!(source.trim(), rows.len().to_string());

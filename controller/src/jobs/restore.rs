@@ -60,7 +60,12 @@ pub async fn create_restore(ctx: &Context, req: CreateRestore) -> Result<JobReco
         }
         None => {
             let cluster = req.to_cluster.as_deref().unwrap_or(&manifest.cluster);
-            let mut spec = rewrite_spec(&manifest.app_spec, &target, cluster, &req.rewrites);
+            let mut spec = without_pitr(rewrite_spec(
+                &manifest.app_spec,
+                &target,
+                cluster,
+                &req.rewrites,
+            ));
             if data_only {
                 spec = data_only_spec(spec);
             }
@@ -227,6 +232,19 @@ fn data_only_note(signer: &str, left_out: &[String]) -> String {
     note
 }
 
+/// The app a restore into a new app registers has no `pitr` databases: a copy beside the
+/// original would otherwise start log streams of its own, each holding a replication slot (or
+/// a binlog reader) on a server that may be the original's. `ferry app apply` the copy with
+/// `pitr: true` to stream it. (A migration keeps `pitr`: the app moves.)
+pub fn without_pitr(mut spec: ferry_model::app::AppSpec) -> ferry_model::app::AppSpec {
+    for c in &mut spec.components {
+        for d in &mut c.databases {
+            d.pitr = false;
+        }
+    }
+    spec
+}
+
 /// The app a data-only restore registers: the manifest's app without any command — no exec
 /// backup/restore command, no hook. Volumes, databases and config stay.
 pub fn data_only_spec(mut spec: ferry_model::app::AppSpec) -> ferry_model::app::AppSpec {
@@ -291,6 +309,23 @@ pub async fn commit(ctx: &Context, job: JobRecord, shards: &[ShardRecord]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_does_not_stream() {
+        let spec = ferry_model::app::AppSpec::from_yaml(
+            "name: shop\ncomponents:\n  - name: db\n    databases: [{name: m, engine: postgres, databases: [s], pitr: true}]\n",
+        )
+        .unwrap();
+        assert_eq!(ferry_model::task::plan_streams(&spec).len(), 1);
+        let copy = without_pitr(spec);
+        assert!(ferry_model::task::plan_streams(&copy).is_empty());
+        // Its backups then take no physical base either.
+        assert!(
+            plan_shards(&copy)
+                .iter()
+                .all(|p| p.resource.kind() != "postgres-base")
+        );
+    }
 
     #[test]
     fn a_data_only_spec_keeps_data_and_drops_every_command() {
