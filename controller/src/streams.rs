@@ -9,7 +9,10 @@
 //! `timing::stream_restart` after that: a server setting that fails every attempt must not
 //! make a job per heartbeat); a job whose streams no longer match
 //! its app (pitr removed, a database added, the app deleted) is cancelled, and a new one starts
-//! at the next check.
+//! at the next check. A stream that is gone for good (its app deleted, `pitr` taken off) gets a
+//! *release* job (a stream job of `Release` shards, trigger [`RELEASE_TRIGGER`]): a worker
+//! drops the PostgreSQL replication slot the stream held, which would otherwise keep WAL on
+//! the server forever.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,6 +29,25 @@ use crate::jobs::{self, new_shard, persist};
 use crate::keys;
 use crate::records::{AppRecord, JobKind, JobRecord};
 use crate::store::list_json;
+
+/// The trigger of a release job.
+pub const RELEASE_TRIGGER: &str = "pitr-release";
+
+/// The streams of a stopped job that the app no longer declares (all of them when the app is
+/// gone): what a release job lets go of.
+pub fn removed<'a>(stopped: &'a AppStreams, declared: &[AppStreams]) -> Vec<&'a str> {
+    let still: BTreeSet<&str> = declared
+        .iter()
+        .filter(|a| a.team == stopped.team && a.app == stopped.app)
+        .flat_map(|a| a.streams.iter().map(|(id, _)| id.as_str()))
+        .collect();
+    stopped
+        .streams
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .filter(|id| !still.contains(id))
+        .collect()
+}
 
 /// An app's streams as its spec declares them, or as a running job holds them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -124,11 +146,16 @@ async fn check(ctx: &Context) -> Result<()> {
         .iter()
         .map(|(a, _)| declared(a))
         .collect();
-    let active: BTreeMap<String, AppStreams> = jobs::active_jobs(ctx)
+    let jobs: BTreeMap<String, JobRecord> = jobs::active_jobs(ctx)
         .await?
-        .iter()
+        .into_iter()
         .filter(|j| j.kind == JobKind::Stream && !j.cancel_requested)
-        .map(|j| (j.id.clone(), running(j)))
+        .filter(|j| j.trigger != RELEASE_TRIGGER)
+        .map(|j| (j.id.clone(), j))
+        .collect();
+    let active: BTreeMap<String, AppStreams> = jobs
+        .iter()
+        .map(|(id, j)| (id.clone(), running(j)))
         .collect();
     let resting = resting(ctx, &apps).await?;
     let todo = changes(&apps, &active, &resting);
@@ -136,6 +163,14 @@ async fn check(ctx: &Context) -> Result<()> {
         let team = active.get(&id).map(|a| a.team.clone()).unwrap_or_default();
         tracing::info!(job = %id, "the app's log streams changed; stopping its stream job");
         jobs::cancel(ctx, &team, &id, JobKind::Stream).await?;
+        if let (Some(job), Some(streams)) = (jobs.get(&id), active.get(&id)) {
+            let gone = removed(streams, &apps);
+            if !gone.is_empty()
+                && let Err(e) = release(ctx, job, &gone).await
+            {
+                tracing::warn!(job = %id, error = %e, "cannot release the removed streams");
+            }
+        }
     }
     for (team, app) in todo.start {
         if let Err(e) = start(ctx, &team, &app).await {
@@ -160,10 +195,38 @@ async fn resting(ctx: &Context, apps: &[AppStreams]) -> Result<BTreeSet<(String,
         .await?
         .iter()
         .filter(|j| j.kind == JobKind::Stream && j.state == crate::records::JobState::Failed)
+        .filter(|j| j.trigger != RELEASE_TRIGGER)
         .filter(|j| j.finished_at_ms > since)
         .filter(|j| with_streams.contains(&(j.team.as_str(), j.app.as_str())))
         .map(|j| (j.team.clone(), j.app.clone()))
         .collect())
+}
+
+/// Creates the release job of the streams `gone` of a stopped stream job.
+async fn release(ctx: &Context, stopped: &JobRecord, gone: &[&str]) -> Result<JobRecord> {
+    let mut job = JobRecord::pending(
+        new_job_id(&format!("release-{}", stopped.app)),
+        JobKind::Stream,
+        stopped.team.clone(),
+        stopped.app.clone(),
+        stopped.cluster.clone(),
+        stopped.storage.clone(),
+        stopped.spec.clone(),
+        RELEASE_TRIGGER.into(),
+    );
+    let shards: Vec<_> = plan_streams(&stopped.spec)
+        .iter()
+        .filter(|p| gone.contains(&p.id.as_str()))
+        .map(|p| {
+            let mut s = new_shard(&job.id, p, ShardOp::Release);
+            s.object_key = stream_prefix(&stopped.team, &stopped.app, &p.id);
+            s
+        })
+        .collect();
+    let first = jobs::phase::Phase::first(&job, &shards, false);
+    persist::create_new(ctx, &mut job, &shards, first).await?;
+    tracing::info!(job = %job.id, streams = ?gone, "releasing what removed streams held");
+    Ok(job)
 }
 
 /// Creates the stream job of an app: a shard per `pitr` database, writing into the default
@@ -257,6 +320,18 @@ mod tests {
             ),
         ]);
         assert_eq!(changes(&declared, &twice, &BTreeSet::new()).stop, ["b"]);
+    }
+
+    #[test]
+    fn removed_streams_are_those_the_app_no_longer_declares() {
+        let stopped = streams("t", "shop", &["db.main", "db.old"]);
+        let declared = [
+            streams("t", "shop", &["db.main", "db.new"]),
+            streams("t2", "shop", &["db.old"]),
+        ];
+        assert_eq!(removed(&stopped, &declared), ["db.old"]);
+        // The app is gone: everything goes.
+        assert_eq!(removed(&stopped, &declared[1..]), ["db.main", "db.old"]);
     }
 
     #[test]

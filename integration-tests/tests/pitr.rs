@@ -429,6 +429,21 @@ fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
     ]);
     assert_eq!(gone.code, 2, "{}", gone.stderr);
     let databases = pg.psql("postgres", "SELECT datname FROM pg_database");
+    // The app goes: its streams stop and the replication slot Ferry made is dropped (it would
+    // keep WAL on the server forever).
+    let slots = || {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'ferry_%'",
+        )
+    };
+    assert_eq!(slots().trim(), "1");
+    c.ferry(&["app", "delete", "shop"]).expect_code(0);
+    ferry_test_support::wait_for(
+        Duration::from_secs(90),
+        "the deleted app's replication slot to be dropped",
+        || slots().trim() == "0",
+    );
     assert!(!databases.contains("shop_early") && !databases.contains("shop_late"));
 }
 

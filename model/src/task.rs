@@ -328,6 +328,9 @@ pub enum ShardOp {
     /// Follow a database server's log and archive it chunk by chunk until cancelled
     /// (`object_key` is the stream's prefix in storage).
     Stream,
+    /// A stream that was removed (its app deleted, `pitr` taken off): let go of what it holds
+    /// on its server — a PostgreSQL replication slot, which would keep WAL forever.
+    Release,
 }
 
 fn yes() -> bool {
@@ -343,6 +346,7 @@ impl ShardOp {
             ShardOp::Stage => "stage",
             ShardOp::Restore => "restore",
             ShardOp::Stream => "stream",
+            ShardOp::Release => "release",
         }
     }
 }

@@ -176,6 +176,8 @@ pub async fn run(run: Run) -> Result<ShardOutcome, ShardError> {
             op.as_str()
         ))),
         (Resource::LogStream { .. }, ShardOp::Stream) => stream::run(&run).await,
+        (Resource::LogStream { .. }, ShardOp::Release) => stream::release(&run).await,
+        (_, ShardOp::Release) => Err(ShardError::permanent("only a log stream is released")),
         (Resource::PgBase { .. }, ShardOp::Backup) => postgres::backup_base(&run).await,
         (Resource::Database { .. } | Resource::PgBase { .. }, ShardOp::Stream) => Err(
             ShardError::permanent("only a database server's log is streamed"),

@@ -367,7 +367,16 @@ pub fn next(job: &JobRecord, shards: &[ShardRecord], seen: &Seen) -> Step {
         (JobKind::Stream, Phase::Running) => {
             // A stream shard ends only by failing for good (its retries used up); the job then
             // ends, and `streams.rs` starts a new one, which resumes from what was archived.
-            if all_final(shards.iter()) {
+            // A release job's shards end when they let go of their slots.
+            let releasing = shards.iter().all(|s| s.op == ShardOp::Release);
+            if releasing && all_final(shards.iter()) {
+                let bad = shard_errors(shards);
+                if bad.is_empty() {
+                    Step::Finish(JobState::Completed, "released".into())
+                } else {
+                    Step::Finish(JobState::Failed, format!("not released: {bad}"))
+                }
+            } else if all_final(shards.iter()) {
                 Step::Finish(
                     JobState::Failed,
                     format!("every stream stopped: {}", shard_errors(shards)),
@@ -587,6 +596,31 @@ mod tests {
             next(&cancelled, &[cancel(&shard("s"), 2)], &seen()),
             Step::Finish(JobState::Cancelled, "stopped".into())
         );
+    }
+
+    #[test]
+    fn a_release_job_ends_when_its_slots_are_let_go() {
+        let j = job(JobKind::Stream, Phase::Running);
+        let release = |s: ShardRecord| ShardRecord {
+            op: ShardOp::Release,
+            ..s
+        };
+        assert_eq!(
+            next(
+                &j,
+                &[done(release(shard("a"))), release(shard("b"))],
+                &seen()
+            ),
+            Step::Dispatch
+        );
+        assert_eq!(
+            next(&j, &[done(release(shard("a")))], &seen()),
+            Step::Finish(JobState::Completed, "released".into())
+        );
+        match next(&j, &[failed(release(shard("a")))], &seen()) {
+            Step::Finish(JobState::Failed, m) => assert!(m.contains("not released"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -193,6 +193,62 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
     })
 }
 
+/// Lets go of what a removed stream holds on its server: a PostgreSQL stream's replication slot
+/// (it would keep WAL forever), once no reader uses it (a stopping stream has up to a minute).
+/// A MariaDB/MySQL binlog reader holds nothing.
+pub async fn release(run: &Run) -> Result<ShardOutcome, ShardError> {
+    let Resource::LogStream { spec } = &run.task.resource else {
+        return Err(ShardError::permanent("only a log stream is released"));
+    };
+    if spec.engine != Engine::Postgres {
+        return Ok(ShardOutcome {
+            detail: "a binlog reader holds nothing on its server".into(),
+            ..Default::default()
+        });
+    }
+    let conn = postgres::Conn::new(spec)?;
+    let db = spec
+        .databases
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "postgres".to_owned());
+    let slot = format!("ferry_{}", short_hash(&run.task.object_key));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (conn, db, name) = (conn.clone(), db.clone(), slot.clone());
+        let state = blocking(move || {
+            let slot = name;
+            let drop = format!(
+                "SELECT pg_catalog.pg_drop_replication_slot(slot_name) \
+                 FROM pg_catalog.pg_replication_slots WHERE slot_name = '{slot}' AND NOT active"
+            );
+            conn.psql(&db, &drop)
+                .map_err(|e| conn.explain(e, &format!("dropping replication slot {slot}")))?;
+            let left = format!(
+                "SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = '{slot}'"
+            );
+            Ok(conn.psql(&db, &left)?.trim() == "0")
+        })
+        .await?;
+        if state {
+            tracing::info!(slot = %slot, "released the removed stream's replication slot");
+            return Ok(ShardOutcome {
+                detail: format!("replication slot {slot} dropped"),
+                ..Default::default()
+            });
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(ShardError::transient(format!(
+                "replication slot {slot} is still in use by a reader"
+            )));
+        }
+        tokio::select! {
+            _ = run.cancel.cancelled() => return Err(ShardError::transient("cancelled")),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// The chunks under a stream's prefix (stray objects ignored).
 pub async fn list_chunks(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Chunk>, ShardError> {
     let objects = store
