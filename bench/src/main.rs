@@ -5,6 +5,7 @@
 mod control_plane;
 mod data;
 mod incremental;
+mod pitr;
 mod postgres;
 mod procs;
 mod report;
@@ -28,19 +29,21 @@ enum Which {
     Rss,
     ControlPlane,
     S3,
+    Pitr,
 }
 
 /// A measure: its rows, and notes on how they were taken.
 type Measure = fn(&Config, &mut Vec<String>) -> anyhow::Result<Vec<Row>>;
 
 /// Every measure, in the order they run.
-const MEASURES: [(Which, &str, Measure); 6] = [
+const MEASURES: [(Which, &str, Measure); 7] = [
     (Which::Volume, "volume", volume::run),
     (Which::Incremental, "incremental", incremental::run),
     (Which::Postgres, "postgres", postgres::run),
     (Which::Rss, "worker RSS", volume::run_rss),
     (Which::ControlPlane, "control plane", control_plane::run),
     (Which::S3, "s3", s3::run),
+    (Which::Pitr, "pitr", pitr::run),
 ];
 
 /// Ferry beside the plain tools, side by side, on generated data.
@@ -94,6 +97,12 @@ struct Args {
     /// directory depend on what ran before; tmpfs does not.
     #[arg(long)]
     restore_dir: Option<PathBuf>,
+    /// Seconds of the point-in-time-restore measure's steady writer [default: 60; --quick: 10].
+    #[arg(long)]
+    pitr_seconds: Option<u64>,
+    /// Transactions per second of that writer (pgbench -R) [default: 200; --quick: 50].
+    #[arg(long)]
+    pitr_rate: Option<u32>,
     /// Seed of the generated data.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -118,6 +127,9 @@ pub struct Config {
     pub pg_scale: u32,
     pub sim_workers: usize,
     pub shards: usize,
+    /// The PITR writer: seconds, transactions per second.
+    pub pitr_secs: u64,
+    pub pitr_rate: u32,
     pub seed: u64,
     pub restore_dir: Option<PathBuf>,
 }
@@ -296,6 +308,8 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         pg_scale: args.pg_scale.unwrap_or(if q { 1 } else { 70 }),
         sim_workers: args.sim_workers.unwrap_or(if q { 20 } else { 500 }).max(1),
         shards: args.shards.unwrap_or(if q { 200 } else { 10_000 }).max(1),
+        pitr_secs: args.pitr_seconds.unwrap_or(if q { 10 } else { 60 }).max(1),
+        pitr_rate: args.pitr_rate.unwrap_or(if q { 50 } else { 200 }).max(1),
         seed: args.seed,
         restore_dir: args.restore_dir.clone(),
     })

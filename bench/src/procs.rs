@@ -276,6 +276,13 @@ impl Proc {
         cpu_secs(self.pid())
     }
 
+    /// Its exit status once it has exited.
+    pub fn try_wait(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        self.child
+            .try_wait()
+            .with_context(|| format!("waiting for {}", self.name))
+    }
+
     /// Fails with the end of its log if the process has exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Ok(Some(status)) = self.child.try_wait() {

@@ -84,6 +84,8 @@ fn quick_run_prints_every_measure() {
         "control plane: controller peak RSS",
         "control plane: pass time with 500 finished jobs",
         "S3 backup ÷ tar|zstd -3 -T2|rclone rcat",
+        "PITR archive lag p99 (PostgreSQL, 50 tx/s)",
+        "worker peak RSS, streaming WAL at 50 tx/s",
     ] {
         assert!(stdout.contains(measure), "no {measure:?} row in:\n{stdout}");
         assert!(
