@@ -351,7 +351,8 @@ fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
     ]);
     assert_eq!(before.code, 2, "{}", before.stderr);
     assert!(
-        before.stderr.contains("before the oldest completed backup"),
+        before.stderr.contains("before the oldest completed backup")
+            && before.stderr.contains("recovery window: db.pg: "),
         "{}",
         before.stderr
     );

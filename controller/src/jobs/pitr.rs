@@ -161,22 +161,37 @@ pub async fn windows(ctx: &Context, team: &str, app: &str) -> Result<Vec<StreamW
 }
 
 /// The backup a restore `--at` starts from: the newest of the app completed at or before the
-/// moment.
+/// moment. Too early a moment fails naming the recovery window of each stream.
 pub async fn choose_backup(ctx: &Context, team: &str, app: &str, at_ms: i64) -> Result<JobRecord> {
     let backups = completed_backups(ctx, team, app).await?;
     let oldest = backups.last().map(|b| b.finished_at_ms);
-    backups
-        .into_iter()
-        .find(|b| b.finished_at_ms <= at_ms)
-        .ok_or_else(|| match oldest {
-            None => Error::NotFound(format!("app {app:?} has no completed backup")),
-            Some(oldest) => Error::InvalidArgument(format!(
-                "{} is before the oldest completed backup of {app:?} ({}): nothing to restore \
-                 from",
-                pitr::format_ms(at_ms),
-                pitr::format_ms(oldest)
-            )),
+    if let Some(b) = backups.into_iter().find(|b| b.finished_at_ms <= at_ms) {
+        return Ok(b);
+    }
+    let Some(oldest) = oldest else {
+        return Err(Error::NotFound(format!(
+            "app {app:?} has no completed backup"
+        )));
+    };
+    let windows = windows(ctx, team, app)
+        .await
+        .map(|w| {
+            w.iter()
+                .map(|w| format!("{}: {}", w.stream, pitr::describe(&w.window)))
+                .collect::<Vec<_>>()
+                .join("; ")
         })
+        .unwrap_or_default();
+    let windows = if windows.is_empty() {
+        String::new()
+    } else {
+        format!("; recovery window: {windows}")
+    };
+    Err(Error::InvalidArgument(format!(
+        "{} is before the oldest completed backup of {app:?} ({}): nothing to restore from{windows}",
+        pitr::format_ms(at_ms),
+        pitr::format_ms(oldest)
+    )))
 }
 
 /// Gives each `pitr` database shard of a restore the log it replays to `at_ms`, after checking
