@@ -20,6 +20,12 @@
 /// The most log bytes one chunk holds (bounds what a sealed chunk needs in memory).
 pub const MAX_CHUNK: u64 = 8 << 20;
 
+/// How far a stream's receiver may run behind its server: a chunk received at `t` is taken to
+/// hold every commit made before `t − SETTLE_MS` (streaming replication is asynchronous, and a
+/// loaded machine delays the receiver). The recovery window ends this long before the newest
+/// chunk, and a restore reads the log on to the first chunk received this long after its moment.
+pub const SETTLE_MS: i64 = 5_000;
+
 /// The suffix of a chunk encrypted to its location's recipients.
 pub const SEALED_SUFFIX: &str = ".age";
 
@@ -264,13 +270,15 @@ fn span_of<'a>(spans: &'a [Span], position: &Position) -> Option<&'a Span> {
 }
 
 /// Which moments the stream can restore to: from each base's `ready_ms` to the end of the span
-/// its position lies in (a base whose log was not archived restores to its own moment only).
+/// its position lies in, less [`SETTLE_MS`] (a base whose log was not archived restores to its
+/// own moment only).
 pub fn window(bases: &[Base], spans: &[Span]) -> Window {
     let mut intervals: Vec<Interval> = bases
         .iter()
         .map(|b| Interval {
             from_ms: b.ready_ms,
-            to_ms: span_of(spans, &b.position).map_or(b.ready_ms, |s| s.to_ms.max(b.ready_ms)),
+            to_ms: span_of(spans, &b.position)
+                .map_or(b.ready_ms, |s| (s.to_ms - SETTLE_MS).max(b.ready_ms)),
         })
         .collect();
     intervals.sort_by_key(|i| (i.from_ms, i.to_ms));
@@ -296,8 +304,8 @@ pub fn window(bases: &[Base], spans: &[Span]) -> Window {
 
 /// What a restore to `at_ms` reads: the newest base ready at or before it whose archived log
 /// reaches it, and the pieces of log from the start of the base's file (log readers need whole
-/// files) through the first piece received after `at_ms` (every commit up to `at_ms` is in
-/// them). Errors name the window.
+/// files) through the first piece received more than [`SETTLE_MS`] after `at_ms` (every commit
+/// up to `at_ms` is in them). Errors name the window.
 pub fn plan<'a>(
     at_ms: i64,
     bases: &'a [Base],
@@ -316,7 +324,7 @@ pub fn plan<'a>(
             }
             continue;
         };
-        if span.to_ms < at_ms {
+        if span.to_ms - SETTLE_MS < at_ms {
             continue;
         }
         let mut pieces = Vec::new();
@@ -325,7 +333,7 @@ pub fn plan<'a>(
                 continue;
             }
             pieces.push(p.clone());
-            if p.received_ms > at_ms {
+            if p.received_ms > at_ms + SETTLE_MS {
                 break;
             }
         }
@@ -489,34 +497,35 @@ mod tests {
     #[test]
     fn the_window_runs_from_each_base_to_the_end_of_its_log_and_names_gaps() {
         let s = spans(&[
-            chunk("binlog.000001", 0, 100, 1_000),
-            chunk("binlog.000001", 100, 200, 2_000),
-            chunk("binlog.000003", 0, 100, 8_000),
-            chunk("binlog.000003", 100, 300, 9_000),
+            chunk("binlog.000001", 0, 100, 10_000),
+            chunk("binlog.000001", 100, 200, 20_000),
+            chunk("binlog.000003", 0, 100, 80_000),
+            chunk("binlog.000003", 100, 300, 90_000),
         ]);
         let bases = [
             base("b1", 500, "binlog.000001:40"),
-            base("b2", 7_000, "binlog.000003:0"),
+            base("b2", 70_000, "binlog.000003:0"),
         ];
+        // Each range ends SETTLE_MS before its newest chunk.
         let w = window(&bases, &s);
         assert_eq!(
             w.intervals,
             [
                 Interval {
                     from_ms: 500,
-                    to_ms: 2_000
+                    to_ms: 15_000
                 },
                 Interval {
-                    from_ms: 7_000,
-                    to_ms: 9_000
+                    from_ms: 70_000,
+                    to_ms: 85_000
                 }
             ]
         );
         assert_eq!(
             w.gaps,
             [Interval {
-                from_ms: 2_000,
-                to_ms: 7_000
+                from_ms: 15_000,
+                to_ms: 70_000
             }]
         );
         assert!(describe(&w).contains("gaps"));
@@ -525,28 +534,29 @@ mod tests {
     #[test]
     fn a_plan_takes_the_newest_base_and_log_through_the_first_piece_after_the_moment() {
         let s = spans(&[
-            chunk("binlog.000001", 0, 100, 1_000),
-            chunk("binlog.000001", 100, 200, 2_000),
-            chunk("binlog.000001", 200, 300, 3_000),
-            chunk("binlog.000001", 300, 400, 4_000),
+            chunk("binlog.000001", 0, 100, 10_000),
+            chunk("binlog.000001", 100, 200, 20_000),
+            chunk("binlog.000001", 200, 300, 30_000),
+            chunk("binlog.000001", 300, 400, 40_000),
         ]);
         let bases = [
             base("b1", 500, "binlog.000001:50"),
-            base("b2", 1_500, "binlog.000001:150"),
+            base("b2", 15_000, "binlog.000001:150"),
         ];
-        let (b, pieces) = plan(2_500, &bases, &s).unwrap();
+        // Through the first piece received more than SETTLE_MS after the moment.
+        let (b, pieces) = plan(16_000, &bases, &s).unwrap();
         assert_eq!(b.backup_id, "b2");
         let ranges: Vec<_> = pieces.iter().map(|p| (p.offset, p.end)).collect();
         assert_eq!(ranges, [(0, 100), (100, 200), (200, 300)]);
-        let (b, _) = plan(1_200, &bases, &s).unwrap();
+        let (b, _) = plan(12_000, &bases, &s).unwrap();
         assert_eq!(b.backup_id, "b1");
         let before = plan(100, &bases, &s).unwrap_err().to_string();
         assert!(before.contains("outside the recovery window"), "{before}");
         assert!(
-            before.contains("1970-01-01T00:00:00.500Z to 1970-01-01T00:00:04.000Z"),
+            before.contains("1970-01-01T00:00:00.500Z to 1970-01-01T00:00:35.000Z"),
             "{before}"
         );
-        assert!(plan(4_001, &bases, &s).is_err());
+        assert!(plan(35_001, &bases, &s).is_err());
     }
 
     #[test]

@@ -115,7 +115,7 @@ async fn chunks(storage: &StorageLocation, prefix: &str) -> Vec<Chunk> {
 async fn wait_archived_past(storage: &StorageLocation, prefix: &str, ms: i64) {
     for _ in 0..600 {
         let spans = pitr::spans(&chunks(storage, prefix).await);
-        if spans.last().is_some_and(|s| s.to_ms > ms) {
+        if spans.last().is_some_and(|s| s.to_ms > ms + pitr::SETTLE_MS) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -201,7 +201,6 @@ async fn postgres_restore_to_a_moment_holds_exactly_the_rows_committed_before_it
     assert!(ended.log_position.is_some(), "{ended:?}");
     let (cancel, second) = start_stream(&storage, &source, &prefix, 2);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    writer.finish();
 
     // A moment between two commits after the base and the resume: the middle of the gap.
     let commits: Vec<(i64, i64)> = server
@@ -232,7 +231,9 @@ async fn postgres_restore_to_a_moment_holds_exactly_the_rows_committed_before_it
     );
     assert_eq!(expected.lines().count() as i64, before.0, "ids are dense");
 
+    // The writer goes on until the log is archived well past the moment (SETTLE_MS).
     wait_archived_past(&storage, &prefix, at_ms).await;
+    writer.finish();
     cancel.cancel();
     second
         .await
@@ -343,7 +344,6 @@ async fn mariadb_restore_to_a_moment_holds_exactly_the_rows_written_before_it() 
         .expect("a cancelled stream ends cleanly");
     let (cancel, second) = start_stream(&storage, &source, &prefix, 2);
     tokio::time::sleep(Duration::from_secs(6)).await;
-    writer.finish();
 
     // The whole second inside the pause.
     let rows: Vec<f64> = server
@@ -367,7 +367,9 @@ async fn mariadb_restore_to_a_moment_holds_exactly_the_rows_written_before_it() 
         "the moment is in an idle stretch"
     );
 
+    // The writer goes on until the log is archived well past the moment (SETTLE_MS).
     wait_archived_past(&storage, &prefix, at_ms).await;
+    writer.finish();
     cancel.cancel();
     second
         .await
