@@ -881,3 +881,40 @@ impl Cluster {
         .expect_code(0);
     }
 }
+
+/// `age-keygen -o DIR/NAME.key`; returns the file and its public recipient.
+pub fn age_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let file = dir.join(format!("{name}.key"));
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&file)
+        .output()
+        .expect("age-keygen (Debian package age; scripts/setup installs it)");
+    assert!(out.status.success(), "{out:?}");
+    let public = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(public.status.success(), "{public:?}");
+    let recipient = String::from_utf8(public.stdout).unwrap().trim().to_owned();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    (file, recipient)
+}
+
+/// Every file under `dir`, recursively.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -8,46 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ferry_integration_tests::{Cluster, listing};
+use ferry_integration_tests::{Cluster, age_key, files, listing};
 
 const MARKER: &str = "FERRY-PLAINTEXT-MARKER-7c1e";
-
-/// `age-keygen -o FILE`; returns the file and its public recipient.
-fn age_key(dir: &Path, name: &str) -> (PathBuf, String) {
-    let file = dir.join(format!("{name}.key"));
-    let out = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&file)
-        .output()
-        .expect("age-keygen (Debian package age; scripts/setup installs it)");
-    assert!(out.status.success(), "{out:?}");
-    let public = Command::new("age-keygen")
-        .arg("-y")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(public.status.success(), "{public:?}");
-    let recipient = String::from_utf8(public.stdout).unwrap().trim().to_owned();
-    assert!(recipient.starts_with("age1"), "{recipient}");
-    (file, recipient)
-}
-
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
 
 /// Replaces the running worker of cluster `local` by one started with `identity_files`.
 fn replace_worker(c: &mut Cluster, node: &str, identity_files: &[&Path]) {

@@ -36,34 +36,6 @@ fn rfc3339(ms: i64) -> String {
 
 const MARKER: &str = "FERRY-PITR-PLAINTEXT-4b7d";
 
-/// `age-keygen -o FILE`; returns the file and its public recipient.
-fn age_key(dir: &std::path::Path) -> (std::path::PathBuf, String) {
-    let file = dir.join("location.key");
-    sh("age-keygen", &["-o", file.to_str().unwrap()]);
-    let recipient = sh("age-keygen", &["-y", file.to_str().unwrap()])
-        .trim()
-        .to_owned();
-    assert!(recipient.starts_with("age1"), "{recipient}");
-    (file, recipient)
-}
-
-/// Every file under `dir`, recursively.
-fn all_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// The pid of the process whose command line contains every one of `words`, if one runs.
 fn find_process(words: &[&str]) -> Option<(i32, i32)> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -85,7 +57,7 @@ fn find_process(words: &[&str]) -> Option<(i32, i32)> {
 #[test]
 fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
     let mut c = Cluster::start(&["--no-embedded-worker"]);
-    let (identity, recipient) = age_key(c.path());
+    let (identity, recipient) = ferry_integration_tests::age_key(c.path(), "location");
     let identity = identity.to_str().unwrap().to_owned();
     let workers = [
         c.add_worker_args("local", "n1", 2, &[], &["--identity-file", &identity]),
@@ -377,7 +349,7 @@ fn a_whole_app_restores_to_a_moment_across_a_stream_failover() {
     // row's plaintext.
     let logs = archive.join("teams/default/apps/shop/logs");
     let mut chunks = 0;
-    for file in all_files(&archive) {
+    for file in ferry_integration_tests::files(&archive) {
         let bytes = std::fs::read(&file).unwrap();
         assert!(
             !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),

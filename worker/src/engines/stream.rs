@@ -206,13 +206,7 @@ pub async fn release(run: &Run) -> Result<ShardOutcome, ShardError> {
             ..Default::default()
         });
     }
-    let conn = postgres::Conn::new(spec)?;
-    let db = spec
-        .databases
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "postgres".to_owned());
-    let slot = format!("ferry_{}", short_hash(&run.task.object_key));
+    let (conn, db, slot) = pg_slot(spec, &run.task.object_key)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (conn, db, name) = (conn.clone(), db.clone(), slot.clone());
@@ -247,6 +241,21 @@ pub async fn release(run: &Run) -> Result<ShardOutcome, ShardError> {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// A PostgreSQL stream's connection, the database it connects to, and its replication slot
+/// (`ferry_` + a hash of the stream's prefix: the same for every attempt and for its release).
+fn pg_slot(
+    spec: &DatabaseSpec,
+    prefix: &str,
+) -> Result<(postgres::Conn, String, String), ShardError> {
+    let conn = postgres::Conn::new(spec)?;
+    let db = spec
+        .databases
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "postgres".to_owned());
+    Ok((conn, db, format!("ferry_{}", short_hash(prefix))))
 }
 
 /// The chunks under a stream's prefix (stray objects ignored).
@@ -378,13 +387,7 @@ impl PgSource {
         resume: Option<Position>,
         dir: &Path,
     ) -> Result<PgSource, ShardError> {
-        let conn = postgres::Conn::new(spec)?;
-        let db = spec
-            .databases
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "postgres".to_owned());
-        let slot = format!("ferry_{}", short_hash(prefix));
+        let (conn, db, slot) = pg_slot(spec, prefix)?;
         let (restart_lsn, timeline) = {
             let (conn, db, slot) = (conn.clone(), db.clone(), slot.clone());
             blocking(move || {
