@@ -49,6 +49,47 @@ pub fn removed<'a>(stopped: &'a AppStreams, declared: &[AppStreams]) -> Vec<&'a 
         .collect()
 }
 
+/// A stream job as [`unreleased`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamJob {
+    pub id: String,
+    pub created_ms: i64,
+    /// It can no longer change (failed, cancelled).
+    pub ended: bool,
+    /// A release job.
+    pub release: bool,
+    pub streams: AppStreams,
+}
+
+/// Streams nothing released: when the newest stream job of an app (release jobs included) is
+/// an ended stream job, the streams it held that the app no longer declares, with that job. A
+/// stream job that failed for good is not running, so deleting its app (or taking `pitr` off)
+/// stops nothing and [`removed`] is never asked at a stop; a release made at a stop is newer
+/// than the stopped job, so nothing is released twice.
+pub fn unreleased<'a>(
+    jobs: &'a [StreamJob],
+    declared: &[AppStreams],
+) -> Vec<(&'a StreamJob, Vec<&'a str>)> {
+    let mut newest: BTreeMap<(&str, &str), &StreamJob> = BTreeMap::new();
+    for j in jobs {
+        let key = (j.streams.team.as_str(), j.streams.app.as_str());
+        match newest.get(&key) {
+            Some(n) if (n.created_ms, &n.id) >= (j.created_ms, &j.id) => {}
+            _ => {
+                newest.insert(key, j);
+            }
+        }
+    }
+    newest
+        .into_values()
+        .filter(|j| j.ended && !j.release)
+        .filter_map(|j| {
+            let gone = removed(&j.streams, declared);
+            (!gone.is_empty()).then_some((j, gone))
+        })
+        .collect()
+}
+
 /// An app's streams as its spec declares them, or as a running job holds them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AppStreams {
@@ -127,10 +168,14 @@ fn running(job: &JobRecord) -> AppStreams {
     }
 }
 
+/// Every how many checks the ended stream jobs are looked at when no app streams (listing every
+/// job is what the check costs then).
+const UNRELEASED_EVERY: u64 = 30;
+
 /// Checks every heartbeat until cancelled (leader only).
 pub async fn run(ctx: Arc<Context>, cancel: CancellationToken) {
-    loop {
-        if let Err(e) = check(&ctx).await {
+    for n in 0u64.. {
+        if let Err(e) = check(&ctx, n % UNRELEASED_EVERY == 0).await {
             tracing::warn!(error = %e, "checking the log streams failed; retrying");
         }
         tokio::select! {
@@ -140,12 +185,19 @@ pub async fn run(ctx: Arc<Context>, cancel: CancellationToken) {
     }
 }
 
-async fn check(ctx: &Context) -> Result<()> {
+/// One check; `all` also looks at ended jobs when no app streams.
+async fn check(ctx: &Context, all: bool) -> Result<()> {
     let apps: Vec<AppStreams> = list_json::<AppRecord>(&*ctx.store, &keys::all_apps())
         .await?
         .iter()
         .map(|(a, _)| declared(a))
         .collect();
+    let streaming = apps.iter().any(|a| !a.streams.is_empty());
+    let every_job = if streaming || all {
+        jobs::list_jobs(ctx).await?
+    } else {
+        Vec::new()
+    };
     let jobs: BTreeMap<String, JobRecord> = jobs::active_jobs(ctx)
         .await?
         .into_iter()
@@ -157,7 +209,7 @@ async fn check(ctx: &Context) -> Result<()> {
         .iter()
         .map(|(id, j)| (id.clone(), running(j)))
         .collect();
-    let resting = resting(ctx, &apps).await?;
+    let resting = resting(ctx, &apps, &every_job);
     let todo = changes(&apps, &active, &resting);
     for id in todo.stop {
         let team = active.get(&id).map(|a| a.team.clone()).unwrap_or_default();
@@ -177,29 +229,48 @@ async fn check(ctx: &Context) -> Result<()> {
             tracing::warn!(team = %team, app = %app, error = %e, "cannot start the app's log streams");
         }
     }
+    let views: Vec<StreamJob> = every_job
+        .iter()
+        .filter(|j| j.kind == JobKind::Stream)
+        .map(|j| StreamJob {
+            id: j.id.clone(),
+            created_ms: j.created_at_ms,
+            ended: j.state.is_final(),
+            release: j.trigger == RELEASE_TRIGGER,
+            streams: running(j),
+        })
+        .collect();
+    for (view, gone) in unreleased(&views, &apps) {
+        let Some(job) = every_job.iter().find(|j| j.id == view.id) else {
+            continue;
+        };
+        tracing::info!(job = %view.id, streams = ?gone, "an ended stream job's removed streams were never released");
+        if let Err(e) = release(ctx, job, &gone).await {
+            tracing::warn!(job = %view.id, error = %e, "cannot release the removed streams");
+        }
+    }
     Ok(())
 }
 
-/// Apps with streams whose newest stream job failed less than `stream_restart` ago.
-async fn resting(ctx: &Context, apps: &[AppStreams]) -> Result<BTreeSet<(String, String)>> {
+/// Apps with streams whose newest stream job failed less than `stream_restart` ago (`jobs`:
+/// every job).
+fn resting(ctx: &Context, apps: &[AppStreams], jobs: &[JobRecord]) -> BTreeSet<(String, String)> {
     let with_streams: BTreeSet<(&str, &str)> = apps
         .iter()
         .filter(|a| !a.streams.is_empty())
         .map(|a| (a.team.as_str(), a.app.as_str()))
         .collect();
     if with_streams.is_empty() {
-        return Ok(BTreeSet::new());
+        return BTreeSet::new();
     }
     let since = ferry_model::now_ms() - ctx.timings.stream_restart().as_millis() as i64;
-    Ok(jobs::list_jobs(ctx)
-        .await?
-        .iter()
+    jobs.iter()
         .filter(|j| j.kind == JobKind::Stream && j.state == crate::records::JobState::Failed)
         .filter(|j| j.trigger != RELEASE_TRIGGER)
         .filter(|j| j.finished_at_ms > since)
         .filter(|j| with_streams.contains(&(j.team.as_str(), j.app.as_str())))
         .map(|j| (j.team.clone(), j.app.clone()))
-        .collect())
+        .collect()
 }
 
 /// Creates the release job of the streams `gone` of a stopped stream job.
@@ -332,6 +403,54 @@ mod tests {
         assert_eq!(removed(&stopped, &declared), ["db.old"]);
         // The app is gone: everything goes.
         assert_eq!(removed(&stopped, &declared[1..]), ["db.main", "db.old"]);
+    }
+
+    fn job(id: &str, created_ms: i64, ended: bool, release: bool, s: AppStreams) -> StreamJob {
+        StreamJob {
+            id: id.into(),
+            created_ms,
+            ended,
+            release,
+            streams: s,
+        }
+    }
+
+    #[test]
+    fn an_ended_stream_job_of_a_removed_app_is_released_once() {
+        let shop = || streams("t", "shop", &["db.main", "db.old"]);
+        let failed = job("s1", 10, true, false, shop());
+        // The app is gone and its only stream job had failed: release both streams.
+        let jobs = [failed.clone()];
+        let out = unreleased(&jobs, &[]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].0.id.as_str(), out[0].1.clone()),
+            ("s1", vec!["db.main", "db.old"])
+        );
+        // pitr taken off one database: only that one.
+        let declared = [streams("t", "shop", &["db.main"])];
+        assert_eq!(unreleased(&jobs, &declared)[0].1, ["db.old"]);
+        // Still declared as it was: nothing (the job restarts after its rest instead).
+        assert!(unreleased(&jobs, &[shop()]).is_empty());
+        // A release job after it (made at a stop, or by an earlier check): nothing again.
+        let released = [failed.clone(), job("r1", 20, false, true, shop())];
+        assert!(unreleased(&released, &[]).is_empty());
+        // A newer stream job of a re-created app decides, not the old one.
+        let newer = [failed.clone(), job("s2", 30, false, false, shop())];
+        assert!(unreleased(&newer, &[shop()]).is_empty());
+        // A stream job still running is stopped by `changes`, which releases then.
+        let running = [job("s3", 40, false, false, shop())];
+        assert!(unreleased(&running, &[]).is_empty());
+        // Other apps' jobs do not hide this one.
+        let mixed = [
+            failed,
+            job("x", 50, true, false, streams("t", "blog", &["db.a"])),
+        ];
+        let ids: Vec<&str> = unreleased(&mixed, &[])
+            .iter()
+            .map(|(j, _)| j.id.as_str())
+            .collect();
+        assert_eq!(ids, ["x", "s1"], "in app order");
     }
 
     #[test]

@@ -487,3 +487,207 @@ fn a_server_without_a_usable_log_says_why() {
     assert_eq!(backup.code, 1, "{}", backup.stdout);
     assert!(backup.stdout.contains("log_bin"), "{}", backup.stdout);
 }
+
+/// A stream that was down while its server purged the binlog it had reached: it resumes from
+/// what the server still has, the recovery window shows the gap it really has (from the last
+/// archived moment before the outage to the first backup after it), a moment inside the gap is
+/// refused before anything is written (naming the window and its gap), and a moment after the
+/// next backup restores exactly. The worker's metrics say how far the archive is behind the
+/// server in bytes (none, once caught up) and where it ends.
+#[test]
+fn a_stream_down_while_its_server_purged_the_log_shows_the_gap() {
+    let metrics = format!("127.0.0.1:{}", ferry_integration_tests::free_port());
+    let mut c = Cluster::start(&["--no-embedded-worker"]);
+    let first = c.add_worker_args("local", "n1", 2, &[], &["--metrics-listen", &metrics]);
+    c.add_local_storage("archive", "local");
+    let my = MariaServer::start();
+    my.sql("CREATE DATABASE shop");
+    my.sql("CREATE TABLE shop.t (n int PRIMARY KEY)");
+    c.apply(&format!(
+        "name: shop\ncomponents:\n  - name: db\n    databases:\n      \
+         - {{name: my, engine: mariadb, host: 127.0.0.1, port: {}, user: root, databases: [shop], pitr: true}}\n",
+        my.port
+    ))
+    .expect_code(0);
+    let insert = |from: u32, to: u32| {
+        for n in from..=to {
+            my.sql(&format!("INSERT INTO shop.t VALUES ({n})"));
+        }
+    };
+    let window = |c: &Cluster| {
+        c.ferry(&["app", "recovery-window", "shop", "-o", "json"])
+            .expect_code(0)
+            .json()
+    };
+    insert(1, 5);
+
+    // The archive catches up with the server: no byte behind, and it ends where the server's
+    // binlog does.
+    let stream = [("stream", "default/shop/db.my")];
+    let mut seen = String::new();
+    ferry_test_support::wait_for(
+        Duration::from_secs(60),
+        "the stream's metrics to show it caught up with the server",
+        || {
+            let status = my.sql("SHOW MASTER STATUS");
+            let mut cols = status.split('\t');
+            let (file, offset) = (cols.next().unwrap_or(""), cols.next().unwrap_or(""));
+            let samples =
+                ferry_integration_tests::parse_metrics(&ferry_integration_tests::scrape(&metrics));
+            let lag =
+                ferry_integration_tests::metric(&samples, "ferry_worker_stream_lag_bytes", &stream);
+            let at = ferry_integration_tests::metric(
+                &samples,
+                "ferry_worker_stream_archived_position",
+                &[stream[0], ("file", file)],
+            );
+            seen = format!("server at {file}:{offset}, lag {lag:?}, archived position {at:?}");
+            lag == Some(0.0) && at.is_some_and(|a| a.to_string() == offset.trim())
+        },
+    );
+    eprintln!("{seen}");
+
+    let base = c
+        .ferry(&["backup", "create", "shop", "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(base["state"], "Completed", "{base}");
+    insert(6, 10);
+    let last_write_ms = now_ms();
+    // The server is quiet from here: the stream's mark (it caught up with an idle server) takes
+    // the window past the last write, not 5 s short of it.
+    ferry_test_support::wait_for(
+        Duration::from_secs(30),
+        "the window of the idle server to reach past its last write",
+        || {
+            window(&c)["streams"][0]["ranges"][0]["to"]
+                .as_str()
+                .is_some_and(|to| {
+                    ferry_model::pitr::parse_at(to, 0).is_ok_and(|to| to > last_write_ms)
+                })
+        },
+    );
+
+    // The only worker dies; while no stream runs the server moves to a new binlog and purges
+    // the one the archive had reached.
+    let port = my.port.to_string();
+    c.workers[first].kill();
+    ferry_test_support::wait_for(
+        Duration::from_secs(30),
+        "the killed worker's mariadb-binlog to end",
+        || find_process(&["mariadb-binlog", &port]).is_none(),
+    );
+    insert(11, 13);
+    let in_gap_ms = now_ms();
+    std::thread::sleep(Duration::from_millis(300));
+    insert(14, 15);
+    my.sql("FLUSH BINARY LOGS");
+    let current = my.sql("SHOW MASTER STATUS");
+    let current = current.split('\t').next().unwrap().to_owned();
+    // The server purges a binlog only once its binlog checkpoint moved past it (InnoDB
+    // flushed): repeat until the old file is gone.
+    ferry_test_support::wait_for(
+        Duration::from_secs(30),
+        "the server to purge every binlog but the current one",
+        || {
+            my.sql(&format!("PURGE BINARY LOGS TO '{current}'"));
+            my.sql("SHOW BINARY LOGS").lines().count() == 1
+        },
+    );
+    insert(16, 20);
+
+    // Another worker takes the stream over, from the binlog the server still has.
+    c.add_worker("local", "n2");
+    ferry_test_support::wait_for(
+        Duration::from_secs(90),
+        "the stream to resume on the new worker",
+        || {
+            window(&c)["streams"][0]["last_position"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(&format!("{current}:")))
+        },
+    );
+    let after = c
+        .ferry(&["backup", "create", "shop", "--wait", "-o", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(after["state"], "Completed", "{after}");
+    insert(21, 23);
+    // A whole second (MariaDB's binlog has second precision) after rows 1–23, before 24–26.
+    let at_ms = (now_ms() / 1000 + 1) * 1000;
+    std::thread::sleep(Duration::from_millis((at_ms + 300 - now_ms()).max(0) as u64));
+    insert(24, 26);
+
+    ferry_test_support::wait_for(
+        Duration::from_secs(60),
+        "the recovery window to reach the chosen moment",
+        || {
+            window(&c)["streams"][0]["ranges"]
+                .as_array()
+                .and_then(|r| r.last().and_then(|r| r["to"].as_str().map(str::to_owned)))
+                .is_some_and(|to| ferry_model::pitr::parse_at(&to, 0).is_ok_and(|to| to > at_ms))
+        },
+    );
+    let w = window(&c);
+    let s = &w["streams"][0];
+    let ms = |v: &serde_json::Value| ferry_model::pitr::parse_at(v.as_str().unwrap(), 0).unwrap();
+    let gaps = s["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "one gap: {w:#}");
+    assert!(
+        ms(&gaps[0]["from"]) < in_gap_ms && in_gap_ms < ms(&gaps[0]["to"]),
+        "the gap covers the outage: {w:#}"
+    );
+    assert_eq!(s["ranges"].as_array().unwrap().len(), 2, "{w:#}");
+
+    // Inside the gap: refused, naming the window and its gap; nothing is written.
+    let refused = c.ferry(&[
+        "restore",
+        "create",
+        "shop",
+        "--at",
+        &rfc3339(in_gap_ms),
+        "--to-app",
+        "shop-gap",
+        "--rewrite",
+        "shop=shop_gap",
+    ]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("recovery window: ")
+            && refused.stderr.contains("gaps: ")
+            && refused.stderr.contains("nothing was written"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !my.sql("SHOW DATABASES").contains("shop_gap"),
+        "a refused restore writes nothing"
+    );
+
+    // After the next backup: exact.
+    let restore = c
+        .ferry(&[
+            "restore",
+            "create",
+            "shop",
+            "--at",
+            &rfc3339(at_ms),
+            "--to-app",
+            "shop-copy",
+            "--rewrite",
+            "shop=shop_copy",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    assert_eq!(restore["state"], "Completed", "{restore}");
+    assert_eq!(
+        my.sql("SELECT count(*), min(n), max(n) FROM shop_copy.t")
+            .trim(),
+        "23\t1\t23",
+        "exactly the rows committed before {}",
+        rfc3339(at_ms)
+    );
+}

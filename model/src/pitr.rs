@@ -16,6 +16,17 @@
 //! that overlap hold the same bytes of the same file, and readers take each byte once. In an
 //! encrypted location a chunk is an age file to the location's recipients, its key ending in
 //! `.age` ([`SEALED_SUFFIX`]); a chunk holds at most [`MAX_CHUNK`] bytes of log.
+//!
+//! A log file's end is recorded when the stream moves on to the next file: an empty
+//! `FILE/END-END.RECEIVED_MS.ATTEMPT.eof` object says the archive holds all of `FILE` (its
+//! `END` bytes). Only then does the archived log run on into the next file without a hole: a
+//! stream that resumes after its server dropped the rest of a file (a purged binlog, a slot
+//! that no longer held the WAL) starts the next file without one, and the window shows a gap.
+//!
+//! A *mark* (`OFFSET-OFFSET`, no log bytes) says that at `RECEIVED_MS` the server had written
+//! nothing past `OFFSET`: every commit up to that moment is in the archive before it. A stream
+//! writes one when its server is idle and the archive has caught up, so the window of a quiet
+//! server reaches the present instead of ending [`SETTLE_MS`] before its last write.
 
 /// The most log bytes one chunk holds (bounds what a sealed chunk needs in memory).
 pub const MAX_CHUNK: u64 = 8 << 20;
@@ -78,7 +89,7 @@ pub fn valid_file(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// One archived chunk of a log file.
+/// One archived chunk of a log file, or a mark (`offset == end`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     /// Its key, relative to the location.
@@ -87,6 +98,8 @@ pub struct Chunk {
     pub offset: u64,
     pub end: u64,
     pub received_ms: i64,
+    /// The end of `file`: it holds `end` bytes and the log goes on in its successor.
+    pub eof: bool,
 }
 
 impl Chunk {
@@ -102,6 +115,19 @@ impl Chunk {
         format!("{prefix}{file}/{offset:016x}-{end:016x}.{received_ms}.{attempt}")
     }
 
+    /// The key of the record that `file` ends after `end` bytes.
+    pub fn eof_key(prefix: &str, file: &str, end: u64, received_ms: i64, attempt: u32) -> String {
+        format!(
+            "{}.eof",
+            Chunk::key_for(prefix, file, end, end, received_ms, attempt)
+        )
+    }
+
+    /// A mark: no log bytes, only the moment the server had nothing past `offset`.
+    pub fn is_mark(&self) -> bool {
+        self.offset == self.end && !self.eof
+    }
+
     /// Reads a chunk key found under `prefix`; anything else (a stray object) is `None`.
     pub fn parse(prefix: &str, key: &str) -> Option<Chunk> {
         let rest = key.strip_prefix(prefix)?;
@@ -114,6 +140,11 @@ impl Chunk {
         let range = parts.next()?;
         let received_ms: i64 = parts.next()?.parse().ok()?;
         let _attempt: u32 = parts.next()?.parse().ok()?;
+        let eof = match parts.next() {
+            None => false,
+            Some("eof") => true,
+            Some(_) => return None,
+        };
         if parts.next().is_some() {
             return None;
         }
@@ -122,12 +153,16 @@ impl Chunk {
             u64::from_str_radix(offset, 16).ok()?,
             u64::from_str_radix(end, 16).ok()?,
         );
-        (offset < end).then(|| Chunk {
+        if offset > end || (eof && offset != end) {
+            return None;
+        }
+        Some(Chunk {
             key: key.to_owned(),
             file: file.to_owned(),
             offset,
             end,
             received_ms,
+            eof,
         })
     }
 }
@@ -151,6 +186,24 @@ pub fn successor(file: &str) -> Option<String> {
     Some(format!("{base}.{:0width$}", n + 1, width = number.len()))
 }
 
+/// How many bytes of a server's binlogs (`files`: each with its size, as `SHOW BINARY LOGS`
+/// lists them) lie past `archived`: the archive's lag behind the server. A file the server no
+/// longer lists counts as nothing; files before the archived one are not behind.
+pub fn bytes_behind(archived: &Position, files: &[(String, u64)]) -> u64 {
+    let number = |f: &str| f.rsplit_once('.').and_then(|(_, n)| n.parse::<u64>().ok());
+    let Some(at) = number(&archived.file) else {
+        return 0;
+    };
+    files
+        .iter()
+        .filter_map(|(f, size)| match number(f) {
+            Some(n) if n == at => Some(size.saturating_sub(archived.offset)),
+            Some(n) if n > at => Some(*size),
+            _ => None,
+        })
+        .sum()
+}
+
 /// A piece of a chunk a reader takes: bytes `offset..end` of `file`, found `skip` bytes into
 /// the chunk object `key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,19 +217,24 @@ pub struct Piece {
 }
 
 /// A stretch of log archived without a hole: from `start` to `end`, received between
-/// `from_ms` (its first chunk) and `to_ms` (its last).
+/// `from_ms` (its first chunk) and `to_ms` (its last chunk or mark). Every commit up to
+/// `covered_ms` is in it: [`SETTLE_MS`] before its newest chunk, or a mark's moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Span {
     pub start: Position,
     pub end: Position,
     pub from_ms: i64,
     pub to_ms: i64,
+    pub covered_ms: i64,
     pub pieces: Vec<Piece>,
+    /// The span's marks: where the log ended at a moment.
+    pub marks: Vec<(Position, i64)>,
 }
 
 /// Cuts a stream's chunks into contiguous spans (each byte once), in log order. A span goes on
-/// into the next file when that file's chunks start at byte 0; a hole inside a file, or a file
-/// that is not the successor of the previous one, starts a new span.
+/// into the next file when the file's end was recorded (`eof`) right where the span reached;
+/// a hole inside a file, or a file whose predecessor did not end in the span, starts a new
+/// span.
 pub fn spans(chunks: &[Chunk]) -> Vec<Span> {
     let mut by_file: BTreeMap<&str, Vec<&Chunk>> = BTreeMap::new();
     for c in chunks {
@@ -185,15 +243,12 @@ pub fn spans(chunks: &[Chunk]) -> Vec<Span> {
     let mut out: Vec<Span> = Vec::new();
     let mut open: Option<Span> = None;
     for (file, mut list) in by_file {
-        list.sort_by(|a, b| (a.offset, b.end).cmp(&(b.offset, a.end)));
+        // By offset, the longest first, a file's end after everything else of it.
+        list.sort_by_key(|c| (c.eof, c.offset, std::cmp::Reverse(c.end)));
         for c in list {
-            let continues = open.as_ref().is_some_and(|s| {
-                if s.end.file == file {
-                    c.offset <= s.end.offset
-                } else {
-                    c.offset == 0 && successor(&s.end.file).as_deref() == Some(file)
-                }
-            });
+            let continues = open
+                .as_ref()
+                .is_some_and(|s| s.end.file == file && c.offset <= s.end.offset);
             if !continues {
                 out.extend(open.take());
             }
@@ -208,13 +263,33 @@ pub fn spans(chunks: &[Chunk]) -> Vec<Span> {
                 },
                 from_ms: c.received_ms,
                 to_ms: c.received_ms,
+                covered_ms: i64::MIN,
                 pieces: Vec::new(),
+                marks: Vec::new(),
             });
-            if span.end.file != file {
-                span.end = Position {
-                    file: file.to_owned(),
-                    offset: 0,
-                };
+            if c.eof {
+                if c.offset == span.end.offset
+                    && let Some(next) = successor(file)
+                {
+                    span.end = Position {
+                        file: next,
+                        offset: 0,
+                    };
+                }
+                continue;
+            }
+            if c.is_mark() {
+                span.marks.push((
+                    Position {
+                        file: file.to_owned(),
+                        offset: c.offset,
+                    },
+                    c.received_ms,
+                ));
+                span.covered_ms = span.covered_ms.max(c.received_ms);
+                span.from_ms = span.from_ms.min(c.received_ms);
+                span.to_ms = span.to_ms.max(c.received_ms);
+                continue;
             }
             if c.end <= span.end.offset {
                 continue; // every byte of it is already taken
@@ -231,6 +306,7 @@ pub fn spans(chunks: &[Chunk]) -> Vec<Span> {
             span.end.offset = c.end;
             span.from_ms = span.from_ms.min(c.received_ms);
             span.to_ms = span.to_ms.max(c.received_ms);
+            span.covered_ms = span.covered_ms.max(c.received_ms - SETTLE_MS);
         }
     }
     out.extend(open);
@@ -269,16 +345,15 @@ fn span_of<'a>(spans: &'a [Span], position: &Position) -> Option<&'a Span> {
         .find(|s| s.start <= *position && *position <= s.end)
 }
 
-/// Which moments the stream can restore to: from each base's `ready_ms` to the end of the span
-/// its position lies in, less [`SETTLE_MS`] (a base whose log was not archived restores to its
-/// own moment only).
+/// Which moments the stream can restore to: from each base's `ready_ms` to what the span its
+/// position lies in covers (`Span::covered_ms`; a base whose log was not archived restores to
+/// its own moment only).
 pub fn window(bases: &[Base], spans: &[Span]) -> Window {
     let mut intervals: Vec<Interval> = bases
         .iter()
         .map(|b| Interval {
             from_ms: b.ready_ms,
-            to_ms: span_of(spans, &b.position)
-                .map_or(b.ready_ms, |s| (s.to_ms - SETTLE_MS).max(b.ready_ms)),
+            to_ms: span_of(spans, &b.position).map_or(b.ready_ms, |s| s.covered_ms.max(b.ready_ms)),
         })
         .collect();
     intervals.sort_by_key(|i| (i.from_ms, i.to_ms));
@@ -304,8 +379,9 @@ pub fn window(bases: &[Base], spans: &[Span]) -> Window {
 
 /// What a restore to `at_ms` reads: the newest base ready at or before it whose archived log
 /// reaches it, and the pieces of log from the start of the base's file (log readers need whole
-/// files) through the first piece received more than [`SETTLE_MS`] after `at_ms` (every commit
-/// up to `at_ms` is in them). Errors name the window.
+/// files) through the position of the first mark at or after `at_ms`, or else through the
+/// first piece received more than [`SETTLE_MS`] after `at_ms` (every commit up to `at_ms` is in
+/// them). Errors name the window.
 pub fn plan<'a>(
     at_ms: i64,
     bases: &'a [Base],
@@ -324,16 +400,26 @@ pub fn plan<'a>(
             }
             continue;
         };
-        if span.to_ms - SETTLE_MS < at_ms {
+        if span.covered_ms < at_ms {
             continue;
         }
+        let mark = span
+            .marks
+            .iter()
+            .filter(|(_, ms)| *ms >= at_ms)
+            .map(|(position, _)| position)
+            .min();
         let mut pieces = Vec::new();
         for p in &span.pieces {
             if p.file < base.position.file {
                 continue;
             }
             pieces.push(p.clone());
-            if p.received_ms > at_ms + SETTLE_MS {
+            let done = match mark {
+                Some(mark) => (p.file.as_str(), p.end) >= (mark.file.as_str(), mark.offset),
+                None => p.received_ms > at_ms + SETTLE_MS,
+            };
+            if done {
                 break;
             }
         }
@@ -421,6 +507,31 @@ mod tests {
         Chunk::parse(P, &Chunk::key_for(P, file, offset, end, ms, 1)).unwrap()
     }
 
+    fn eof(file: &str, end: u64, ms: i64) -> Chunk {
+        Chunk::parse(P, &Chunk::eof_key(P, file, end, ms, 1)).unwrap()
+    }
+
+    #[test]
+    fn bytes_behind_counts_the_rest_of_the_archived_file_and_every_later_one() {
+        let files = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
+            list.iter().map(|(f, n)| (f.to_string(), *n)).collect()
+        };
+        let at = |file: &str, offset| Position {
+            file: file.into(),
+            offset,
+        };
+        let server = files(&[("b.000007", 900), ("b.000008", 500), ("b.000009", 40)]);
+        assert_eq!(bytes_behind(&at("b.000008", 200), &server), 300 + 40);
+        assert_eq!(bytes_behind(&at("b.000009", 40), &server), 0, "caught up");
+        // The archived file was purged: only the newer files count.
+        assert_eq!(bytes_behind(&at("b.000006", 10), &server), 900 + 500 + 40);
+        // Numbers, not names: binlog.999999 is followed by binlog.1000000.
+        let wide = files(&[("b.999999", 100), ("b.1000000", 60)]);
+        assert_eq!(bytes_behind(&at("b.999999", 100), &wide), 60);
+        // An archive ahead of what the server reports (a late listing) is not behind.
+        assert_eq!(bytes_behind(&at("b.000009", 99), &server), 0);
+    }
+
     #[test]
     fn chunk_keys_round_trip_and_strays_are_ignored() {
         let key = Chunk::key_for(P, "binlog.000003", 4, 900, 1_700_000, 2);
@@ -433,10 +544,19 @@ mod tests {
         let sealed = Chunk::parse(P, &format!("{key}{SEALED_SUFFIX}")).unwrap();
         assert_eq!((sealed.offset, sealed.end), (4, 900));
         assert!(sealed.key.ends_with(".age"));
+        let end = Chunk::eof_key(P, "binlog.000003", 900, 1_700_001, 2);
+        assert!(
+            end.ends_with("0000000000000384-0000000000000384.1700001.2.eof"),
+            "{end}"
+        );
+        let end = Chunk::parse(P, &format!("{end}{SEALED_SUFFIX}")).unwrap();
+        assert!(end.eof && !end.is_mark() && (end.offset, end.end) == (900, 900));
         for stray in [
             "teams/t/apps/a/logs/c.db/x/notes.txt",
             "teams/t/apps/a/logs/c.db/../0-1.1.1",
             "teams/t/apps/a/logs/c.db/f/0000000000000009-0000000000000001.1.1",
+            "teams/t/apps/a/logs/c.db/f/0000000000000000-0000000000000001.1.1.eof",
+            "teams/t/apps/a/logs/c.db/f/0000000000000001-0000000000000001.1.1.other",
             "elsewhere/f/0000000000000000-0000000000000001.1.1",
         ] {
             assert_eq!(Chunk::parse(P, stray), None, "{stray}");
@@ -464,6 +584,7 @@ mod tests {
             // a resumed attempt re-sent part of what was there
             chunk("binlog.000001", 0, 150, 20),
             chunk("binlog.000001", 150, 200, 30),
+            eof("binlog.000001", 200, 35),
             chunk("binlog.000002", 0, 50, 40),
             // a hole: 50..60 of the second file is missing
             chunk("binlog.000002", 60, 80, 50),
@@ -484,6 +605,33 @@ mod tests {
         assert_eq!((first.from_ms, first.to_ms), (20, 40));
         assert_eq!(s[1].start.to_string(), "binlog.000002:60");
         assert_eq!(s[2].start.to_string(), "binlog.000004:0");
+        // Without the record of its end the next file starts a span of its own (the stream
+        // resumed after the rest of the file was lost), with it the log runs on.
+        let resumed = [chunk("b.000001", 0, 100, 1), chunk("b.000002", 0, 10, 2)];
+        assert_eq!(spans(&resumed).len(), 2);
+        let ended = [
+            chunk("b.000001", 0, 100, 1),
+            eof("b.000001", 100, 2),
+            chunk("b.000001", 100, 100, 2), // a mark at the same place
+            chunk("b.000002", 0, 10, 3),
+        ];
+        let one = spans(&ended);
+        assert_eq!(one.len(), 1, "{one:#?}");
+        assert_eq!(one[0].end.to_string(), "b.000002:10");
+        // An end recorded past a hole does not bridge it.
+        let holed = [
+            chunk("b.000001", 0, 50, 1),
+            eof("b.000001", 100, 2),
+            chunk("b.000002", 0, 10, 3),
+        ];
+        assert_eq!(spans(&holed).len(), 2);
+        // A stream resuming after a recorded end starts in the next file.
+        assert_eq!(
+            spans(&[chunk("b.000001", 0, 100, 1), eof("b.000001", 100, 2)])[0]
+                .end
+                .to_string(),
+            "b.000002:0"
+        );
     }
 
     fn base(id: &str, ready_ms: i64, pos: &str) -> Base {
@@ -557,6 +705,44 @@ mod tests {
             "{before}"
         );
         assert!(plan(35_001, &bases, &s).is_err());
+    }
+
+    #[test]
+    fn a_mark_of_an_idle_server_extends_the_window_to_its_moment_and_ends_the_plan_there() {
+        let mark = chunk("binlog.000001", 200, 200, 60_000);
+        assert!(mark.is_mark() && !chunk("binlog.000001", 0, 1, 1).is_mark());
+        let s = spans(&[
+            chunk("binlog.000001", 0, 100, 10_000),
+            chunk("binlog.000001", 100, 200, 20_000),
+            // idle from 20 s: at 60 s the server had written nothing past byte 200
+            mark,
+            chunk("binlog.000001", 200, 300, 90_000),
+        ]);
+        assert_eq!(s.len(), 1, "a mark continues its span: {s:#?}");
+        assert_eq!((s[0].to_ms, s[0].covered_ms), (90_000, 85_000));
+        let bases = [base("b1", 500, "binlog.000001:50")];
+        // Without the mark the window would stop at 15 s until the next write.
+        let idle = spans(&[
+            chunk("binlog.000001", 0, 100, 10_000),
+            chunk("binlog.000001", 100, 200, 20_000),
+            chunk("binlog.000001", 200, 200, 60_000),
+        ]);
+        assert_eq!(window(&bases, &idle).intervals[0].to_ms, 60_000);
+        // A moment in the quiet stretch reads through the mark's position, not further.
+        let (_, pieces) = plan(40_000, &bases, &s).unwrap();
+        let ranges: Vec<_> = pieces.iter().map(|p| (p.offset, p.end)).collect();
+        assert_eq!(ranges, [(0, 100), (100, 200)]);
+        // A moment after the mark: through the first piece received SETTLE_MS after it.
+        let (_, pieces) = plan(70_000, &bases, &s).unwrap();
+        assert_eq!(pieces.len(), 3);
+        assert!(plan(85_001, &bases, &s).is_err());
+        // A mark past a hole does not bridge it.
+        let holed = spans(&[
+            chunk("binlog.000001", 0, 100, 10_000),
+            chunk("binlog.000001", 150, 150, 60_000),
+        ]);
+        assert_eq!(holed.len(), 2);
+        assert_eq!(window(&bases, &holed).intervals[0].to_ms, 5_000);
     }
 
     #[test]

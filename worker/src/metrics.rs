@@ -40,6 +40,13 @@ impl Stream {
     }
 }
 
+/// A stream and the log file its archive has reached.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamFile {
+    pub stream: String,
+    pub file: String,
+}
+
 /// What a worker counts.
 #[derive(Clone)]
 pub struct WorkerMetrics {
@@ -52,6 +59,10 @@ pub struct WorkerMetrics {
     /// copy of the log (0 when idle), and bytes archived.
     pub stream_lag: Family<Stream, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub stream_archived: Family<Stream, Counter>,
+    /// Bytes of log the server has written past the archive's end.
+    pub stream_lag_bytes: Family<Stream, Gauge>,
+    /// The archive's end: the file (a label) and the offset in it.
+    pub stream_position: Family<StreamFile, Gauge>,
 }
 
 impl WorkerMetrics {
@@ -65,11 +76,23 @@ impl WorkerMetrics {
             running: Gauge::default(),
             stream_lag: Family::default(),
             stream_archived: Family::default(),
+            stream_lag_bytes: Family::default(),
+            stream_position: Family::default(),
         };
         registry.register(
             "ferry_worker_stream_lag_seconds",
             "Log streams: seconds since the archive last held everything the worker had received",
             m.stream_lag.clone(),
+        );
+        registry.register(
+            "ferry_worker_stream_lag_bytes",
+            "Log streams: bytes the server has written past the end of the archive",
+            m.stream_lag_bytes.clone(),
+        );
+        registry.register(
+            "ferry_worker_stream_archived_position",
+            "Log streams: the end of the archive, as the offset in the log file labelled",
+            m.stream_position.clone(),
         );
         registry.register(
             "ferry_worker_stream_archived_bytes",

@@ -581,13 +581,17 @@ impl Conn {
         Ok(file)
     }
 
-    /// The binlog files the server still has (`SHOW BINARY LOGS`).
-    pub(super) fn binlogs(&self, client: &str) -> Result<Vec<String>, ShardError> {
+    /// The binlog files the server still has, each with its size (`SHOW BINARY LOGS`).
+    pub(super) fn binlogs(&self, client: &str) -> Result<Vec<(String, u64)>, ShardError> {
         let out = self.query(client, "SHOW BINARY LOGS", "listing the binlogs")?;
         Ok(out
             .lines()
-            .filter_map(|l| l.split('\t').next())
-            .map(str::to_owned)
+            .filter_map(|l| {
+                let mut cols = l.split('\t');
+                let file = cols.next()?.to_owned();
+                let size = cols.next()?.trim().parse().ok()?;
+                Some((file, size))
+            })
             .collect())
     }
 

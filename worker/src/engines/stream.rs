@@ -26,6 +26,12 @@
 //!   memory); `RECEIVED_MS` is when the worker saw them in the local file, so every commit in a
 //!   chunk happened before it.
 //!
+//! - **Marks and lag**: every tick (with metrics, or when a mark is due) the server's own end
+//!   is read (`pg_current_wal_lsn()`, the sizes of `SHOW BINARY LOGS`): the bytes between it and
+//!   the archive's end are the lag in bytes. When nothing was written for `MARK_AFTER_MS` and the
+//!   archive holds everything the server had when asked, a *mark* (an empty chunk at the
+//!   archive's end, named with the moment of asking) says so; the attempt's previous mark is
+//!   deleted.
 //! - In an encrypted location (`encrypt_to`) each chunk is an age file to the location's
 //!   recipients (`….age`); a restore opens it with `--identity-file`.
 //!
@@ -48,9 +54,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::process::Supervised;
 use super::{Run, ShardError, mariadb, postgres};
+use crate::metrics::StreamFile;
 
 /// How often new bytes are looked for and uploaded.
 const TICK: Duration = Duration::from_secs(1);
+/// How long a caught-up stream of an idle server waits before it writes a mark (see
+/// `ferry_model::pitr`): the recovery window of a quiet server trails the present by about this.
+const MARK_AFTER_MS: i64 = 5_000;
 /// A WAL segment's size: the only one streams support (file names and successors assume it).
 pub const WAL_SEGMENT: u64 = 16 << 20;
 
@@ -83,10 +93,16 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
     tracing::info!(stream = %prefix, from = %source.cursor(), "log stream started");
     let mut archived = 0u64;
     let label = crate::metrics::Stream::of_prefix(&prefix);
+    // The file label the position metric has now.
+    let mut position: Option<StreamFile> = None;
     // When the archive last held everything received (the lag metric counts from it).
     let mut caught_up = std::time::Instant::now();
     // Set when a tick left bytes behind (a chunk is at most MAX_CHUNK): go on without a pause.
     let mut behind = false;
+    // When a chunk or mark was last written, and this attempt's newest mark (replaced by the
+    // next one: only the newest says anything).
+    let mut last_write_ms = now_ms();
+    let mut last_mark: Option<String> = None;
     loop {
         if !behind {
             tokio::select! {
@@ -148,6 +164,7 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
                 run.counters
                     .done
                     .fetch_add(end - cursor.offset, Ordering::Relaxed);
+                last_write_ms = now_ms();
             }
             source.set_cursor(Position {
                 file: file.clone(),
@@ -159,7 +176,13 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
                 break;
             }
             if complete {
-                // Every byte of it is archived: the next file starts at 0.
+                // Every byte of it is archived: recorded, so that the archived log runs on into
+                // the next file, which starts at 0.
+                put_empty(
+                    run,
+                    Chunk::eof_key(&prefix, &file, end, now_ms(), run.task.attempt),
+                )
+                .await?;
                 let _ = std::fs::remove_file(source.local_file(&file)?);
                 let next = pitr::successor(&file).ok_or_else(|| {
                     ShardError::permanent(format!("no log file follows {file:?}"))
@@ -173,14 +196,67 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
         if !behind {
             caught_up = std::time::Instant::now();
         }
+        let mark_due = !behind && now_ms() - last_write_ms >= MARK_AFTER_MS;
+        let server = if mark_due || run.metrics.is_some() {
+            source.behind().await
+        } else {
+            None
+        };
+        if mark_due && let Some((0, at_ms)) = server {
+            // Caught up with an idle server: every commit up to `at_ms` is archived.
+            let at = source.cursor();
+            let key = Chunk::key_for(
+                &prefix,
+                &at.file,
+                at.offset,
+                at.offset,
+                at_ms,
+                run.task.attempt,
+            );
+            match put_empty(run, key).await {
+                Ok(key) => {
+                    last_write_ms = now_ms();
+                    if let Some(old) = last_mark.replace(key)
+                        && let Err(e) = run.store.delete(&old).await
+                    {
+                        tracing::debug!(key = %old, error = %e, "could not delete a replaced mark");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not write a mark; the next tick tries again")
+                }
+            }
+        }
         if let Some(m) = &run.metrics {
             m.stream_lag
                 .get_or_create(&label)
                 .set(caught_up.elapsed().as_secs_f64());
+            if let Some((bytes, _)) = server {
+                m.stream_lag_bytes
+                    .get_or_create(&label)
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            let at = source.cursor();
+            let file = StreamFile {
+                stream: label.stream.clone(),
+                file: at.file.clone(),
+            };
+            if position.as_ref() != Some(&file)
+                && let Some(old) = position.replace(file.clone())
+            {
+                m.stream_position.remove(&old);
+            }
+            m.stream_position
+                .get_or_create(&file)
+                .set(i64::try_from(at.offset).unwrap_or(i64::MAX));
         }
     }
     if let Some(m) = &run.metrics {
         m.stream_lag.remove(&label);
+        m.stream_lag_bytes.remove(&label);
+        if let Some(old) = position {
+            m.stream_position.remove(&old);
+        }
     }
     let end = source.cursor().clone();
     drop(source); // stops the tool before its directory goes
@@ -323,6 +399,24 @@ async fn upload(
     Ok(())
 }
 
+/// Writes a record without log bytes (a mark, a file's end) under `key`, sealed like the
+/// chunks in an encrypted location; returns the key it has there.
+async fn put_empty(run: &Run, mut key: String) -> Result<String, ShardError> {
+    let recipients = &run.task.storage.encrypt_to;
+    let body = if recipients.is_empty() {
+        Vec::new()
+    } else {
+        key.push_str(pitr::SEALED_SUFFIX);
+        ferry_crypto::seal::seal(recipients, &[])
+            .map_err(|e| ShardError::permanent(format!("encrypting a log record: {e}")))?
+    };
+    run.store
+        .put_bytes(&key, body)
+        .await
+        .map_err(|e| ShardError::transient(format!("storage: {e}")))?;
+    Ok(key)
+}
+
 /// The following tool of either engine.
 enum Source {
     Pg(PgSource),
@@ -353,10 +447,29 @@ impl Source {
 
     /// The files that may be archived now, from the cursor's on: each with the end of what may
     /// be taken and whether the file is complete.
-    async fn ready(&self) -> Result<Vec<(String, u64, bool)>, ShardError> {
+    async fn ready(&mut self) -> Result<Vec<(String, u64, bool)>, ShardError> {
         match self {
             Source::Pg(s) => s.ready().await,
             Source::Maria(s) => Ok(s.ready()),
+        }
+    }
+
+    /// Bytes of log the server had written past the cursor, and when it was asked (`None`: not
+    /// known now).
+    async fn behind(&self) -> Option<(u64, i64)> {
+        match self {
+            Source::Pg(s) => {
+                let archived = segment_number(&s.cursor.file)? * WAL_SEGMENT + s.cursor.offset;
+                let (lsn, at_ms) = s.server_lsn?;
+                Some((lsn.saturating_sub(archived), at_ms))
+            }
+            Source::Maria(s) => match s.behind().await {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not read the server's binlog sizes");
+                    None
+                }
+            },
         }
     }
 
@@ -378,6 +491,8 @@ struct PgSource {
     timeline: String,
     dir: PathBuf,
     cursor: Position,
+    /// The server's WAL position at the last look (`ready`), and when it was asked.
+    server_lsn: Option<(u64, i64)>,
 }
 
 impl PgSource {
@@ -470,18 +585,25 @@ impl PgSource {
             timeline,
             dir: dir.to_owned(),
             cursor,
+            server_lsn: None,
         })
     }
 
-    /// Up to the slot's restart_lsn: what pg_receivewal has flushed.
-    async fn ready(&self) -> Result<Vec<(String, u64, bool)>, ShardError> {
+    /// Up to the slot's restart_lsn: what pg_receivewal has flushed. Notes the server's own
+    /// position on the way (for the lag in bytes).
+    async fn ready(&mut self) -> Result<Vec<(String, u64, bool)>, ShardError> {
         let (conn, db) = (self.conn.clone(), self.db.clone());
         let sql = format!(
-            "SELECT restart_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = '{}'",
+            "SELECT restart_lsn, CASE WHEN pg_catalog.pg_is_in_recovery() \
+             THEN pg_catalog.pg_last_wal_receive_lsn() ELSE pg_catalog.pg_current_wal_lsn() END \
+             FROM pg_catalog.pg_replication_slots WHERE slot_name = '{}'",
             self.slot
         );
+        let asked_ms = now_ms();
         let out = blocking(move || conn.psql(&db, &sql)).await?;
-        let Some(flushed) = parse_lsn(out.trim()) else {
+        let (restart, server) = out.trim().split_once('|').unwrap_or((out.trim(), ""));
+        self.server_lsn = parse_lsn(server).map(|lsn| (lsn, asked_ms));
+        let Some(flushed) = parse_lsn(restart) else {
             return Err(ShardError::transient(format!(
                 "replication slot {} is gone (or has no restart_lsn: {:?})",
                 self.slot,
@@ -523,6 +645,8 @@ impl PgSource {
 /// `mariadb-binlog --read-from-remote-server --raw --stop-never`.
 struct MariaSource {
     child: Supervised,
+    conn: mariadb::Conn,
+    client: &'static str,
     dir: PathBuf,
     cursor: Position,
 }
@@ -543,7 +667,8 @@ impl MariaSource {
             blocking(move || {
                 conn.require_row_format(client)?;
                 let current = conn.current_binlog(client)?;
-                let listed = conn.binlogs(client)?;
+                let listed: Vec<String> =
+                    conn.binlogs(client)?.into_iter().map(|(f, _)| f).collect();
                 Ok(match resume {
                     Some(pos) if listed.contains(&pos.file) => pos,
                     Some(pos) => {
@@ -585,9 +710,20 @@ impl MariaSource {
         let child = spawn_logged(cmd, dir, libc::SIGTERM)?;
         Ok(MariaSource {
             child,
+            conn,
+            client,
             dir: dir.to_owned(),
             cursor: first,
         })
+    }
+
+    /// Bytes of binlog the server has past the cursor (`SHOW BINARY LOGS`), and when it was
+    /// asked.
+    async fn behind(&self) -> Result<(u64, i64), ShardError> {
+        let (conn, client) = (self.conn.clone(), self.client);
+        let asked_ms = now_ms();
+        let files = blocking(move || conn.binlogs(client)).await?;
+        Ok((pitr::bytes_behind(&self.cursor, &files), asked_ms))
     }
 
     /// Each file's size; a file is complete once the next one exists (the tool writes one
