@@ -84,6 +84,9 @@ fn archived(stream_dir: &Path) -> anyhow::Result<Vec<Archived>> {
             let Some(parsed) = ferry_model::pitr::Chunk::parse("", &key) else {
                 continue;
             };
+            if parsed.end == parsed.offset {
+                continue; // a file's end or a mark: no log bytes
+            }
             // Gone between the listing and the look: a chunk is never removed mid-run, but a
             // partial file is.
             let Ok(meta) = chunk.metadata() else {
@@ -96,6 +99,17 @@ fn archived(stream_dir: &Path) -> anyhow::Result<Vec<Archived>> {
         }
     }
     Ok(out)
+}
+
+/// How many bytes of WAL the server had at the sample that the archive did not hold then.
+fn bytes_behind(chunks: &[Archived], s: &Sample) -> u64 {
+    let held = chunks
+        .iter()
+        .filter(|c| c.at_ms <= s.ms)
+        .map(|c| c.end_lsn)
+        .max()
+        .unwrap_or(0);
+    s.lsn.saturating_sub(held)
 }
 
 /// When the archive first held `lsn` (ms since the epoch), if it does.
@@ -305,6 +319,12 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         percentile(&lags, 99.0),
         percentile(&lags, 100.0),
     );
+    // The same samples in bytes: how much of the server's WAL the archive did not hold yet.
+    let behind: Vec<f64> = samples
+        .iter()
+        .map(|s| bytes_behind(&chunks, s) as f64 / 1024.0)
+        .collect();
+    let behind_p99 = percentile(&behind, 99.0);
     let wal_mib = (last - samples[0].lsn) as f64 / (1 << 20) as f64;
     eprintln!(
         "pitr: {} samples over {secs} s at {rate} tx/s: lag p50 {p50:.2} s, p99 {p99:.2} s, max \
@@ -318,7 +338,8 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
          rows (one per transaction; {} transactions, tps {}, rate-limit schedule lag {}); {} \
          samples of (clock_timestamp(), pg_current_wal_lsn()) every 250 ms, each sample's lag \
          = when the first chunk reaching its LSN got its name in the location (ctime) − the \
-         sample's time: p50 {p50:.2} s, p99 {p99:.2} s, max {max:.2} s; {wal_mib:.1} MiB of WAL \
+         sample's time: p50 {p50:.2} s, p99 {p99:.2} s, max {max:.2} s (in bytes: p99 \
+         {behind_p99:.0} KiB of WAL not yet archived at a sample); {wal_mib:.1} MiB of WAL \
          in {} chunks in all; worker VmHWM {worker_peak:.1} MiB (VmRSS highest per quarter \
          {}), its pg_receivewal child's VmHWM {} (not in the worker's row)",
         server_version,
@@ -393,6 +414,14 @@ mod tests {
         assert_eq!(covered_at(&chunks, 150), Some(2_000));
         assert_eq!(covered_at(&chunks, 100), Some(1_000));
         assert_eq!(covered_at(&chunks, 301), None);
+        let at = |ms, lsn| Sample { ms, lsn };
+        assert_eq!(bytes_behind(&chunks, &at(2_100, 250)), 50);
+        assert_eq!(
+            bytes_behind(&chunks, &at(500, 80)),
+            80,
+            "nothing archived yet"
+        );
+        assert_eq!(bytes_behind(&chunks, &at(3_000, 300)), 0);
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.0);
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 99.0), 4.0);
         assert_eq!(percentile(&[5.0], 99.0), 5.0);
