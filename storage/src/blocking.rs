@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -40,18 +40,124 @@ pub enum Message {
 pub struct ObjectWriter {
     key: String,
     rt: Handle,
+    sender: ChunkSender,
+    put: JoinHandle<Result<u64, StorageError>>,
+}
+
+/// The sync end of a channel into a put: hashes what is written and sends it on in chunks of
+/// [`CHUNK`] bytes. The chunks' buffers come back when the put has read them and are filled
+/// again: a producer touches the same few MiB of memory however large the object (a fresh
+/// buffer per chunk costs page faults and zeroing for every MiB, and the worker maps every
+/// buffer of 1 MiB or more on its own).
+pub struct ChunkSender {
     tx: mpsc::Sender<Message>,
-    buf: BytesMut,
+    buf: Vec<u8>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    give_back: std::sync::mpsc::SyncSender<Vec<u8>>,
     hasher: Sha256,
     bytes: u64,
-    put: JoinHandle<Result<u64, StorageError>>,
+}
+
+impl ChunkSender {
+    /// A sender into `tx` (the other end goes to [`channel_reader`]).
+    pub fn new(tx: mpsc::Sender<Message>) -> ChunkSender {
+        // Every chunk in the channel, one being read, one being filled.
+        let (give_back, spare) = std::sync::mpsc::sync_channel(DEPTH + 2);
+        ChunkSender {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+            spare,
+            give_back,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.bytes
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = match self.spare.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => Vec::with_capacity(CHUNK),
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        let chunk = Bytes::from_owner(Returned {
+            buf: full,
+            to: self.give_back.clone(),
+        });
+        self.tx.blocking_send(Message::Data(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "storage stopped reading")
+        })
+    }
+
+    /// Sends what is left and the end mark; returns the size and SHA-256 of all that was
+    /// written.
+    pub fn finish(mut self) -> std::io::Result<Written> {
+        self.send()?;
+        self.tx.blocking_send(Message::End).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "storage stopped reading")
+        })?;
+        Ok(Written {
+            bytes: self.bytes,
+            sha256: hex::encode(self.hasher.finalize()),
+        })
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(data);
+        self.bytes += data.len() as u64;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = (CHUNK - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.buf.len() == CHUNK {
+                self.send()?;
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A chunk's buffer, handed back to its sender when the last reference to the chunk goes.
+struct Returned {
+    buf: Vec<u8>,
+    to: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Returned {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        // A full pool (or a sender that is gone) lets the buffer go.
+        let _ = self.to.try_send(std::mem::take(&mut self.buf));
+    }
 }
 
 impl std::fmt::Debug for ObjectWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectWriter")
             .field("key", &self.key)
-            .field("bytes", &self.bytes)
+            .field("bytes", &self.sender.written())
             .finish()
     }
 }
@@ -70,10 +176,7 @@ impl ObjectWriter {
         ObjectWriter {
             key: key.to_owned(),
             rt: rt.clone(),
-            tx,
-            buf: BytesMut::with_capacity(CHUNK),
-            hasher: Sha256::new(),
-            bytes: 0,
+            sender: ChunkSender::new(tx),
             put,
         }
     }
@@ -85,17 +188,7 @@ impl ObjectWriter {
 
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.bytes
-    }
-
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = self.buf.split().freeze();
-        self.tx
-            .blocking_send(Message::Data(chunk))
-            .map_err(|_| stopped(&self.key))
+        self.sender.written()
     }
 
     /// Ends the object and waits until storage committed it.
@@ -105,30 +198,27 @@ impl ObjectWriter {
 
     /// Ends the object; the returned [`PendingPut`] waits for storage to commit it, so that
     /// the caller may go on writing the next object meanwhile.
-    pub fn finish_later(mut self) -> Result<PendingPut, StorageError> {
+    pub fn finish_later(self) -> Result<PendingPut, StorageError> {
         let key = self.key.clone();
-        let sent = self
-            .send()
-            .and_then(|()| {
-                self.tx
-                    .blocking_send(Message::End)
-                    .map_err(|_| stopped(&self.key))
-            })
-            .map_err(|source| StorageError::Io {
-                key: key.clone(),
-                source,
-            });
+        let written = self.sender.written();
+        let sent = self.sender.finish().map_err(|_| StorageError::Io {
+            key: key.clone(),
+            source: stopped(&key),
+        });
         let pending = PendingPut {
             key,
             rt: self.rt,
             put: self.put,
-            written: Written {
-                bytes: self.bytes,
-                sha256: hex::encode(self.hasher.finalize()),
+            written: match &sent {
+                Ok(w) => w.clone(),
+                Err(_) => Written {
+                    bytes: written,
+                    sha256: String::new(),
+                },
             },
         };
         match sent {
-            Ok(()) => Ok(pending),
+            Ok(_) => Ok(pending),
             // The put ended early: its own error says why.
             Err(e) => Err(pending.wait().err().unwrap_or(e)),
         }
@@ -144,13 +234,10 @@ fn stopped(key: &str) -> std::io::Error {
 
 impl Write for ObjectWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.hasher.update(data);
-        self.bytes += data.len() as u64;
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
+        self.sender.write(data).map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => stopped(&self.key),
+            _ => e,
+        })
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -13,8 +13,7 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use ferry_storage::blocking::{Message, channel_reader};
+use ferry_storage::blocking::{ChunkSender, channel_reader};
 use ferry_storage::{BoxReader, ObjectStore, StorageError};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
@@ -45,53 +44,6 @@ const ZSTD_INPUT_BUFFER: usize = 256 << 10;
 pub struct Stored {
     pub bytes: u64,
     pub sha256: String,
-}
-
-/// The sync end of the pipe: buffers, hashes and sends compressed bytes.
-struct ChannelWriter {
-    tx: mpsc::Sender<Message>,
-    buf: BytesMut,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = self.buf.split().freeze();
-        self.tx.blocking_send(Message::Data(chunk)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "storage stopped reading")
-        })
-    }
-
-    fn finish(mut self) -> std::io::Result<Stored> {
-        self.send()?;
-        self.tx.blocking_send(Message::End).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "storage stopped reading")
-        })?;
-        Ok(Stored {
-            bytes: self.bytes,
-            sha256: hex::encode(self.hasher.finalize()),
-        })
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.hasher.update(data);
-        self.bytes += data.len() as u64;
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// `produce` → zstd (multithreaded, 1 MiB jobs) → `out`; returns `out` after the last frame.
@@ -152,12 +104,7 @@ where
     );
     let producer = tokio::task::spawn_blocking(move || -> Result<(T, Stored), ShardError> {
         let _stage = compress.enter();
-        let sink = ChannelWriter {
-            tx,
-            buf: BytesMut::with_capacity(CHUNK),
-            hasher: Sha256::new(),
-            bytes: 0,
-        };
+        let sink = ChunkSender::new(tx);
         let (value, sink) = match encrypt_to {
             None => compress_into(sink, produce)?,
             Some(recipient) => {
@@ -170,9 +117,13 @@ where
                 (value, sink)
             }
         };
-        let stored = sink
+        let written = sink
             .finish()
             .map_err(|e| ShardError::transient(e.to_string()))?;
+        let stored = Stored {
+            bytes: written.bytes,
+            sha256: written.sha256,
+        };
         compress.record("bytes_out", stored.bytes);
         Ok((value, stored))
     });
@@ -292,7 +243,7 @@ where
     let body = store.get(key).await.map_err(storage_error)?;
     let key = key.to_owned();
     let download = tracing::info_span!("download", key = %key, bytes = tracing::field::Empty);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(CHANNEL_DEPTH);
+    let (tx, rx) = chunk_channel();
     let decompress = tokio::task::spawn_blocking({
         let key = key.clone();
         move || {
@@ -308,11 +259,7 @@ where
         }
     });
     let consumed = tokio::task::spawn_blocking(move || {
-        let mut input = ChunkReader {
-            rx,
-            current: Vec::new(),
-            at: 0,
-        };
+        let mut input = rx;
         let value = consume(&mut input)?;
         // Whatever the consumer left (tar padding) is read to the end: upstream errors count.
         std::io::copy(&mut input, &mut std::io::sink())
@@ -349,7 +296,7 @@ fn decompress_into(
     body: BoxReader,
     key: &str,
     decrypt: Option<&Identities>,
-    tx: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+    tx: &ChunkTx,
 ) -> Result<Option<(u64, String)>, ShardError> {
     let mut hashing = HashingReader {
         inner: std::io::BufReader::with_capacity(CHUNK, SyncIoBridge::new(body)),
@@ -362,7 +309,7 @@ fn decompress_into(
         // own, a few chunks ahead of decompression, so that the two overlap on two cores (as
         // `age -d | zstd -d` would).
         Some(ids) => std::thread::scope(|scope| {
-            let (plain_tx, plain_rx) = std::sync::mpsc::sync_channel(CHANNEL_DEPTH);
+            let (plain_tx, mut plain) = chunk_channel();
             let hashing = &mut hashing;
             let opener = scope.spawn(move || {
                 let result = open_into(ids, hashing, key, &plain_tx);
@@ -371,11 +318,6 @@ fn decompress_into(
                 }
                 result
             });
-            let mut plain = ChunkReader {
-                rx: plain_rx,
-                current: Vec::new(),
-                at: 0,
-            };
             let inflated = inflate(&mut plain, key, tx);
             drop(plain); // an opener still sending sees the end
             let opened = opener
@@ -402,13 +344,13 @@ fn open_into(
     ids: &Identities,
     sealed: &mut dyn Read,
     key: &str,
-    tx: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+    tx: &ChunkTx,
 ) -> Result<(), ShardError> {
     let mut plain = ids
         .decrypt(sealed, key)
         .map_err(|e| ShardError::permanent(e.to_string()))?;
     loop {
-        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut chunk = tx.buffer();
         let n = (&mut plain)
             .take(CHUNK as u64)
             .read_to_end(&mut chunk)
@@ -421,16 +363,12 @@ fn open_into(
 
 /// zstd-decodes `input` in chunks into `tx`, then reads `input` to its end (its errors count).
 /// `None` when the consumer stopped reading first.
-fn inflate(
-    input: &mut dyn Read,
-    key: &str,
-    tx: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
-) -> Result<Option<()>, ShardError> {
+fn inflate(input: &mut dyn Read, key: &str, tx: &ChunkTx) -> Result<Option<()>, ShardError> {
     {
         let mut decoder = zstd::stream::read::Decoder::new(&mut *input)
             .map_err(|e| ShardError::transient(format!("zstd: {e}")))?;
         loop {
-            let mut chunk = Vec::with_capacity(CHUNK);
+            let mut chunk = tx.buffer();
             let n = (&mut decoder)
                 .take(CHUNK as u64)
                 .read_to_end(&mut chunk)
@@ -448,11 +386,57 @@ fn inflate(
     Ok(Some(()))
 }
 
+/// A channel of chunks between two blocking threads whose buffers go back to the sender once
+/// read: the upstream refills the same few MiB (a fresh buffer per chunk costs page faults and
+/// zeroing for every MiB, and the worker maps every buffer of 1 MiB or more on its own).
+fn chunk_channel() -> (ChunkTx, ChunkReader) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_DEPTH);
+    // Every chunk in the channel, one being read, one being filled.
+    let (give_back, spare) = std::sync::mpsc::sync_channel(CHANNEL_DEPTH + 2);
+    (
+        ChunkTx { tx, spare },
+        ChunkReader {
+            rx,
+            current: Vec::new(),
+            at: 0,
+            give_back,
+        },
+    )
+}
+
+/// The upstream end of [`chunk_channel`].
+struct ChunkTx {
+    tx: std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl ChunkTx {
+    /// An empty buffer with room for a chunk: one the reader gave back, if there is one.
+    fn buffer(&self) -> Vec<u8> {
+        match self.spare.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => Vec::with_capacity(CHUNK),
+        }
+    }
+
+    /// Sends a chunk (or an error); fails when the reader is gone.
+    fn send(
+        &self,
+        chunk: std::io::Result<Vec<u8>>,
+    ) -> Result<(), std::sync::mpsc::SendError<std::io::Result<Vec<u8>>>> {
+        self.tx.send(chunk)
+    }
+}
+
 /// The downstream half: chunks as a `Read`.
 struct ChunkReader {
     rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
     current: Vec<u8>,
     at: usize,
+    give_back: std::sync::mpsc::SyncSender<Vec<u8>>,
 }
 
 impl Read for ChunkReader {
@@ -460,7 +444,8 @@ impl Read for ChunkReader {
         while self.at == self.current.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.current = chunk;
+                    let read = std::mem::replace(&mut self.current, chunk);
+                    let _ = self.give_back.try_send(read);
                     self.at = 0;
                 }
                 Ok(Err(e)) => return Err(e),
