@@ -18,7 +18,7 @@ use ferry_model::storage::StorageLocation;
 use ferry_model::task::{PitrTask, Resource, ShardOp, ShardOutcome, ShardTask};
 use ferry_test_support::MariaServer;
 use ferry_test_support::pg::PgServer;
-use ferry_worker::engines::ShardError;
+use ferry_worker::engines::{ShardError, stream};
 use tokio_util::sync::CancellationToken;
 
 /// A SQL client fed one statement every 100 ms until stopped; `pause` (after this many
@@ -200,6 +200,28 @@ async fn postgres_restore_to_a_moment_holds_exactly_the_rows_committed_before_it
         .unwrap()
         .expect("a cancelled stream ends cleanly");
     assert!(ended.log_position.is_some(), "{ended:?}");
+    // The server keeps every byte the worker received but did not archive (a worker killed
+    // between the two loses nothing): the slot holds from the archive's end or before.
+    let archived = pitr::spans(&chunks(&storage, &prefix).await)
+        .last()
+        .map(|s| stream::segment_number(&s.end.file).unwrap() * stream::WAL_SEGMENT + s.end.offset)
+        .expect("the first attempt archived something");
+    let slot = format!("ferry_{}", stream::short_hash(&prefix));
+    let held = server.psql(
+        "postgres",
+        &format!("SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+    );
+    let held = stream::parse_lsn(held.trim()).expect("the stream's slot");
+    assert!(
+        held <= archived,
+        "the slot holds from {held:X}, after the archive's end {archived:X}"
+    );
+    // Writes go on while no worker streams, and the server drops every segment no slot holds.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..2 {
+        server.psql("postgres", "SELECT pg_switch_wal()");
+        server.psql("postgres", "CHECKPOINT");
+    }
     let (cancel, second) = start_stream(&storage, &source, &prefix, 2);
     tokio::time::sleep(Duration::from_secs(3)).await;
 

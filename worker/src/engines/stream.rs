@@ -6,14 +6,17 @@
 //!   (`pitr::spans`); archiving goes on from the end of the last one, so no byte is archived
 //!   twice by attempts that follow each other. A resumed tool re-reads the current file from its
 //!   start; only the bytes past that end are uploaded.
-//! - **PostgreSQL**: `pg_receivewal --synchronous --slot ferry_HASH --no-loop` into the stream's
-//!   work directory. The physical replication slot (created when missing, named after a hash of
-//!   the prefix) keeps the server's WAL until it was received; with `--synchronous` the slot's
-//!   `restart_lsn` is what pg_receivewal has flushed, and every second the bytes up to it are
-//!   uploaded (segment file name = the WAL file, offset = LSN mod 16 MiB). A resumed stream
-//!   puts an empty `SEGMENT.partial` in the directory, which makes pg_receivewal start at that
-//!   segment; a slot that no longer holds the segment (recreated, advanced) restarts at its own
-//!   position, and the hole shows as a gap in the recovery window.
+//! - **PostgreSQL**: `pg_receivewal --synchronous --no-loop` into the stream's work directory,
+//!   with an `application_name` of the attempt's own; with `--synchronous` its walsender's
+//!   `flush_lsn` (`pg_stat_replication`) is what it has flushed, and every second the bytes up
+//!   to it are uploaded (segment file name = the WAL file, offset = LSN mod 16 MiB). The
+//!   physical replication slot `ferry_HASH` (created when missing, named after a hash of the
+//!   prefix) is not the receiver's: Ferry moves it (`pg_replication_slot_advance`) to what is
+//!   *archived*, so the server keeps every byte a worker received but died before uploading.
+//!   The receiver starts at the segment of an empty `SEGMENT.partial` put in its directory:
+//!   the resumed one (re-read from its start; only the bytes past the archive are uploaded),
+//!   or the slot's. A slot that no longer holds the resumed segment (dropped and recreated)
+//!   restarts at its own position, and the hole shows as a gap in the recovery window.
 //! - **MariaDB/MySQL**: `binlog_format` must be ROW (a statement-based binlog cannot be replayed
 //!   into a database under another name). `mariadb-binlog --read-from-remote-server --raw
 //!   --stop-never` from the resumed file (else the server's current one, `SHOW MASTER STATUS`),
@@ -35,9 +38,7 @@
 //! - In an encrypted location (`encrypt_to`) each chunk is an age file to the location's
 //!   recipients (`….age`); a restore opens it with `--identity-file`.
 //!
-//! Known limits: a chunk is not compressed; PostgreSQL bytes flushed but not yet
-//! uploaded when the worker dies are received again only while the server still holds their
-//! segment (the slot reserves from its `restart_lsn`, which may be past them).
+//! Known limit: a chunk is not compressed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -82,7 +83,9 @@ pub async fn run(run: &Run) -> Result<ShardOutcome, ShardError> {
         &format!("stream-{}-{}", short_hash(&prefix), run.task.attempt),
     )?;
     let mut source = match spec.engine {
-        Engine::Postgres => Source::Pg(PgSource::start(spec, &prefix, resume, &dir.0).await?),
+        Engine::Postgres => {
+            Source::Pg(PgSource::start(spec, &prefix, run.task.attempt, resume, &dir.0).await?)
+        }
         Engine::Mariadb | Engine::Mysql => {
             Source::Maria(MariaSource::start(run, spec, &prefix, resume, &dir.0).await?)
         }
@@ -482,12 +485,16 @@ impl Source {
     }
 }
 
-/// `pg_receivewal` with its slot.
+/// `pg_receivewal`, and the slot that keeps what it received until it is archived.
 struct PgSource {
     child: Supervised,
     conn: postgres::Conn,
     db: String,
     slot: String,
+    /// The `application_name` of this attempt's pg_receivewal (its row in pg_stat_replication).
+    app: String,
+    /// Where the slot holds the server's WAL from (its `restart_lsn`, as last set).
+    held: u64,
     timeline: String,
     dir: PathBuf,
     cursor: Position,
@@ -499,6 +506,7 @@ impl PgSource {
     async fn start(
         spec: &DatabaseSpec,
         prefix: &str,
+        attempt: u32,
         resume: Option<Position>,
         dir: &Path,
     ) -> Result<PgSource, ShardError> {
@@ -548,11 +556,6 @@ impl PgSource {
         let held = wal_file(&timeline, restart / WAL_SEGMENT);
         let cursor = match resume {
             Some(pos) if segment_number(&pos.file).is_some_and(|n| n >= restart / WAL_SEGMENT) => {
-                // An empty segment of the right size makes pg_receivewal start there.
-                let seed = std::fs::File::create(dir.join(format!("{}.partial", pos.file)))
-                    .and_then(|f| f.set_len(WAL_SEGMENT))
-                    .map_err(|e| ShardError::transient(format!("preparing {dir:?}: {e}")));
-                seed?;
                 pos
             }
             Some(pos) => {
@@ -572,16 +575,24 @@ impl PgSource {
                 offset: 0,
             },
         };
+        // An empty segment of the right size makes pg_receivewal start there.
+        std::fs::File::create(dir.join(format!("{}.partial", cursor.file)))
+            .and_then(|f| f.set_len(WAL_SEGMENT))
+            .map_err(|e| ShardError::transient(format!("preparing {dir:?}: {e}")))?;
+        let app = format!("{slot}_{attempt}");
         let mut cmd = conn.command("pg_receivewal", &db);
-        cmd.arg("-D")
+        cmd.env("PGAPPNAME", &app)
+            .arg("-D")
             .arg(dir)
-            .args(["--slot", &slot, "--synchronous", "--no-loop"]);
+            .args(["--synchronous", "--no-loop"]);
         let child = spawn_logged(cmd, dir, libc::SIGINT)?;
         Ok(PgSource {
             child,
             conn,
             db,
             slot,
+            app,
+            held: restart,
             timeline,
             dir: dir.to_owned(),
             cursor,
@@ -589,28 +600,32 @@ impl PgSource {
         })
     }
 
-    /// Up to the slot's restart_lsn: what pg_receivewal has flushed. Notes the server's own
-    /// position on the way (for the lag in bytes).
+    /// Up to what pg_receivewal has flushed. On the way (one query): moves the slot up to what
+    /// is archived, and notes the server's own position (for the lag in bytes).
     async fn ready(&mut self) -> Result<Vec<(String, u64, bool)>, ShardError> {
         let (conn, db) = (self.conn.clone(), self.db.clone());
-        let sql = format!(
-            "SELECT restart_lsn, CASE WHEN pg_catalog.pg_is_in_recovery() \
-             THEN pg_catalog.pg_last_wal_receive_lsn() ELSE pg_catalog.pg_current_wal_lsn() END \
-             FROM pg_catalog.pg_replication_slots WHERE slot_name = '{}'",
-            self.slot
-        );
+        let sql = ready_sql(&self.app, &self.slot, self.held, self.archived_lsn()?);
         let asked_ms = now_ms();
         let out = blocking(move || conn.psql(&db, &sql)).await?;
-        let (restart, server) = out.trim().split_once('|').unwrap_or((out.trim(), ""));
-        self.server_lsn = parse_lsn(server).map(|lsn| (lsn, asked_ms));
-        let Some(flushed) = parse_lsn(restart) else {
+        let fields: Vec<&str> = out.trim().split('|').collect();
+        let [flushed, server, held] = fields[..] else {
             return Err(ShardError::transient(format!(
-                "replication slot {} is gone (or has no restart_lsn: {:?})",
-                self.slot,
+                "unexpected answer from psql: {:?}",
                 out.trim()
             )));
         };
+        self.server_lsn = parse_lsn(server).map(|lsn| (lsn, asked_ms));
+        self.held = parse_lsn(held).ok_or_else(|| {
+            ShardError::transient(format!(
+                "replication slot {} is gone (or holds no WAL)",
+                self.slot
+            ))
+        })?;
         let mut out = Vec::new();
+        let Some(flushed) = parse_lsn(flushed) else {
+            // pg_receivewal has not connected (or reported) yet.
+            return Ok(out);
+        };
         let mut file = self.cursor.file.clone();
         let mut segment = segment_number(&file)
             .ok_or_else(|| ShardError::permanent(format!("not a WAL file name: {file:?}")))?;
@@ -625,6 +640,14 @@ impl PgSource {
         }
         out.push((file, flushed % WAL_SEGMENT, false));
         Ok(out)
+    }
+
+    /// The LSN up to which the log is archived.
+    fn archived_lsn(&self) -> Result<u64, ShardError> {
+        let segment = segment_number(&self.cursor.file).ok_or_else(|| {
+            ShardError::permanent(format!("not a WAL file name: {:?}", self.cursor.file))
+        })?;
+        Ok(segment * WAL_SEGMENT + self.cursor.offset)
     }
 
     /// pg_receivewal renames `SEGMENT.partial` to `SEGMENT` when it is complete.
@@ -801,6 +824,32 @@ fn server_id(prefix: &str) -> u32 {
     2_000_000_000 + n % 2_000_000_000
 }
 
+/// One look at a PostgreSQL stream's server: what the receiver `app` has flushed, the server's
+/// own position, and where the slot holds WAL from — moved first to `archived` when that is
+/// past `held` (a slot never moves back; the server drops WAL only before it).
+fn ready_sql(app: &str, slot: &str, held: u64, archived: u64) -> String {
+    let held = if archived > held {
+        format!(
+            "(SELECT end_lsn FROM pg_catalog.pg_replication_slot_advance('{slot}', '{}'))",
+            format_lsn(archived)
+        )
+    } else {
+        format!(
+            "(SELECT restart_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = '{slot}')"
+        )
+    };
+    format!(
+        "SELECT (SELECT max(flush_lsn) FROM pg_catalog.pg_stat_replication \
+         WHERE application_name = '{app}'), CASE WHEN pg_catalog.pg_is_in_recovery() \
+         THEN pg_catalog.pg_last_wal_receive_lsn() ELSE pg_catalog.pg_current_wal_lsn() END, {held}"
+    )
+}
+
+/// An LSN as PostgreSQL writes it (`16/B374D848`).
+fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
 /// `16/B374D848` → the LSN as a number.
 pub fn parse_lsn(text: &str) -> Option<u64> {
     let (hi, lo) = text.split_once('/')?;
@@ -848,6 +897,8 @@ mod tests {
         assert_eq!(parse_lsn("0/1511B00"), Some(0x1511B00));
         assert_eq!(parse_lsn("1/0"), Some(1 << 32));
         assert_eq!(parse_lsn(""), None);
+        assert_eq!(format_lsn(0x1_0151_1B00), "1/1511B00");
+        assert_eq!(parse_lsn(&format_lsn(0xAB_0000_0001)), Some(0xAB_0000_0001));
         let seg = 0x1511B00 / WAL_SEGMENT;
         assert_eq!(wal_file("00000001", seg), "000000010000000000000001");
         assert_eq!(wal_file("00000001", 0x100), "000000010000000100000000");
@@ -858,5 +909,23 @@ mod tests {
         );
         assert!(server_id("a/") >= 2_000_000_000);
         assert_eq!(short_hash("x").len(), 16);
+    }
+
+    #[test]
+    fn the_slot_moves_only_forward_to_what_is_archived() {
+        let moving = ready_sql("ferry_ab_2", "ferry_ab", 0x100, 0x2000);
+        assert!(
+            moving.contains("pg_replication_slot_advance('ferry_ab', '0/2000')"),
+            "{moving}"
+        );
+        assert!(
+            moving.contains("application_name = 'ferry_ab_2'"),
+            "{moving}"
+        );
+        for archived in [0x100, 0x80] {
+            let still = ready_sql("ferry_ab_2", "ferry_ab", 0x100, archived);
+            assert!(!still.contains("advance"), "{still}");
+            assert!(still.contains("slot_name = 'ferry_ab'"), "{still}");
+        }
     }
 }
