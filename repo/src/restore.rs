@@ -7,7 +7,10 @@
 //! several packs).
 //! Each chunk is decompressed and its SHA-256 checked against its id on the runtime's blocking
 //! threads; a chunk that does not match fails the read, so a restore never writes what the
-//! backup did not hold. Memory: at most [`AHEAD`] runs of at most [`RUN`] bytes.
+//! backup did not hold. Memory: at most [`AHEAD`] runs of at most [`RUN`] bytes. A served
+//! chunk's buffer goes back to a small [`Pool`] that the next decodes refill: a fresh buffer of
+//! a chunk's size is, in the worker (mmap threshold 1 MiB), often a new mapping whose every page
+//! faults in.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -28,6 +31,41 @@ pub const RUN: u64 = 4 << 20;
 pub const AHEAD: usize = 6;
 /// Pieces (tar headers, chunk places) queued ahead of the reader at most.
 const QUEUED: usize = 8192;
+/// Capacity the pool of served chunk buffers keeps at most.
+const POOL_BYTES: usize = RUN as usize;
+
+/// Buffers of served chunks, taken again by the next decodes (bounded by [`POOL_BYTES`]).
+#[derive(Clone, Default)]
+struct Pool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Pool {
+    /// An empty buffer with room for `len` bytes.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default();
+        buf.clear();
+        buf.reserve(len);
+        buf
+    }
+
+    /// Keeps `buf` for a later chunk while the pool has room; tar headers and other small
+    /// buffers are not worth keeping.
+    fn give_back(&self, buf: Vec<u8>) {
+        if buf.capacity() < crate::chunker::MIN {
+            return;
+        }
+        if let Ok(mut pool) = self.0.lock() {
+            let held: usize = pool.iter().map(Vec::capacity).sum();
+            if held + buf.capacity() <= POOL_BYTES {
+                pool.push(buf);
+            }
+        }
+    }
+}
 
 /// A piece of the tar stream, in order.
 enum Piece {
@@ -55,6 +93,7 @@ pub struct TarStream {
     /// The chunks of the oldest run not served yet.
     fetched: VecDeque<Vec<u8>>,
     current: Vec<u8>,
+    pool: Pool,
     at: usize,
     served: u64,
     chunks: u64,
@@ -118,6 +157,7 @@ pub fn open_tar(
         fetches: VecDeque::new(),
         fetched: VecDeque::new(),
         current: Vec::new(),
+        pool: Pool::default(),
         at: 0,
         served: 0,
         chunks: 0,
@@ -177,6 +217,7 @@ impl TarStream {
         let run = std::mem::take(&mut self.open);
         let store = self.store.clone();
         let key = layout::pack_key(&self.pack_prefix, &run[0].pack);
+        let pool = self.pool.clone();
         self.fetches.push_back(self.rt.spawn(async move {
             let last = run.last().expect("a chunk");
             let len = last.offset + u64::from(last.stored) - run[0].offset;
@@ -185,7 +226,7 @@ impl TarStream {
                 .await
                 .map_err(|e| io::Error::other(e.to_string()))?;
             let what = key.clone();
-            tokio::task::spawn_blocking(move || decode(&key, &data, &run))
+            tokio::task::spawn_blocking(move || decode(&key, &data, &run, &pool))
                 .await
                 .map_err(|e| io::Error::other(format!("decoding {what}: {e}")))?
         }));
@@ -240,16 +281,22 @@ impl TarStream {
     }
 }
 
-/// Decompresses a run of chunks and checks each against its id.
-fn decode(key: &str, data: &[u8], run: &[ChunkRef]) -> io::Result<VecDeque<Vec<u8>>> {
+/// Decompresses a run of chunks (into buffers from `pool`) and checks each against its id.
+fn decode(
+    key: &str,
+    data: &[u8],
+    run: &[ChunkRef],
+    pool: &Pool,
+) -> io::Result<VecDeque<Vec<u8>>> {
     let mut out = VecDeque::with_capacity(run.len());
     let mut decompressor = zstd::bulk::Decompressor::new()?;
     let base = run[0].offset;
     for c in run {
         let start = (c.offset - base) as usize;
         let stored = &data[start..start + c.stored as usize];
-        let raw = decompressor
-            .decompress(stored, c.raw as usize)
+        let mut raw = pool.take(c.raw as usize);
+        decompressor
+            .decompress_to_buffer(stored, &mut raw)
             .map_err(|e| corrupt(&format!("a chunk in {key} does not decompress: {e}")))?;
         if raw.len() != c.raw as usize || <[u8; 32]>::from(Sha256::digest(&raw)) != c.id {
             return Err(corrupt(&format!(
@@ -271,14 +318,16 @@ impl Read for TarStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at == self.current.len() {
             self.fill()?;
-            match self.queue.pop_front() {
-                Some(Piece::Inline(bytes)) => self.current = bytes,
-                Some(Piece::Chunk) => self.current = self.next_chunk()?,
+            let next = match self.queue.pop_front() {
+                Some(Piece::Inline(bytes)) => bytes,
+                Some(Piece::Chunk) => self.next_chunk()?,
                 None => {
                     self.finished()?;
                     return Ok(0);
                 }
-            }
+            };
+            self.pool
+                .give_back(std::mem::replace(&mut self.current, next));
             self.at = 0;
             self.served += self.current.len() as u64;
         }
@@ -346,5 +395,29 @@ impl<W: Write> Write for Counted<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_keeps_chunk_buffers_up_to_its_bound_and_hands_them_out_empty() {
+        let pool = Pool::default();
+        pool.give_back(Vec::with_capacity(512)); // a tar header: not kept
+        assert_eq!(pool.0.lock().unwrap().len(), 0);
+        let big = vec![7u8; 3 << 20];
+        let at = big.as_ptr();
+        pool.give_back(big);
+        let again = pool.take(1 << 20);
+        assert!(again.is_empty() && again.capacity() >= 3 << 20);
+        assert_eq!(again.as_ptr(), at, "the same buffer, not a new one");
+        for _ in 0..10 {
+            pool.give_back(Vec::with_capacity(RUN as usize));
+        }
+        let held: usize = pool.0.lock().unwrap().iter().map(Vec::capacity).sum();
+        assert!(held <= POOL_BYTES, "{held}");
+        assert!(pool.take(10).capacity() >= 10);
     }
 }
