@@ -282,12 +282,7 @@ impl TarStream {
 }
 
 /// Decompresses a run of chunks (into buffers from `pool`) and checks each against its id.
-fn decode(
-    key: &str,
-    data: &[u8],
-    run: &[ChunkRef],
-    pool: &Pool,
-) -> io::Result<VecDeque<Vec<u8>>> {
+fn decode(key: &str, data: &[u8], run: &[ChunkRef], pool: &Pool) -> io::Result<VecDeque<Vec<u8>>> {
     let mut out = VecDeque::with_capacity(run.len());
     let mut decompressor = zstd::bulk::Decompressor::new()?;
     let base = run[0].offset;
