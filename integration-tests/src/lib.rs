@@ -380,7 +380,9 @@ impl Cluster {
             .arg("--work-dir")
             .arg(self.path().join(format!("work-{n}")))
             .env("RUST_LOG", "info");
-        let before = self.worker_ids(cluster).len();
+        // Ids are new at every registration: wait for one not listed before (a count could miss
+        // it while a killed worker's lease expires at the same time).
+        let before = self.worker_ids(cluster);
         self.workers.push(Proc::spawn(
             &format!("ferry-worker {cluster}/{node}"),
             &mut cmd,
@@ -388,7 +390,9 @@ impl Cluster {
         ));
         if wait {
             wait_for(Duration::from_secs(30), "the worker to register", || {
-                self.worker_ids(cluster).len() > before
+                self.worker_ids(cluster)
+                    .iter()
+                    .any(|id| !before.contains(id))
             });
         }
         n
