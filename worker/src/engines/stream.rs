@@ -462,7 +462,7 @@ impl Source {
     async fn behind(&self) -> Option<(u64, i64)> {
         match self {
             Source::Pg(s) => {
-                let archived = segment_number(&s.cursor.file)? * WAL_SEGMENT + s.cursor.offset;
+                let archived = s.archived_lsn().ok()?;
                 let (lsn, at_ms) = s.server_lsn?;
                 Some((lsn.saturating_sub(archived), at_ms))
             }
